@@ -1,0 +1,3 @@
+from slimyq.cli import main
+
+main()

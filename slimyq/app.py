@@ -1,0 +1,50 @@
+"""The application object handed to every command in ``ctx.obj``.
+
+It builds the settings once and opens Redis and the database lazily, so a command only pays for
+what it touches (``slimyq --help`` imports neither rq nor peewee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slimyq.config import LoadedSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    import peewee
+    import redis
+
+
+class App:
+    def __init__(
+        self,
+        config_file: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.config_file = config_file
+        self.overrides = dict(overrides or {})
+        self.debug = debug
+
+    @cached_property
+    def loaded(self) -> LoadedSettings:
+        return load_settings(config_file=self.config_file, overrides=self.overrides)
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        from slimyq.redis import connect
+
+        return connect(self.settings)
+
+    @cached_property
+    def db(self) -> peewee.Database:
+        from slimyq.db import open_database
+
+        return open_database(self.settings)

@@ -1,0 +1,77 @@
+"""The slimyq command line. Errors meet the user here, and only here.
+
+Every command group lives in its own module and imports its heavy dependencies (rq, peewee,
+openai) inside the command body, so ``slimyq --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from slimyq.cli import (
+    audit,
+    configcmd,
+    dbcmd,
+    enqueue,
+    history,
+    inspect_cmds,
+    jobcmd,
+    metrics,
+    queuecmd,
+    ratelimit,
+    server,
+    worker,
+)
+from slimyq.cli._group import SlimyqGroup
+
+app = typer.Typer(
+    cls=SlimyqGroup,
+    name="slimyq",
+    help="Run and inspect job queues: workers, enqueue, stats, jobs and audit log maintenance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Config file (default: search SLIMYQ_CONFIG, ./slimyq.toml, XDG).")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL (overrides REDIS_URL).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="Database URL (overrides DATABASE_URL).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Where the embedded server and SQLite file live.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    from slimyq.app import App
+
+    overrides = {"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir}
+    ctx.obj = App(config_file=config, overrides=overrides, debug=debug)
+
+
+worker.register(app)
+enqueue.register(app)
+inspect_cmds.register(app)
+app.add_typer(jobcmd.app, name="job")
+app.add_typer(queuecmd.app, name="queue")
+app.add_typer(audit.app, name="audit")
+app.add_typer(history.app, name="history")
+metrics.register(app)
+app.add_typer(ratelimit.app, name="ratelimit")
+app.add_typer(server.app, name="server")
+app.add_typer(dbcmd.app, name="db")
+app.add_typer(configcmd.app, name="config")
+
+
+def main() -> None:
+    """Console entry point (``slimyq`` and ``python -m slimyq``)."""
+    app(prog_name="slimyq")
