@@ -1,0 +1,96 @@
+"""Peewee models, bound through :data:`database_proxy` so they run on SQLite, PostgreSQL and MySQL.
+
+Conventions: primary keys are 36-character strings (uuids derived by the caller, e.g. from a job
+id, so a rerun inserts nothing new); datetimes are naive UTC with microseconds (:func:`utcnow`).
+The schema itself is created by the numbered scripts in ``slimyq/db/migrations``: a change here
+needs a new migration there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+from peewee import sort_models  # type: ignore[attr-defined]  # missing from peewee's stubs
+
+from slimyq.db.fields import DateTimeUSField, JSONTextField
+
+database_proxy = peewee.DatabaseProxy()
+
+PERSONALITY_MODES = ("helpful", "creative", "professional", "casual", "sarcastic", "technical")
+
+
+def utcnow() -> dt.datetime:
+    """The current time as a naive UTC datetime (the form every datetime column holds)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Conversation(BaseModel):
+    id = peewee.CharField(max_length=36, primary_key=True)
+    user_id = peewee.CharField(max_length=191)
+    title = peewee.CharField(max_length=200, null=True)
+    personality_mode = peewee.CharField(max_length=32, default="helpful")
+    created_at = DateTimeUSField(default=utcnow)
+    updated_at = DateTimeUSField(default=utcnow)
+
+    class Meta:
+        table_name = "chat_conversations"
+        indexes = ((("user_id", "updated_at"), False),)
+
+
+class Message(BaseModel):
+    id = peewee.CharField(max_length=36, primary_key=True)
+    conversation = peewee.ForeignKeyField(
+        Conversation,
+        column_name="conversation_id",
+        on_delete="CASCADE",
+        backref="messages",
+        index=False,  # covered by the (conversation_id, created_at) index
+    )
+    user_id = peewee.CharField(max_length=191)
+    role = peewee.CharField(max_length=16)
+    content = peewee.TextField()
+    personality_mode = peewee.CharField(max_length=32, null=True)
+    created_at = DateTimeUSField(default=utcnow)
+
+    class Meta:
+        table_name = "chat_messages"
+        indexes = ((("conversation", "created_at"), False),)
+
+
+class AuditLog(BaseModel):
+    id = peewee.CharField(max_length=36, primary_key=True)
+    user_id = peewee.CharField(max_length=191, null=True)
+    action = peewee.CharField(max_length=100)
+    resource_type = peewee.CharField(max_length=100)
+    resource_id = peewee.CharField(max_length=191)
+    details = JSONTextField(null=True)
+    ip_address = peewee.CharField(max_length=64, null=True)
+    user_agent = peewee.TextField(null=True)
+    session_id = peewee.CharField(max_length=191, null=True)
+    request_id = peewee.CharField(max_length=191, null=True, index=True)
+    timestamp = DateTimeUSField(default=utcnow, index=True)
+    success = peewee.BooleanField(default=True)
+    error_message = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "audit_logs"
+        indexes = (
+            (("action", "timestamp"), False),
+            (("user_id", "timestamp"), False),
+        )
+
+
+MODELS: tuple[type[BaseModel], ...] = (Conversation, Message, AuditLog)
+
+
+def table_names() -> list[str]:
+    """Every slimyq table, children first: a safe order for deleting rows or dropping tables."""
+    ordered = sort_models(list(MODELS))
+    return [model._meta.table_name for model in reversed(ordered)]
