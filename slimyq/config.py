@@ -1,26 +1,36 @@
 """Settings: one frozen, typed object built once per command.
 
-Precedence, highest first: CLI flags > environment (and ``./.env``, which never overrides the
-real environment) > TOML config file > built-in defaults. Every effective value remembers where it
-came from, for ``slimyq config show``.
-
+Precedence, highest first: CLI flags > environment (and ``./.env``, which never overrides a real
+environment variable, even an empty one) > TOML config file > built-in defaults. An empty value
+means "unset". Every effective value remembers where it came from, for ``slimyq config show``.
 Config file search: ``--config PATH``, ``$SLIMYQ_CONFIG``, ``./slimyq.toml``,
-``$XDG_CONFIG_HOME/slimyq/config.toml``. Relative paths inside a file resolve against its folder.
+``$XDG_CONFIG_HOME/slimyq/config.toml``. Relative paths in a file resolve against its folder.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
 
 from slimyq import QUEUE_NAMES
 from slimyq.errors import ConfigError
+from slimyq.redact import mask_secret, redact_url
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("slimyq", appauthor=False))
 
 
 class _Section(BaseModel):
@@ -51,6 +61,19 @@ _QUEUE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _default_queues() -> dict[str, QueueSettings]:
+    return {name: QueueSettings(**_QUEUE_DEFAULTS[name]) for name in QUEUE_NAMES}
+
+
+def _check_scheme(value: str, schemes: tuple[str, ...]) -> str:
+    """Empty, or a URL with one of ``schemes`` (any scheme when ``schemes`` is empty)."""
+    scheme, sep, _ = value.partition("://")
+    if value and (not sep or (schemes and scheme.lower() not in schemes)):
+        allowed = " or ".join(f"{s}://" for s in schemes) if schemes else "a scheme such as sqlite:///"
+        raise ValueError(f"must be empty or a URL starting with {allowed}")
+    return value
+
+
 class ChatSettings(_Section):
     api_key: str = ""
     base_url: str = ""
@@ -58,6 +81,11 @@ class ChatSettings(_Section):
     max_tokens: int = Field(default=180, ge=1, le=32_000)
     temperature: float = Field(default=0.7, ge=0, le=2)
     request_timeout: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return _check_scheme(value, ("http", "https"))
 
 
 class RateLimitSettings(_Section):
@@ -74,12 +102,17 @@ class WorkerSettings(_Section):
 class Settings(_Section):
     redis_url: str = ""
     database_url: str = ""
-    data_dir: Path = Path()
+    data_dir: Path = Field(default_factory=default_data_dir)
     history: bool = True
-    queues: dict[str, QueueSettings] = Field(default_factory=dict)
+    queues: dict[str, QueueSettings] = Field(default_factory=_default_queues)
     chat: ChatSettings = ChatSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("redis_url", "database_url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        return _check_scheme(value, ("redis", "rediss", "unix") if info.field_name == "redis_url" else ())
 
     @property
     def queue_names(self) -> list[str]:
@@ -88,6 +121,11 @@ class Settings(_Section):
     @property
     def embedded_redis(self) -> bool:
         return not self.redis_url
+
+    @property
+    def valkey_socket(self) -> Path:
+        """The unix socket of the embedded Valkey server (used when ``redis_url`` is empty)."""
+        return self.data_dir / "valkey" / "valkey.sock"
 
     @property
     def sqlite_path(self) -> Path:
@@ -115,6 +153,11 @@ ENV_KEYS: dict[str, str] = {
 SECRET_KEYS = frozenset({"chat.api_key"})
 URL_KEYS = frozenset({"redis_url", "database_url", "chat.base_url"})
 _PATH_KEYS = frozenset({"data_dir"})
+_SECTIONS: dict[str, type[_Section]] = {
+    "chat": ChatSettings,
+    "rate_limit": RateLimitSettings,
+    "worker": WorkerSettings,
+}
 
 
 @dataclass(frozen=True)
@@ -123,25 +166,6 @@ class LoadedSettings:
     sources: Mapping[str, str]  # dotted key -> "default" | "file <path>" | "env NAME" | ".env NAME" | "flag"
     config_file: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-def default_data_dir() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("slimyq", appauthor=False))
-
-
-def _defaults() -> dict[str, Any]:
-    return {
-        "redis_url": "",
-        "database_url": "",
-        "data_dir": "",
-        "history": True,
-        "queues": {name: dict(_QUEUE_DEFAULTS[name]) for name in QUEUE_NAMES},
-        "chat": {},
-        "rate_limit": {},
-        "worker": {},
-    }
 
 
 def find_config_file(explicit: str | Path | None, env: Mapping[str, str], cwd: Path) -> Path | None:
@@ -164,10 +188,11 @@ def find_config_file(explicit: str | Path | None, env: Mapping[str, str], cwd: P
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables to dotted keys. An empty table stays as ``{}`` so it can be checked too."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             out.update(_flatten(value, f"{dotted}."))
         else:
             out[dotted] = value
@@ -184,7 +209,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _known_keys() -> set[str]:
     keys = {"redis_url", "database_url", "data_dir", "history"}
-    for section, model in (("chat", ChatSettings), ("rate_limit", RateLimitSettings), ("worker", WorkerSettings)):
+    for section, model in _SECTIONS.items():
         keys.update(f"{section}.{name}" for name in model.model_fields)
     for queue in QUEUE_NAMES:
         keys.update(f"queues.{queue}.{name}" for name in QueueSettings.model_fields)
@@ -200,11 +225,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     flat = _flatten(data)
-    known = _known_keys()
-    for key in flat:
+    known, tables = _known_keys(), {*_SECTIONS, "queues", *(f"queues.{q}" for q in QUEUE_NAMES)}
+    for key, value in list(flat.items()):
+        if key in tables:
+            if value == {}:
+                del flat[key]
+                continue
+            raise ConfigError(f"{path}: {key!r} must be a table ([{key}]), not a single value")
         if key not in known:
-            hint = _suggest(key, known)
-            raise ConfigError(f"{path}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{path}: unknown key {key!r}{_suggest(key, known)}")
+        if isinstance(value, Mapping):
+            raise ConfigError(f"{path}: {key!r} must be a single value, not a table")
     for key in _PATH_KEYS & flat.keys():
         raw = flat[key]
         if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
@@ -213,12 +244,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _suggest(key: str, known: set[str]) -> str:
-    import difflib
-
-    if key.startswith("queues."):
-        queue = key.split(".")[1]
-        if queue not in QUEUE_NAMES:
-            return f" (queues are {', '.join(QUEUE_NAMES)})"
+    parts = key.split(".")
+    if parts[0] == "queues" and len(parts) > 1 and parts[1] not in QUEUE_NAMES:
+        return f" (queues are {', '.join(QUEUE_NAMES)})"
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else "; see config.example.toml for every key"
 
@@ -242,7 +270,10 @@ def load_settings(
     """Build the effective settings. ``overrides`` are CLI flags as dotted keys (None = not given)."""
     env = dict(os.environ if env is None else env)
     cwd = cwd or Path.cwd()
-    tree = _defaults()
+    dotenv = _dotenv(cwd)
+    if not env.get("SLIMYQ_CONFIG") and dotenv.get("SLIMYQ_CONFIG"):
+        env["SLIMYQ_CONFIG"] = dotenv["SLIMYQ_CONFIG"]
+    tree: dict[str, Any] = {"data_dir": "", "queues": {q: dict(_QUEUE_DEFAULTS[q]) for q in QUEUE_NAMES}}
     sources: dict[str, str] = dict.fromkeys(_known_keys(), "default")
 
     path = find_config_file(config_file, env, cwd)
@@ -251,23 +282,23 @@ def load_settings(
             _set(tree, key, value)
             sources[key] = f"file {path}"
 
-    dotenv = _dotenv(cwd)
     for name, key in ENV_KEYS.items():
-        if name in env and env[name] != "":
+        if env.get(name):
             _set(tree, key, env[name])
             sources[key] = f"env {name}"
-        elif dotenv.get(name):
+        elif name not in env and dotenv.get(name):
             _set(tree, key, dotenv[name])
             sources[key] = f".env {name}"
 
     for key, value in (overrides or {}).items():
         if value is not None:
+            if key not in sources:
+                raise ConfigError(f"unknown setting {key!r}{_suggest(key, set(sources))}")
             _set(tree, key, value)
             sources[key] = "flag"
 
-    if not tree["data_dir"]:
-        tree["data_dir"] = str(default_data_dir())
-    tree["data_dir"] = str(Path(tree["data_dir"]).expanduser())
+    data_dir = Path(tree["data_dir"] or default_data_dir()).expanduser()
+    tree["data_dir"] = str(data_dir if data_dir.is_absolute() else cwd / data_dir)
 
     try:
         settings = Settings.model_validate(tree)
@@ -276,20 +307,59 @@ def load_settings(
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
 
 
+def _field(loc: tuple[str | int, ...]) -> FieldInfo | None:
+    keys = [str(p) for p in loc]
+    if len(keys) == 3 and keys[0] == "queues":
+        return QueueSettings.model_fields.get(keys[2])
+    if len(keys) == 2 and keys[0] in _SECTIONS:
+        return _SECTIONS[keys[0]].model_fields.get(keys[1])
+    return Settings.model_fields.get(keys[0]) if len(keys) == 1 else None
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What a field accepts, in words: 'a whole number from 1 to 500', "'exponential' or 'fixed'"."""
+    kind = info.annotation
+    if kind is bool:
+        return "true or false"
+    if get_origin(kind) is Literal:
+        return " or ".join(repr(v) for v in get_args(kind))
+    if kind not in (int, float, str, Path):
+        return ""
+    noun = "a whole number" if kind is int else "a number" if kind is float else "a string"
+    low = high = ""
+    for m in info.metadata:
+        if isinstance(m, at.Ge | at.Gt):
+            low = f"from {m.ge}" if isinstance(m, at.Ge) else f"greater than {m.gt}"
+        elif isinstance(m, at.Le):
+            high = f"to {m.le}" if low.startswith("from") else f"and at most {m.le}"
+        elif isinstance(m, at.MinLen) and m.min_length:
+            noun = "a non-empty string"
+    return " ".join(p for p in (noun, low, high) if p)
+
+
+def shown_value(key: str, value: Any) -> Any:
+    """A value as it may be shown: secrets masked, URL passwords redacted."""
+    if key in SECRET_KEYS:
+        return mask_secret(str(value) if value is not None else None)
+    if key in URL_KEYS and isinstance(value, str):
+        return redact_url(value)
+    return value
+
+
 def _explain(exc: ValidationError, sources: Mapping[str, str]) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        where = sources.get(key, "default")
-        allowed = err.get("ctx") or {}
-        detail = err["msg"]
-        if "expected" in allowed:
-            detail = f"must be one of {allowed['expected']}"
-        lines.append(f"config key {key!r} (from {where}): {detail}; got {err.get('input')!r}")
+        info = _field(err["loc"])
+        allowed = _allowed(info) if info is not None and err["type"] != "value_error" else ""
+        detail = f"must be {allowed}" if allowed else str(err["msg"]).removeprefix("Value error, ")
+        got = json.dumps(shown_value(key, err.get("input")), default=str)
+        src = sources.get(key, "default")
+        where = f"in {src.removeprefix('file ')}" if src.startswith("file ") else f"from {src}"
+        lines.append(f"{key} = {got} {where}: {detail}")
     return "\n".join(lines)
 
 
 def flat_values(settings: Settings) -> dict[str, Any]:
-    """Every effective value as dotted keys, for ``config show``."""
-    data = settings.model_dump(mode="json")
-    return _flatten(data)
+    """Every effective value as dotted keys (queues expanded), for ``config show``."""
+    return _flatten(settings.model_dump(mode="json"))
