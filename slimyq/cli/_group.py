@@ -8,26 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from slimyq.errors import SlimyqError
 
 
-def _debug(ctx: click.Context) -> bool:
+def _debug(ctx: Any) -> bool:
     obj = ctx.obj
     return bool(getattr(obj, "debug", False))
 
 
 class SlimyqGroup(TyperGroup):
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         from slimyq import render
 
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, TyperException):
             raise
+        except BrokenPipeError:
+            raise typer.Exit(0) from None
         except SlimyqError as exc:
             if _debug(ctx):
                 raise

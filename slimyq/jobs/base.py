@@ -1,0 +1,78 @@
+"""What every handler gets: the job context, permanent errors and small helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import peewee
+
+    from slimyq.config import Settings
+
+_NAMESPACE = uuid.UUID("5d0c2a9e-7f3e-4f59-9a53-3b1e8f0c6a11")
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix (validation, ownership, refused job): no retry."""
+
+    error_type = "permanent"
+
+
+class AccessDenied(PermanentError):
+    error_type = "access_denied"
+
+    def __init__(self, message: str = "Conversation not found or access denied") -> None:
+        super().__init__(message)
+
+
+class InvalidPayload(PermanentError):
+    error_type = "validation_error"
+
+
+class Refused(PermanentError):
+    """The job names a function outside the registry, or its data cannot be decoded."""
+
+    error_type = "refused"
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    queue: str
+    attempt: int
+    settings: Settings
+    db_factory: Any = None  # () -> peewee.Database, opened lazily once per process
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db(self) -> peewee.Database:
+        if self.db_factory is None:
+            raise RuntimeError("this job has no database")
+        db: peewee.Database = self.db_factory()
+        return db
+
+    def derived_id(self, kind: str) -> str:
+        """A row id derived from the job id: the same job always produces the same id."""
+        return str(uuid.uuid5(_NAMESPACE, f"{self.job_id}:{kind}"))
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """UTC timestamps as the original API sent them: ``2026-11-23T14:21:30.123Z``."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def write_transaction(db: peewee.Database) -> Any:
+    """A transaction that takes the write lock up front on SQLite (``BEGIN IMMEDIATE``), so a
+    read-then-write handler never fails with SQLITE_BUSY on lock upgrade; plain elsewhere."""
+    import peewee as pw
+
+    if isinstance(db, pw.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()

@@ -1,0 +1,56 @@
+"""Shared payload base and the translation of pydantic errors into ``field: problem`` lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from slimyq.errors import ValidationFailed
+
+PERSONALITY_MODES = ("helpful", "creative", "professional", "casual", "sarcastic", "technical")
+
+
+class Payload(BaseModel):
+    """A job payload: camelCase on the wire, unknown fields refused, strings stripped of nothing."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The payload as stored in the job: camelCase keys, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def problems_of(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """``field: problem`` for every error, naming fields as the user typed them (camelCase)."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        name = ".".join(loc) if loc else "payload"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "missing":
+            msg = "is required"
+        elif err["type"] == "extra_forbidden":
+            allowed = ", ".join(f.alias or n for n, f in model.model_fields.items())
+            msg = f"is not a known field (known: {allowed})"
+        lines.append(f"{name}: {msg}")
+    return lines
+
+
+def validate_payload(model: type[Payload], data: Any) -> Payload:
+    """Validate ``data`` or raise :class:`ValidationFailed` listing every bad field."""
+    if not isinstance(data, dict):
+        raise ValidationFailed([f"payload: must be a JSON object, got {type(data).__name__}"])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(problems_of(exc, model)) from None

@@ -1,0 +1,149 @@
+"""Putting validated jobs on queues, one or a million, and waiting for a result.
+
+Jobs are written in RQ's own format (``runtime.codec``) by one Lua script per chunk: it skips ids
+that already exist (``--job-id`` is idempotent), writes the hash and pushes the id atomically, so
+nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from slimyq.config import Settings
+from slimyq.errors import SlimyqError, UsageError
+from slimyq.jobs.registry import JobType
+from slimyq.payloads.common import Payload
+from slimyq.runtime import codec, keys
+from slimyq.runtime.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    job_type: JobType
+    payload: Payload
+    queue: str
+    job_id: str | None = None
+    run_at: dt.datetime | None = None  # aware UTC; None = now
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: str
+    type: str
+    queue: str
+    status: str  # queued | scheduled | exists
+    scheduled_for: dt.datetime | None = None
+
+
+def check_job_id(job_id: str) -> str:
+    if not codec.JOB_ID.match(job_id):
+        raise UsageError(f"--job-id: {job_id!r} is not a valid job id (use 1-128 of A-Z a-z 0-9 _ -)")
+    return job_id
+
+
+def _user_of(payload: Payload) -> str | None:
+    user = getattr(payload, "user_id", None)
+    return str(user) if user is not None else None
+
+
+def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, float, dict[str, Any]]:
+    qs = settings.queue(req.queue)
+    job_id = req.job_id or codec.new_job_id()
+    mapping = codec.build_job_hash(
+        func_name=req.job_type.func_name,
+        payload=req.payload.wire(),
+        queue=req.queue,
+        job_type=req.job_type.name,
+        user=_user_of(req.payload),
+        timeout=qs.timeout,
+        retry_intervals=qs.retry_delays(),
+        status="scheduled" if req.run_at else "queued",
+        now=now,
+    )
+    score = req.run_at.timestamp() if req.run_at else 0.0
+    return job_id, score, mapping
+
+
+def enqueue_many(
+    conn: redis.Redis, settings: Settings, requests: Iterable[EnqueueRequest], *, chunk: int = 500
+) -> Iterator[Enqueued]:
+    """Enqueue in chunks (one round trip each), yielding one :class:`Enqueued` per request."""
+    scripts = Scripts(conn)
+    batch: list[EnqueueRequest] = []
+    for req in requests:
+        batch.append(req)
+        if len(batch) >= chunk:
+            yield from _flush(conn, scripts, settings, batch)
+            batch = []
+    if batch:
+        yield from _flush(conn, scripts, settings, batch)
+
+
+def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
+    now = codec.rq_now()
+    groups: dict[tuple[str, str], list[tuple[EnqueueRequest, str, float, dict[str, Any]]]] = {}
+    for req in batch:
+        job_id, score, mapping = _encode(req, settings, now)
+        mode = "schedule" if req.run_at else "queue"
+        groups.setdefault((req.queue, mode), []).append((req, job_id, score, mapping))
+    results: dict[int, Enqueued] = {}
+    pipe = conn.pipeline(transaction=False)
+    order: list[list[tuple[EnqueueRequest, str]]] = []
+    for (queue, mode), items in groups.items():
+        args: list[Any] = [queue, mode, len(items)]
+        for _req, job_id, score, mapping in items:
+            args += [job_id, score, len(mapping)]
+            for field, value in mapping.items():
+                args += [field, value]
+        scripts.enqueue(args=args, client=pipe)
+        order.append([(item[0], item[1]) for item in items])
+    replies = pipe.execute()
+    for written, items in zip(replies, order, strict=True):
+        for flag, (req, job_id) in zip(written, items, strict=True):
+            status = ("scheduled" if req.run_at else "queued") if flag else "exists"
+            results[id(req)] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
+    for req in batch:
+        yield results[id(req)]
+
+
+def enqueue_one(conn: redis.Redis, settings: Settings, req: EnqueueRequest) -> Enqueued:
+    return next(enqueue_many(conn, settings, [req]))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    status: str  # finished | failed | timeout
+    result: Any = None
+    error: str | None = None
+
+
+def wait_for(conn: redis.Redis, job_id: str, timeout: float) -> Outcome:
+    """Block until the job finishes or fails (reads RQ's result stream), or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    stream = keys.results(job_id)
+    last = "0-0"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            status: Any = conn.hget(keys.job(job_id), "status")
+            state = status.decode() if status else "gone"
+            return Outcome(job_id, "timeout", error=f"still {state}")
+        reply: Any = conn.xread({stream: last}, count=10, block=max(1, int(min(left, 1.0) * 1000)))
+        for _name, entries in reply or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                kind = fields.get(b"type")
+                if kind == b"1":
+                    return Outcome(job_id, "finished", result=codec.decode_return_value(fields.get(b"return_value")))
+                if kind == b"2":
+                    text = codec.decode_exc_string(fields.get(b"exc_string")) or "failed"
+                    return Outcome(job_id, "failed", error=text.strip().splitlines()[-1])
+        if not conn.exists(keys.job(job_id)):
+            raise SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")

@@ -1,0 +1,115 @@
+"""The Redis connection: the configured URL, or the embedded Valkey server over its unix socket.
+
+``import redis`` below is redis-py: imports are absolute, so this module (``slimyq.redis``) never
+shadows it.
+
+Every client gets socket timeouts, TCP keepalive (redis-py's default), a periodic health check
+and a retry policy with exponential backoff on connection errors and timeouts, so a short blip (a
+Redis restart, a failover, a dropped connection) is retried rather than failing the command. The
+first PING uses a short policy, so a command against a server that is down fails within a second;
+then the client switches to the patient one.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from slimyq.config import Settings
+from slimyq.errors import ConfigError, Unreachable
+from slimyq.redact import redact_text, redact_url
+
+SOCKET_TIMEOUT = 10.0  # rq raises this itself for a worker's blocking dequeue
+CONNECT_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 30
+
+
+def _probe_retry() -> Retry:
+    """For the first PING: two quick retries (about 0.15 s at most)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.1), retries=2)
+
+
+def _steady_retry() -> Retry:
+    """For the life of the client: six retries backing off 0.1 s up to 2 s each (a few seconds)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), retries=6)
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": _probe_retry(),
+    }
+
+
+def describe(settings: Settings) -> str:
+    """Where slimyq's Redis is, safe to print: the redacted URL, or the embedded server's socket."""
+    if settings.redis_url:
+        return redact_url(settings.redis_url)
+    from slimyq.server import paths
+
+    return f"embedded valkey at {paths(settings).socket}"
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A verified (PINGed) client. Without a URL the embedded server is started if needed."""
+    if settings.redis_url:
+        try:
+            client = redis.Redis.from_url(settings.redis_url, **_options())
+        except ValueError as exc:
+            raise ConfigError(
+                f"bad Redis URL {redact_url(settings.redis_url)}: {redact_text(str(exc))}; "
+                "use redis://, rediss:// or unix://"
+            ) from None
+    else:
+        from slimyq.server import ensure_running
+
+        client = redis.Redis(unix_socket_path=str(ensure_running(settings)), **_options())
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        client.close()
+        raise Unreachable(
+            f"cannot reach Redis at {describe(settings)} (authentication failed: {_short(exc)}); "
+            "check the user name and password in REDIS_URL"
+        ) from None
+    except redis.RedisError as exc:
+        client.close()
+        raise Unreachable(
+            f"cannot reach Redis at {describe(settings)} ({_reason(exc)}); start it or set REDIS_URL"
+        ) from None
+    client.set_retry(_steady_retry())
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, secret-free reason: ``connection refused``, ``timed out``, ``unknown host`` ..."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.timeout | redis.TimeoutError | TimeoutError):
+            return "timed out"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {cause.reason or cause.strerror or 'handshake failed'}".lower()
+        if isinstance(cause, socket.gaierror):
+            return "unknown host"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, redis.ResponseError):
+        return f"server replied: {_short(exc)}"
+    return _short(exc)
+
+
+def _short(exc: BaseException) -> str:
+    text = redact_text(str(exc)).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    # redis-py says "Error 111 connecting to host:port. Connection refused." - keep the reason.
+    if line.startswith("Error ") and " connecting to " in line and ". " in line:
+        line = line.rsplit(". ", 1)[1]
+    return line.rstrip(".").lower()[:200]

@@ -1,0 +1,105 @@
+"""Running one claimed job: allowlist, validation, the handler, and the classification of errors.
+
+The allowlist check happens on the function *name* in the job hash, before anything is imported:
+a job naming ``os.system`` (or anything outside the registry) is refused and never runs.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimyq.errors import ValidationFailed
+from slimyq.jobs import registry
+from slimyq.jobs.base import InvalidPayload, JobContext, PermanentError, Refused
+from slimyq.payloads.common import validate_payload
+from slimyq.runtime.codec import ClaimedJob, UndecodableJob
+
+
+class JobTimeout(Exception):
+    """Raised inside a job's thread (or reported for its forked child) when it runs too long."""
+
+    error_type = "timeout"
+
+
+@dataclass
+class Result:
+    ok: bool
+    value: Any = None
+    error_type: str = ""
+    error: str = ""
+    traceback: str = ""
+    permanent: bool = False
+    job_type: str = "unknown"
+    user: str | None = None
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return max(self.ended - self.started, 0.0)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job that passed the allowlist and validation, ready to call."""
+
+    job_type: registry.JobType
+    payload: Any
+    handler: Callable[[Any, JobContext], Any]
+    user: str | None
+
+
+def prepare(job: ClaimedJob, queue: str) -> Prepared:
+    """Allowlist and validate; raises a :class:`PermanentError` for anything that must not run."""
+    try:
+        func_name, instance, args, kwargs = job.call()
+    except UndecodableJob as exc:
+        raise Refused(str(exc)) from None
+    job_type = registry.by_func(func_name)
+    if job_type is None:
+        raise Refused(f"refused: {func_name!r} is not a registered slimyq job type")
+    if instance is not None:
+        raise Refused(f"refused: {func_name!r} called on an instance")
+    if job_type.queue not in (registry.ANY_QUEUE, queue):
+        raise Refused(f"refused: {job_type.name} jobs belong on the {job_type.queue!r} queue, not {queue!r}")
+    if args:
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            kwargs = args[0]
+        else:
+            raise InvalidPayload("payload: pass the payload as keyword arguments (a JSON object)")
+    try:
+        payload = validate_payload(job_type.payload, kwargs)
+    except ValidationFailed as exc:
+        raise InvalidPayload("; ".join(exc.problems)) from None
+    user = getattr(payload, "user_id", None)
+    return Prepared(job_type, payload, job_type.handler(), str(user) if user is not None else None)
+
+
+def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobContext]) -> Result:
+    """Run the job in this thread and describe what happened. Never raises (but JobTimeout)."""
+    result = Result(ok=False, job_type=str(job.meta.get("type", "unknown")), user=job.meta.get("user"))
+    try:
+        prepared = prepare(job, queue)
+        result.job_type = prepared.job_type.name
+        result.user = prepared.user
+        value = prepared.handler(prepared.payload, make_context(job))
+        result.ok, result.value = True, value
+    except JobTimeout as exc:
+        _fill(result, exc, "timeout", permanent=False)
+    except PermanentError as exc:
+        _fill(result, exc, exc.error_type, permanent=True)
+    except Exception as exc:
+        _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
+    result.ended = time.time()
+    return result
+
+
+def _fill(result: Result, exc: BaseException, error_type: str, *, permanent: bool) -> None:
+    result.error_type = error_type
+    result.error = str(exc) or type(exc).__name__
+    result.traceback = "".join(traceback.format_exception(exc))
+    result.permanent = permanent
