@@ -104,8 +104,8 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
         scripts.enqueue(args=args, client=pipe)
         order.append([(item[0], item[1]) for item in items])
     replies = pipe.execute()
-    for written, items in zip(replies, order, strict=True):
-        for flag, (req, job_id) in zip(written, items, strict=True):
+    for written, pairs in zip(replies, order, strict=True):
+        for flag, (req, job_id) in zip(written, pairs, strict=True):
             status = ("scheduled" if req.run_at else "queued") if flag else "exists"
             results[id(req)] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
     for req in batch:
