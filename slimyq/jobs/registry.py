@@ -35,6 +35,7 @@ class JobType:
     payload: type[Payload]
     positional: str | None = None  # a field given as the command's argument (chat prompt)
     help: str = ""
+    rate_limited: bool = False  # counted against the per-user limit at enqueue (slimyq.ratelimit)
 
     @property
     def cli_name(self) -> str:
