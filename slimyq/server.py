@@ -101,7 +101,7 @@ def ensure_running(settings: Settings, timeout: float = START_TIMEOUT) -> Path:
             "and not the embedded one; unset REDIS_URL (or --redis-url) to use the embedded server"
         )
     where = paths(settings)
-    if _ping(where.socket) == b"+PONG":  # the common case: no lock, one round trip
+    if _ready(_ping(where.socket)):  # the common case: no lock, one round trip
         return where.socket
     with _locked(where, timeout + 10):
         _start_locked(where, timeout)
@@ -215,18 +215,16 @@ def _spawn(where: ServerPaths, timeout: float) -> None:
 
 
 def _wait_ready(where: ServerPaths, timeout: float, offset: int | None) -> None:
-    """Wait for +PONG. ``offset``: where this start's log begins (None: a server already there)."""
+    """Wait until it answers, data loaded. ``offset``: where this start's log begins (None: already running)."""
     deadline = time.monotonic() + timeout
     daemon: int | None = None
     reply: bytes | None = None
     while time.monotonic() < deadline:
         reply = _ping(where.socket)
-        if reply == b"+PONG":
+        if _ready(reply):
             return
         if daemon is None:
-            daemon = (_logged_pid(where.log, offset) if offset is not None else None) or _read_pid(
-                where.pidfile
-            )
+            daemon = (_logged_pid(where.log, offset) if offset is not None else None) or _read_pid(where.pidfile)
         if daemon is not None and not _pid_alive(daemon):
             raise _failed(where, offset, "exited while starting")
         time.sleep(0.05)
@@ -237,9 +235,7 @@ def _wait_ready(where: ServerPaths, timeout: float, offset: int | None) -> None:
 
 
 def _failed(where: ServerPaths, offset: int | None, what: str) -> SlimyqError:
-    return SlimyqError(
-        f"the embedded valkey server {what}; last lines of {where.log}:\n{_log_tail(where.log, offset)}"
-    )
+    return SlimyqError(f"the embedded valkey server {what}; last lines of {where.log}:\n{_log_tail(where.log, offset)}")
 
 
 def _read_log(log: Path, offset: int | None) -> bytes:
@@ -301,14 +297,17 @@ def _ping(sock: Path, timeout: float = 1.0) -> bytes | None:
     return _send(sock, b"PING", timeout) or None
 
 
+def _ready(reply: bytes | None) -> bool:
+    """Answering and done loading (an error such as NOAUTH is left for the client to report)."""
+    return reply is not None and not reply.startswith(b"-LOADING")
+
+
 def _shutdown(where: ServerPaths) -> None:
     """SHUTDOWN: the server fsyncs the AOF and exits; on success it hangs up without a reply."""
     reply = _send(where.socket, b"SHUTDOWN", 30.0)
     if reply and reply.startswith(b"-"):
         text = reply.decode("utf-8", "replace")
-        raise SlimyqError(
-            f"the embedded valkey server refused to shut down ({text}):\n{_log_tail(where.log)}"
-        )
+        raise SlimyqError(f"the embedded valkey server refused to shut down ({text}):\n{_log_tail(where.log)}")
 
 
 def _info(sock: Path) -> dict[str, Any]:

@@ -42,9 +42,7 @@ def status(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonFl
 
     settings = app_of(ctx).settings
     if settings.redis_url:
-        render.note(
-            f"note: a Redis URL is set, so slimyq uses {redact_url(settings.redis_url)}, not this server"
-        )
+        render.note(f"note: a Redis URL is set, so slimyq uses {redact_url(settings.redis_url)}, not this server")
     state = server.status(settings)
     render.show(state, pick_format(fmt, as_json))
     if not state.running:
@@ -66,8 +64,6 @@ def stop(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonFlag
     if fmt is not Format.table:
         render.show({"was_running": was_running, "pid": before.pid, "socket": before.socket}, fmt)
     elif was_running:
-        render.line(
-            f"embedded valkey stopped (pid {before.pid})" if before.pid else "embedded valkey stopped"
-        )
+        render.line(f"embedded valkey stopped (pid {before.pid})" if before.pid else "embedded valkey stopped")
     else:
         render.line("embedded valkey is not running")
