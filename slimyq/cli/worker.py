@@ -1,14 +1,55 @@
-"""`slimyq worker`."""
+"""`slimyq worker`: run workers for one or more queues under one supervisor."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from slimyq.cli._options import not_yet
+from slimyq.cli._options import app_of
+from slimyq.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("worker")
-    def _cmd() -> None:
-        """(not available yet)"""
-        raise not_yet("worker")
+    def worker(
+        ctx: typer.Context,
+        queues: Annotated[
+            list[str] | None, typer.Argument(help="Queues to serve (default: every configured queue).")
+        ] = None,
+        concurrency: Annotated[
+            int | None, typer.Option("--concurrency", "-n", min=1, max=500,
+                                     help="Jobs in flight at once per queue (default: each queue's config).")
+        ] = None,
+        burst: Annotated[bool, typer.Option("--burst", help="Exit when the queues are empty.")] = False,
+        max_jobs: Annotated[
+            int | None, typer.Option("--max-jobs", min=1, help="Each queue's worker exits after N jobs.")
+        ] = None,
+        fork: Annotated[bool, typer.Option("--fork", help="Run each job in its own forked process.")] = False,
+        log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    ) -> None:
+        """Start workers: each queue at its configured concurrency, one supervisor for all.
+
+        SIGTERM or Ctrl-C lets running jobs finish (worker.shutdown_grace) and puts the rest back;
+        a second signal stops at once and puts running jobs back on their queues.
+        """
+        import logging
+
+        from slimyq.runtime.supervisor import Supervisor
+
+        app_ = app_of(ctx)
+        settings = app_.settings
+        names = list(dict.fromkeys(queues or settings.queue_names))
+        for name in names:
+            if name not in settings.queues:
+                raise UsageError(f"unknown queue {name!r}; known queues: {', '.join(settings.queue_names)}")
+        level = getattr(logging, log_level.upper(), None)
+        if not isinstance(level, int):
+            raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        plan = {name: concurrency or settings.queue(name).concurrency for name in names}
+        logging.getLogger("slimyq").info(
+            "starting workers: %s%s", ", ".join(f"{q} x{n}" for q, n in plan.items()), " (fork per job)" if fork else ""
+        )
+        code = Supervisor(settings, plan, burst=burst, max_jobs=max_jobs, fork=fork).run()
+        raise typer.Exit(code)

@@ -33,6 +33,7 @@ class Result:
     error: str = ""
     traceback: str = ""
     permanent: bool = False
+    retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None
     started: float = field(default_factory=time.time)
@@ -103,3 +104,6 @@ def _fill(result: Result, exc: BaseException, error_type: str, *, permanent: boo
     result.error = str(exc) or type(exc).__name__
     result.traceback = "".join(traceback.format_exception(exc))
     result.permanent = permanent
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        result.retry_after = float(retry_after)

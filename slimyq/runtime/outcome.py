@@ -1,0 +1,83 @@
+"""From a job's :class:`Result` to what the completion script writes: finished, retried or failed.
+
+Retry rules follow RQ's (``retries_left`` and ``retry_intervals`` on the job hash); jobs that came
+from a plain RQ client without them get the queue's configured attempts and backoff. Permanent
+errors (validation, ownership, refused jobs) fail at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from slimyq.config import QueueSettings
+from slimyq.runtime import codec
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.execute import Result
+from slimyq.runtime.metrics import Ended
+
+
+@dataclass(frozen=True)
+class Completion:
+    args: list[Any]  # the 10 per-job values of the COMPLETE script
+    ended: Ended
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def attempt_record(attempt: int, result: Result, outcome: str, worker: str) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "attempt": attempt,
+        "startedAt": _iso(result.started),
+        "endedAt": _iso(result.ended or result.started),
+        "durationMs": round(result.duration * 1000, 3),
+        "outcome": outcome,
+        "worker": worker,
+    }
+    if not result.ok:
+        record["errorType"] = result.error_type
+        record["error"] = result.error[:2000]
+    return record
+
+
+def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> Completion:
+    attempt = len(job.attempts) + 1
+    retries_left = job.retries_left(qs.attempts - 1)
+    delay = 0.0
+    if result.ok:
+        outcome, kind = "ok", "completed"
+        ttl = job.result_ttl()
+        payload = codec.encode_return_value(result.value)
+    elif result.permanent or retries_left <= 0:
+        outcome, kind = "fail", "failed"
+        ttl = job.failure_ttl()
+        payload = codec.encode_exc_string(result.traceback or result.error)
+    else:
+        outcome, kind = "retry", "retried"
+        ttl = job.failure_ttl()
+        payload = ""
+        delay = codec.retry_delay(job.retry_intervals(qs.retry_delays()), retries_left)
+        if result.retry_after:
+            delay = max(delay, float(result.retry_after))
+        retries_left -= 1
+    label = {"ok": "finished", "fail": "failed", "retry": "retried"}[outcome]
+    if outcome == "fail" and result.error_type == "refused":
+        label = "refused"
+    attempts = [*job.attempts, attempt_record(attempt, result, label, worker)]
+    args = [
+        job.id,
+        job.execution_id,
+        outcome,
+        ttl,
+        payload,
+        json.dumps(attempts, separators=(",", ":")),
+        f"{delay:.3f}",
+        max(retries_left, 0),
+        f"{result.started:.6f}",
+        f"{(result.ended or result.started):.6f}",
+    ]
+    return Completion(args, Ended(result.job_type, kind, result.duration))

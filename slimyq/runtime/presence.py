@@ -1,0 +1,148 @@
+"""A worker's presence in Redis: RQ worker registration, heartbeats, and recovery of abandoned jobs.
+
+Registration uses RQ's own ``Worker.register_birth``/``register_death`` so `rq info` and
+rq-dashboard list slimyq workers. The heartbeat refreshes, in one pipelined round trip, the
+worker key's TTL and the started-registry deadline of every job this worker holds. A job whose
+deadline passed *and* whose worker key expired belongs to a dead worker: any live worker's
+maintenance pass (every few seconds, atomic in Lua) puts it back on its queue and counts the
+attempt, so a crashed host's jobs run again within ``abandoned_after`` + a few seconds instead of
+RQ's ten-plus minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from slimyq.config import Settings
+from slimyq.runtime import codec, keys, metrics
+from slimyq.runtime.scripts import Scripts
+
+if TYPE_CHECKING:
+    from slimyq.runtime.worker import QueueWorker
+
+log = logging.getLogger("slimyq.worker")
+MAINTENANCE_EVERY = 5.0
+TRIM_THROUGHPUT_EVERY = 60.0
+
+
+def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worker: str, message: str) -> list[str]:
+    qs = settings.queue(queue)
+    now = time.time()
+    reply: Any = Scripts(conn).recover(
+        args=[queue, mode, worker, f"{now:.6f}", codec.rq_now(), qs.attempts - 1,
+              codec.encode_exc_string(message), codec.DEFAULT_FAILURE_TTL, qs.keep_failed, message]
+    )
+    return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+
+
+def release(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
+    """Put every job ``worker`` holds back at the front of its queue (a stop, not a failure)."""
+    return _recover(conn, settings, queue, "release", worker, "")
+
+
+def recover_dead(conn: redis.Redis, settings: Settings, queue: str, worker: str, how: str) -> list[str]:
+    """``worker``'s process died: count a failed attempt for each of its jobs and retry them now."""
+    ids = _recover(conn, settings, queue, "dead", worker, f"worker {worker} died ({how}) while running the job")
+    unregister(conn, worker, queue)
+    return ids
+
+
+def recover_expired(conn: redis.Redis, settings: Settings, queue: str) -> list[str]:
+    """Jobs of workers that stopped heartbeating (a host died, a process was frozen)."""
+    return _recover(conn, settings, queue, "expired", "", "worker stopped sending heartbeats (abandoned job)")
+
+
+def unregister(conn: redis.Redis, worker: str, queue: str) -> None:
+    pipe = conn.pipeline()
+    pipe.srem(keys.workers(), keys.worker(worker))
+    pipe.srem(keys.workers(queue), keys.worker(worker))
+    pipe.srem(keys.claim_lists(queue), worker)
+    pipe.hset(keys.worker(worker), "death", codec.rq_now())
+    pipe.expire(keys.worker(worker), 60)
+    pipe.delete(keys.worker_executions(worker))
+    pipe.execute()
+
+
+class Presence:
+    def __init__(self, conn: redis.Redis, settings: Settings, queue: str, name: str, owner: QueueWorker) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.queue = queue
+        self.name = name
+        self.owner = owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slimyq-heartbeat", daemon=True)
+
+    def register(self) -> None:
+        from rq import Queue, Worker
+        from rq.serializers import JSONSerializer
+
+        rq_queue = Queue(self.queue, connection=self.conn, serializer=JSONSerializer)
+        worker = Worker([rq_queue], connection=self.conn, name=self.name, serializer=JSONSerializer)
+        if self.conn.exists(keys.worker(self.name)):
+            self.conn.hset(keys.worker(self.name), "death", codec.rq_now())  # a previous life of this pid
+        worker.register_birth()  # type: ignore[no-untyped-call]
+        pipe = self.conn.pipeline()
+        pipe.hset(keys.worker(self.name), mapping={"state": "idle", "slimyq_concurrency": self.owner.concurrency})
+        pipe.sadd(keys.QUEUES, keys.queue(self.queue))
+        pipe.sadd(keys.claim_lists(self.queue), self.name)
+        pipe.expire(keys.worker(self.name), int(self.settings.worker.abandoned_after))
+        pipe.execute()
+
+    def unregister(self) -> None:
+        unregister(self.conn, self.name, self.queue)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        every = self.settings.worker.heartbeat
+        next_maintenance = time.monotonic() + MAINTENANCE_EVERY
+        next_trim = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.beat()
+                now = time.monotonic()
+                if now >= next_maintenance:
+                    next_maintenance = now + MAINTENANCE_EVERY
+                    recovered = recover_expired(self.conn, self.settings, self.queue)
+                    if recovered:
+                        log.warning("recovered %d abandoned job(s) on %s", len(recovered), self.queue)
+                if now >= next_trim:
+                    next_trim = now + TRIM_THROUGHPUT_EVERY
+                    self._trim_throughput()
+                wait = min(every, MAINTENANCE_EVERY)
+            except redis.RedisError:
+                wait = 0.5  # beat again as soon as Redis is back: our deadlines are running out
+            self._stop.wait(wait)
+
+    def beat(self) -> None:
+        now = time.time()
+        deadline = int(now + self.settings.worker.abandoned_after)
+        ttl = int(self.settings.worker.abandoned_after)
+        with self.owner._lock:
+            members = list(self.owner.inflight)
+            busy = self.owner._busy
+        pipe = self.conn.pipeline(transaction=False)
+        if members:
+            pipe.zadd(keys.started(self.queue), dict.fromkeys(members, deadline), xx=True)
+        pipe.hset(keys.worker(self.name), mapping={"last_heartbeat": codec.rq_now(),
+                                                   "state": "busy" if busy else "idle"})
+        pipe.expire(keys.worker(self.name), ttl)
+        pipe.expire(keys.worker_executions(self.name), ttl)
+        pipe.execute()
+
+    def _trim_throughput(self) -> None:
+        key = keys.throughput(self.queue)
+        fields = [f.decode() for f in self.conn.hkeys(key)]  # type: ignore[union-attr]
+        old = metrics.stale_minutes(fields)
+        if old:
+            self.conn.hdel(key, *old)

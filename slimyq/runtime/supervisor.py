@@ -1,0 +1,175 @@
+"""``slimyq worker``: one supervisor, one worker process per queue, each at its own concurrency.
+
+The supervisor imports everything the jobs need *before* forking, so children share those pages
+and never re-import per job. It watches its children: a child that dies unexpectedly (SIGKILL,
+OOM) has its jobs retried at once (not after a heartbeat timeout) and is restarted with backoff.
+Children die with the supervisor (``PR_SET_PDEATHSIG``): no orphan keeps running jobs unseen.
+
+Signals: the first SIGTERM/SIGINT asks every child to finish its running jobs (grace period) and
+put the rest back; a second one stops them at once, and the supervisor puts their jobs back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any
+
+from slimyq.config import Settings
+from slimyq.runtime.worker import EXIT_OK, EXIT_RESTART
+
+log = logging.getLogger("slimyq.supervisor")
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux: get ``sig`` when the parent exits."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+
+
+@dataclass
+class Child:
+    queue: str
+    concurrency: int
+    process: Any = None
+    name: str = ""
+    restarts: int = 0
+    started_at: float = 0.0
+    done: bool = False
+    next_start: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+
+def _child_main(settings: Settings, queue: str, concurrency: int, burst: bool, max_jobs: int | None,
+                fork: bool, parent: int, name: str) -> None:
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before we set the death signal
+        os._exit(0)
+    from slimyq.runtime.worker import QueueWorker
+
+    worker = QueueWorker(settings, queue, concurrency=concurrency, burst=burst, max_jobs=max_jobs, fork=fork,
+                         name=name)
+    worker.install_signals()
+    code = worker.run()
+    logging.shutdown()
+    os._exit(code)
+
+
+def preload(queues: list[str]) -> None:
+    """Import every handler (and rq, peewee) once, before forking."""
+    import rq  # noqa: F401
+
+    from slimyq.jobs import registry
+
+    for job_type in registry.all_types():
+        if job_type.queue in (registry.ANY_QUEUE, *queues):
+            importlib.import_module(job_type.func_name.rpartition(".")[0])
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, queues: dict[str, int], *, burst: bool = False,
+                 max_jobs: int | None = None, fork: bool = False) -> None:
+        self.settings = settings
+        self.children = [Child(q, n) for q, n in queues.items()]
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.fork = fork
+        self.signals = 0
+        self._ctx = multiprocessing.get_context("fork")
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals += 1
+        sig = signal.SIGTERM if self.signals == 1 else signal.SIGUSR1
+        if self.signals == 1:
+            log.warning("stopping: finishing running jobs (up to %gs); signal again to stop at once",
+                        self.settings.worker.shutdown_grace)
+        for child in self.children:
+            if child.process is not None and child.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, sig)
+
+    def _start(self, child: Child) -> None:
+        child.name = f"slimyq.{os.uname().nodename}.{os.getpid()}.{child.queue}.{child.restarts}"
+        child.process = self._ctx.Process(
+            target=_child_main,
+            args=(self.settings, child.queue, child.concurrency, self.burst, self.max_jobs, self.fork,
+                  os.getpid(), child.name),
+            name=f"slimyq-worker-{child.queue}",
+            daemon=False,
+        )
+        child.process.start()
+        child.started_at = time.monotonic()
+
+    def run(self) -> int:
+        from slimyq.db import open_database
+        from slimyq.redis import connect
+
+        conn = connect(self.settings)  # fail fast (and start the embedded server) before forking
+        db = open_database(self.settings)  # migrates the SQLite default, checks other schemas
+        db.close()
+        preload([c.queue for c in self.children])
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for child in self.children:
+            self._start(child)
+        while True:
+            live = [c for c in self.children if c.process is not None and not c.done]
+            pending = [c for c in self.children if c.process is None and not c.done]
+            if not live and not pending:
+                return 0
+            sentinels = [c.process.sentinel for c in live]
+            ready: list[Any] = []
+            if sentinels:
+                ready = list(wait(sentinels, timeout=0.5))
+            else:
+                time.sleep(0.5)
+            for child in live:
+                if child.process.sentinel in ready or not child.process.is_alive():
+                    self._reap(conn, child)
+            for child in pending:
+                if self.signals:
+                    child.done = True
+                elif time.monotonic() >= child.next_start:
+                    self._start(child)
+
+    def _reap(self, conn: Any, child: Child) -> None:
+        from slimyq.runtime.presence import recover_dead, release, unregister
+
+        proc = child.process
+        proc.join(timeout=1)
+        code = proc.exitcode
+        requested = self.signals > 0
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        try:
+            if requested or code in (EXIT_OK, EXIT_RESTART):
+                released = release(conn, self.settings, child.queue, child.name)
+                unregister(conn, child.name, child.queue)
+                if released:
+                    log.warning("put %d job(s) of %s back on %s", len(released), child.name, child.queue)
+            else:
+                retried = recover_dead(conn, self.settings, child.queue, child.name, how)
+                log.error("worker %s died (%s); %d job(s) retried", child.name, how, len(retried))
+        except Exception as exc:  # Redis down: the expired-job maintenance recovers them later
+            log.error("could not recover jobs of %s (%s)", child.name, exc)
+        child.process = None
+        if requested or (code == EXIT_OK and (self.burst or self.max_jobs is not None)):
+            child.done = True
+            return
+        # Unexpected exit (or a restart request): start again, backing off if it keeps crashing.
+        now = time.monotonic()
+        child.history = [t for t in child.history if now - t < 60] + [now]
+        child.restarts += 1
+        delay = 0.0 if code == EXIT_RESTART else min(2 ** (len(child.history) - 1), 30)
+        child.next_start = now + delay

@@ -1,0 +1,79 @@
+"""Job timeouts for jobs running in threads.
+
+A thread cannot be killed, so a job past its deadline gets :class:`JobTimeout` raised inside its
+thread (``PyThreadState_SetAsyncExc``, what RQ's ``TimerDeathPenalty`` does). That lands at the
+next bytecode: pure-Python loops and short sleeps stop at once. A thread stuck in one long C call
+does not; the watchdog then reports the job as timed out anyway (so it is retried) and counts the
+thread as lost; the worker replaces it and, if lost threads pile up, restarts its process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from slimyq.runtime.execute import JobTimeout
+
+STUCK_AFTER = 5.0  # seconds past the deadline before a thread that ignores JobTimeout is given up
+
+
+@dataclass
+class _Watch:
+    thread_id: int
+    deadline: float
+    on_stuck: Callable[[], None]
+    raised: bool = False
+
+
+class Watchdog:
+    def __init__(self, tick: float = 0.1) -> None:
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._watches: dict[int, _Watch] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slimyq-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def watch(self, timeout: float, on_stuck: Callable[[], None]) -> int:
+        """Watch the calling thread; returns a token for :meth:`release`."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._watches[ident] = _Watch(ident, time.monotonic() + timeout, on_stuck)
+        return ident
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True if the job's time ran out (JobTimeout was or may be raised)."""
+        with self._lock:
+            watch = self._watches.pop(token, None)
+        if watch is not None and watch.raised:
+            # The exception may still be pending for this thread: clear it.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(token), None)
+            return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            now = time.monotonic()
+            stuck: list[_Watch] = []
+            with self._lock:
+                for watch in list(self._watches.values()):
+                    if now < watch.deadline:
+                        continue
+                    if not watch.raised:
+                        watch.raised = True
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(watch.thread_id), ctypes.py_object(JobTimeout)
+                        )
+                    elif now > watch.deadline + STUCK_AFTER:
+                        del self._watches[watch.thread_id]
+                        stuck.append(watch)
+            for watch in stuck:
+                watch.on_stuck()

@@ -1,0 +1,348 @@
+"""One worker process serving one queue with N jobs in flight (N threads, or N forked children).
+
+The main thread claims jobs (``CLAIM`` script: pop + mark started + register, atomically) only
+for free slots, blocking on ``BLMOVE`` into this worker's own claim list when the queue is empty.
+Executor threads run jobs; a completer thread writes outcomes in batches (``COMPLETE``); a
+heartbeat thread keeps this worker's started-registry entries alive and recovers other workers'
+abandoned ones. Every Redis call survives an outage by waiting and retrying.
+
+Shutdown: the first SIGTERM stops claiming, lets running jobs finish within the grace period,
+puts anything not finished back at the front of the queue and exits 0. A second SIGTERM (or
+SIGUSR1) exits at once; the supervisor then puts the jobs back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import signal
+import threading
+import time
+from typing import Any
+
+import redis
+
+from slimyq.config import Settings
+from slimyq.jobs.base import JobContext
+from slimyq.runtime import codec, execute, keys
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.execute import JobTimeout, Result
+from slimyq.runtime.metrics import Ended, increments
+from slimyq.runtime.outcome import decide
+from slimyq.runtime.presence import Presence, release
+from slimyq.runtime.scripts import Scripts
+from slimyq.runtime.timeouts import Watchdog
+
+log = logging.getLogger("slimyq.worker")
+
+EXIT_OK = 0
+EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
+EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
+TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
+BATCH = 256
+STATS_EVERY = 0.25  # seconds between metric flushes
+
+
+class QueueWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: str,
+        *,
+        concurrency: int,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        fork: bool = False,
+        name: str | None = None,
+        conn: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.qs = settings.queue(queue)
+        self.concurrency = concurrency
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.fork = fork
+        self.name = name or f"slimyq.{os.uname().nodename}.{os.getpid()}.{queue}"
+        self._conn = conn
+        self.stopping = threading.Event()
+        self.hard = threading.Event()
+        self.exit_code = EXIT_OK
+        self._lock = threading.Condition()
+        self._busy = 0
+        self._claimed = 0
+        self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
+        self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
+        self._done: queue_mod.Queue[tuple[ClaimedJob, Result] | None] = queue_mod.Queue()
+        self._given_up: set[str] = set()
+        self._lost_threads = 0
+        self._db: Any = None
+        self._db_lock = threading.Lock()
+        self.watchdog = Watchdog()
+        self._pending_stats: list[Ended] = []
+        self._stats_due = 0.0
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            from slimyq.redis import connect
+
+            self._conn = connect(self.settings)
+        return self._conn
+
+    def _database(self) -> Any:
+        with self._db_lock:
+            if self._db is None:
+                from slimyq.db import open_database
+
+                self._db = open_database(self.settings)
+            return self._db
+
+    def _context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(job.id, self.queue, len(job.attempts) + 1, self.settings, db_factory=self._database)
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the supervisor
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, lambda *_: self._stop_hard())
+
+    def _on_term(self, *_: object) -> None:
+        if self.stopping.is_set():
+            self._stop_hard()
+        self.stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def _stop_hard(self) -> None:
+        self.hard.set()
+        os._exit(EXIT_HARD)
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> int:
+        self.scripts = Scripts(self.conn)
+        self.presence = Presence(self.conn, self.settings, self.queue, self.name, self)
+        self.presence.register()
+        self.watchdog.start()
+        for i in range(self.concurrency):
+            self._spawn_executor(i)
+        completer = threading.Thread(target=self._complete_loop, name="slimyq-completer", daemon=True)
+        completer.start()
+        self.presence.start()
+        try:
+            self._fetch_loop()
+        finally:
+            self._drain(completer)
+        return self.exit_code
+
+    def _spawn_executor(self, index: int) -> None:
+        threading.Thread(target=self._execute_loop, name=f"slimyq-exec-{index}", daemon=True).start()
+
+    def _fetch_loop(self) -> None:
+        promote_at = 0.0
+        errors = 0
+        while not self.stopping.is_set():
+            if self.max_jobs is not None and self._claimed >= self.max_jobs:
+                break
+            with self._lock:
+                free = self.concurrency - self._busy
+                if free <= 0:
+                    self._lock.wait(0.5)
+                    continue
+            if self.max_jobs is not None:
+                free = min(free, self.max_jobs - self._claimed)
+            now = time.time()
+            promote = now >= promote_at
+            try:
+                paused, jobs = self._claim(free, promote, now)
+                if promote:
+                    promote_at = now + 1.0
+                if jobs:
+                    self._dispatch(jobs)
+                elif paused:
+                    self.stopping.wait(0.5)
+                elif self.burst:
+                    if self._idle() and not self._scheduled_soon():
+                        break
+                    self.stopping.wait(0.1)
+                else:
+                    self.conn.blmove(keys.queue(self.queue), keys.claim_list(self.name), 1, "LEFT", "RIGHT")
+                errors = 0
+            except redis.RedisError as exc:
+                errors += 1
+                self._wait_for_redis(exc, errors)
+
+    def _wait_for_redis(self, exc: Exception, errors: int) -> None:
+        if errors == 1:
+            log.warning("lost Redis (%s); retrying", exc)
+        self.stopping.wait(min(0.2 * 2 ** min(errors, 5), 5.0))
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0 and not self.inflight
+
+    def _scheduled_soon(self) -> bool:
+        return bool(self.conn.zcount(keys.scheduled(self.queue), "-inf", time.time() + 60))
+
+    def _claim(self, n: int, promote: bool, now: float) -> tuple[bool, list[ClaimedJob]]:
+        eids = [os.urandom(8).hex() for _ in range(n)]
+        deadline = int(now + self.settings.worker.abandoned_after)
+        reply: Any = self.scripts.claim(
+            args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote), *eids]
+        )
+        paused = bool(int(reply[0][0])) if isinstance(reply[0], list) else bool(int(reply[0]))
+        jobs = []
+        for row in reply[1:]:
+            job_id, eid = row[0].decode(), row[1].decode()
+            raw = dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False))
+            jobs.append(ClaimedJob(job_id, eid, raw))
+        return paused, jobs
+
+    def _dispatch(self, jobs: list[ClaimedJob]) -> None:
+        with self._lock:
+            self._busy += len(jobs)
+            self._claimed += len(jobs)
+            for job in jobs:
+                self.inflight[f"{job.id}:{job.execution_id}"] = job
+        for job in jobs:
+            self._todo.put(job)
+
+    # ------------------------------------------------------------------ executing
+
+    def _execute_loop(self) -> None:
+        while True:
+            job = self._todo.get()
+            if job is None:
+                return
+            try:
+                if self.stopping.is_set():
+                    continue  # not started: released back to the queue when we exit
+                result = self._run_one(job)
+                if result is not None:
+                    self._done.put((job, result))
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._lock.notify_all()
+            if threading.current_thread().name.endswith("-lost"):
+                return
+
+    def _run_one(self, job: ClaimedJob) -> Result | None:
+        timeout = float(job.timeout(self.qs.timeout))
+        if self.fork:
+            from slimyq.runtime.forked import run_in_child
+
+            return run_in_child(lambda: execute.run(job, self.queue, self._context), timeout)
+        started = time.time()
+        token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
+        try:
+            result = execute.run(job, self.queue, self._context)
+        except JobTimeout:
+            result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
+        finally:
+            timed_out = self.watchdog.release(token)
+        if job.id in self._given_up:
+            self._given_up.discard(job.id)
+            return None
+        if timed_out and result.error_type == "timeout":
+            result.error = f"job exceeded its timeout of {timeout:g} s"
+        return result
+
+    def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:
+        """A thread ignored JobTimeout: report the timeout now, replace the thread."""
+        self._given_up.add(job.id)
+        self._done.put(
+            (job, Result(ok=False, error_type="timeout", error=f"job exceeded its timeout of {timeout:g} s "
+                         "(its thread did not stop)", started=started, ended=time.time()))
+        )
+        self._lost_threads += 1
+        self._spawn_executor(1000 + self._lost_threads)
+        if self._lost_threads > self.concurrency:
+            log.error("%d job threads are stuck; restarting this worker process", self._lost_threads)
+            self.exit_code = EXIT_RESTART
+            self.stopping.set()
+
+    # ------------------------------------------------------------------ completing
+
+    def _complete_loop(self) -> None:
+        """Write outcomes in batches; a ``None`` in the queue means: write what came before, stop."""
+        while True:
+            first = self._done.get()
+            closing = first is None
+            batch = [] if first is None else [first]
+            while len(batch) < BATCH and not closing:
+                try:
+                    item = self._done.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if item is None:
+                    closing = True
+                else:
+                    batch.append(item)
+            if batch or closing:
+                self._write(batch, flush_stats=closing)
+            if closing:
+                return
+
+    def _write(self, batch: list[tuple[ClaimedJob, Result]], flush_stats: bool = False) -> None:
+        completions = [decide(job, result, self.qs, self.name) for job, result in batch]
+        now = time.time()
+        self._pending_stats.extend(c.ended for c in completions)
+        stats: list[tuple[str, str, str, str]] = []
+        if self._pending_stats and (flush_stats or now >= self._stats_due):
+            # Metrics ride along with a completion at most every STATS_EVERY seconds, summed:
+            # a few HINCRBYs per interval instead of ten per job.
+            ended, self._pending_stats = self._pending_stats, []
+            self._stats_due = now + STATS_EVERY
+            stats = increments(self.queue, ended, now)
+            wkey = keys.worker(self.name)
+            ok = sum(1 for e in ended if e.outcome == "completed")
+            failed = sum(1 for e in ended if e.outcome == "failed")
+            working = sum(e.seconds for e in ended)
+            stats += [(wkey, "successful_job_count", "i", str(ok)), (wkey, "failed_job_count", "i", str(failed)),
+                      (wkey, "total_working_time", "f", f"{working:.6f}")]
+        args: list[Any] = [self.queue, self.name, int(now), codec.rq_now(), self.qs.keep_finished,
+                           self.qs.keep_failed, TRIM_GRACE, len(completions), len(stats)]
+        for c in completions:
+            args.extend(c.args)
+        for stat in stats:
+            args.extend(stat)
+        errors = 0
+        while True:
+            try:
+                self.scripts.complete(args=args)
+                break
+            except redis.RedisError as exc:
+                errors += 1
+                if self.hard.is_set():
+                    return
+                self._wait_for_redis(exc, errors)
+                if errors > 1 and self.stopping.is_set() and errors > 50:
+                    return  # give up: the jobs stay started and are recovered as abandoned
+        with self._lock:
+            for job, _ in batch:
+                self.inflight.pop(f"{job.id}:{job.execution_id}", None)
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------------ stopping
+
+    def _drain(self, completer: threading.Thread) -> None:
+        self.stopping.set()
+        grace_end = time.monotonic() + self.settings.worker.shutdown_grace
+        with self._lock:
+            while self._busy > 0 and time.monotonic() < grace_end:
+                self._lock.wait(0.2)
+        self._done.put(None)  # the completer writes everything before it, then stops
+        completer.join(timeout=max(grace_end - time.monotonic(), 5.0))
+        for _ in range(self.concurrency):
+            self._todo.put(None)
+        self.presence.stop()
+        try:
+            release(self.conn, self.settings, self.queue, self.name)
+            self.presence.unregister()
+        except redis.RedisError as exc:
+            log.warning("could not put jobs back on %s (%s); they are recovered as abandoned", self.queue, exc)
+        self.watchdog.stop()
