@@ -1,0 +1,133 @@
+"""Handlers of the ``chat`` queue: bot interactions, message validation, bulk validation.
+
+``chat_bot_interaction`` asks OpenAI (through :mod:`slimyq.llm`) or, without an API key, answers
+with the fallback text. Each interaction leaves exactly one audit row, whose id is derived from the
+job id: a retried or redelivered job inserts nothing new (a success replaces the error row of an
+earlier run that failed for good, e.g. a job requeued by hand).
+
+Transient API failures propagate as :class:`slimyq.llm.OpenAITransientError` (the worker retries
+them, honouring ``retry_after``); the error row is written on the last attempt only. Permanent
+ones (:class:`slimyq.llm.OpenAIPermanentError`, ``openai_error``) write it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slimyq import llm
+from slimyq.db.models import AuditLog, utcnow
+from slimyq.jobs.base import InvalidPayload, JobContext, iso, write_transaction
+from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
+
+log = logging.getLogger(__name__)
+
+ACTION_OK = "chat_bot_interaction"
+ACTION_ERROR = "chat_bot_error"
+ROLES = ("user", "assistant")
+UNSAFE = ("<script", "javascript:", "data:text/html", "vbscript:")
+
+
+class InvalidMessage(InvalidPayload):
+    """A chat message failed validation (no retry); the text is the contract's exact message."""
+
+
+# ---------------------------------------------------------------- chat_bot_interaction
+
+
+def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, Any]:
+    chat = ctx.settings.chat
+    used_fallback = not chat.api_key
+    if used_fallback:
+        reply = llm.FALLBACK_REPLY
+    else:
+        try:
+            reply = llm.complete(chat, llm.system_prompt(p.guild_id), p.prompt) or llm.EMPTY_REPLY
+        except llm.OpenAIPermanentError as exc:
+            _audit_error(p, ctx, str(exc))
+            raise
+        except llm.OpenAITransientError as exc:
+            if _last_attempt(ctx):
+                _audit_error(p, ctx, str(exc))
+            raise
+    _audit(p, ctx, success=True, details={"prompt": p.prompt[:500], "reply": reply[:1000]})
+    return {"success": True, "reply": reply, "usedFallback": used_fallback, "processedAt": iso(utcnow())}
+
+
+def _last_attempt(ctx: JobContext) -> bool:
+    try:
+        attempts = ctx.settings.queue(ctx.queue).attempts
+    except Exception:
+        attempts = ctx.settings.queue("chat").attempts
+    return ctx.attempt >= attempts
+
+
+def _audit_error(p: ChatBotInteraction, ctx: JobContext, message: str) -> None:
+    """The error row; a failure to write it is logged, never hides the API error."""
+    try:
+        _audit(p, ctx, success=False, details={"prompt": p.prompt[:500], "error": message}, error=message)
+    except Exception:
+        log.exception("could not write the chat_bot_error audit row for job %s", ctx.job_id)
+
+
+def _audit(
+    p: ChatBotInteraction, ctx: JobContext, *, success: bool, details: dict[str, Any], error: str | None = None
+) -> None:
+    row_id = ctx.derived_id("audit")
+    fields: dict[str, Any] = {
+        "user_id": p.user_id,
+        "action": ACTION_OK if success else ACTION_ERROR,
+        "resource_type": "chat",
+        "resource_id": p.guild_id or "global",
+        "details": details,
+        "request_id": p.request_id,
+        "timestamp": utcnow(),
+        "success": success,
+        "error_message": error,
+    }
+    with write_transaction(ctx.db):
+        existing: AuditLog | None = AuditLog.get_or_none(AuditLog.id == row_id)
+        if existing is None:
+            AuditLog.insert(id=row_id, **fields).on_conflict_ignore().execute()
+        elif success and not existing.success:
+            AuditLog.update(**fields).where(AuditLog.id == row_id).execute()
+
+
+# ---------------------------------------------------------------- message validation
+
+
+def validate_message(message: Any) -> dict[str, Any]:
+    """The message with its content trimmed, or :class:`InvalidMessage` (checks in contract order)."""
+    if not isinstance(message, dict):
+        raise InvalidMessage("Invalid message format")
+    if message.get("role") not in ROLES:
+        raise InvalidMessage("Invalid message role")
+    content = message.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidMessage("Message content is required")
+    content = content.strip()
+    if len(content) > MESSAGE_MAX:
+        raise InvalidMessage(f"Message content too long (max {MESSAGE_MAX} characters)")
+    lowered = content.lower()
+    if any(pattern in lowered for pattern in UNSAFE):
+        raise InvalidMessage("Message contains potentially unsafe content")
+    return {**message, "content": content}
+
+
+def message_validation(p: MessageValidation, ctx: JobContext) -> dict[str, Any]:
+    return {"success": True, "validatedMessage": validate_message(p.message)}
+
+
+def bulk_messages(p: BulkMessages, ctx: JobContext) -> dict[str, Any]:
+    results: list[dict[str, Any]] = []
+    for index, message in enumerate(p.messages):
+        try:
+            results.append({"index": index, "success": True, "validatedMessage": validate_message(message)})
+        except InvalidMessage as exc:
+            results.append({"index": index, "success": False, "error": str(exc)})
+    errors = sum(1 for r in results if not r["success"])
+    return {
+        "success": errors == 0,
+        "results": results,
+        "summary": {"total": len(results), "success": len(results) - errors, "errors": errors},
+    }

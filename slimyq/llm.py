@@ -1,0 +1,218 @@
+"""The OpenAI side of the chat queue: one client per process, the call, and what its errors mean.
+
+The ``openai`` SDK is imported on first use only (enqueueing never pays for it). Its own retries
+are switched off (``max_retries=0``): a transient failure is raised as
+:class:`OpenAITransientError` and the job's retry mechanism retries it with backoff, honouring
+``retry_after`` when the server sent ``Retry-After``. Anything retrying cannot fix is an
+:class:`OpenAIPermanentError` (``openai_error``), failed at once.
+
+The API key never leaves this module in a message: every text built from an SDK error goes through
+:func:`slimyq.redact.redact_text` with the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import math
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from slimyq.jobs.base import PermanentError
+from slimyq.redact import redact_text, redact_url
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+    from slimyq.config import ChatSettings, Settings
+
+log = logging.getLogger(__name__)
+
+GUILD_PROMPT = "You are Slimy AI, helping guild {guild_id}. Keep replies short and avoid sensitive data."
+DEFAULT_PROMPT = "You are Slimy AI, a concise assistant for Slimy guilds."
+FALLBACK_REPLY = "OpenAI integration is not configured yet, but your message was received."
+EMPTY_REPLY = "I'm not sure how to reply just yet, but I'm listening."
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+MAX_RETRY_AFTER = 3600.0  # seconds: a longer Retry-After is clamped
+_TRANSIENT_STATUS = frozenset({408, 409, 429})
+
+
+class OpenAITransientError(Exception):
+    """A failure worth retrying (429, 5xx, timeout, connection). The worker retries the job.
+
+    ``retry_after``: seconds the server asked us to wait (``Retry-After``), or None.
+    ``status``: the HTTP status, or None for timeouts and connection errors.
+    """
+
+    error_type = "openai_transient"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class OpenAIPermanentError(PermanentError):
+    """An API error retrying cannot fix (bad request, auth, not found, quota): no retry."""
+
+    error_type = "openai_error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def chat_mode(settings: Settings) -> str:
+    """``openai`` when an API key is configured, else ``fallback`` (for config show / check)."""
+    return "openai" if settings.chat.api_key else "fallback"
+
+
+def system_prompt(guild_id: str | None) -> str:
+    return GUILD_PROMPT.format(guild_id=guild_id) if guild_id else DEFAULT_PROMPT
+
+
+# ---------------------------------------------------------------- the client, once per process
+
+_clients: dict[tuple[str, str, float], OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def client(chat: ChatSettings) -> OpenAI:
+    """The process's client for these settings (created on first use, then reused)."""
+    key = (chat.base_url, chat.api_key, chat.request_timeout)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is None:
+            from openai import OpenAI
+
+            found = OpenAI(
+                api_key=chat.api_key,
+                base_url=chat.base_url or DEFAULT_BASE_URL,
+                timeout=chat.request_timeout,
+                max_retries=0,  # the job retries, with backoff: never both
+            )
+            _clients[key] = found
+    return found
+
+
+def _forget_clients_in_child() -> None:
+    # A forked child must not share the parent's connections: drop (do not close) the clients.
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_clients_in_child)
+
+
+def reset_clients() -> None:
+    """Close and forget every cached client (tests, or after changing settings in-process)."""
+    with _clients_lock:
+        for c in _clients.values():
+            c.close()
+        _clients.clear()
+
+
+# ---------------------------------------------------------------- the call
+
+
+def complete(chat: ChatSettings, system: str, prompt: str) -> str:
+    """The completion's text for ``prompt`` ("" when the model sent nothing).
+
+    Raises :class:`OpenAITransientError` or :class:`OpenAIPermanentError`; never returns or
+    raises anything carrying the API key.
+    """
+    import openai
+
+    try:
+        completion = client(chat).chat.completions.create(
+            model=chat.model,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            max_tokens=chat.max_tokens,
+            temperature=chat.temperature,
+        )
+    except openai.OpenAIError as exc:
+        raise classify(exc, chat) from None
+    if not completion.choices:
+        return ""
+    return (completion.choices[0].message.content or "").strip()
+
+
+def classify(exc: BaseException, chat: ChatSettings) -> OpenAITransientError | OpenAIPermanentError:
+    """Turn an SDK error into a transient (retry) or permanent (``openai_error``) one, redacted."""
+    import openai
+
+    secrets = [chat.api_key] if chat.api_key else []
+
+    def clean(text: str) -> str:
+        return redact_text(text, secrets)
+
+    where = redact_url(chat.base_url) or "the OpenAI API"
+    if isinstance(exc, openai.APITimeoutError):
+        err: OpenAITransientError | OpenAIPermanentError = OpenAITransientError(
+            clean(f"OpenAI request timed out after {chat.request_timeout:g} s ({where})")
+        )
+    elif isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f": {cause}" if cause else ""
+        err = OpenAITransientError(clean(f"cannot reach {where}{detail}"))
+    elif isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        text = clean(f"OpenAI API error {status}: {_message_of(exc)}")
+        code = getattr(exc, "code", None)
+        if (status in _TRANSIENT_STATUS or status >= 500) and code != "insufficient_quota":
+            err = OpenAITransientError(text, retry_after=retry_after(exc.response.headers), status=status)
+        else:
+            err = OpenAIPermanentError(text, status=status)
+    else:
+        err = OpenAIPermanentError(clean(f"OpenAI error: {type(exc).__name__}: {exc}"))
+    log.warning("chat completion failed (%s): %s", err.error_type, err)
+    return err
+
+
+def _message_of(exc: Any) -> str:
+    """The server's own error message when it sent one, else the SDK's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return str(getattr(exc, "message", "") or exc)
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return _clamp(float(ms) / 1000)
+    except (TypeError, ValueError):
+        pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return _clamp(float(raw))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(raw))
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return _clamp((when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _clamp(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

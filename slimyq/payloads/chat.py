@@ -1,0 +1,35 @@
+"""Payloads of the ``chat`` queue: bot interactions, message validation, bulk validation.
+
+``message_validation`` and ``bulk_messages`` accept *any* JSON for a message on purpose: judging a
+message (and saying exactly what is wrong with it, in the contract's words and order) is the job's
+work, so a malformed message must reach the handler rather than be refused by pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from slimyq.payloads.common import Payload
+
+PROMPT_MAX = 2000
+MESSAGE_MAX = 10_000
+BULK_MAX = 10_000
+
+Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PROMPT_MAX)]
+
+
+class ChatBotInteraction(Payload):
+    prompt: Prompt
+    user_id: str = Field(min_length=1, max_length=191)
+    guild_id: str | None = Field(default=None, min_length=1, max_length=191)
+    request_id: str | None = Field(default=None, min_length=1, max_length=191)
+
+
+class MessageValidation(Payload):
+    message: Any  # an object {role, content}; anything else fails as "Invalid message format"
+
+
+class BulkMessages(Payload):
+    messages: list[Any] = Field(max_length=BULK_MAX)
