@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # Rich is imported on first output, not at start-up
+    from rich.console import Console
+    from rich.table import Table
 
 
 class Format(enum.StrEnum):
@@ -36,6 +37,8 @@ _err: Console | None = None
 
 
 def out() -> Console:
+    from rich.console import Console
+
     global _out
     if _out is None or _out.file is not sys.stdout:
         _out = Console(file=sys.stdout, highlight=False, soft_wrap=False)
@@ -43,6 +46,8 @@ def out() -> Console:
 
 
 def err() -> Console:
+    from rich.console import Console
+
     global _err
     if _err is None or _err.file is not sys.stderr:
         _err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
@@ -173,6 +178,8 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, title: str | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
         t.add_column(col.replace("_", " "), overflow="fold")
@@ -182,6 +189,8 @@ def table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, title: s
 
 
 def kv_table(row: Mapping[str, Any], *, title: str | None = None) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")

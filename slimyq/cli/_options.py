@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from slimyq.app import App
 from slimyq.errors import SlimyqError
 from slimyq.render import Format
 
-
-def _json_flag(value: bool) -> bool:
-    return value
+if TYPE_CHECKING:
+    from slimyq.app import App
 
 
 FormatOption = Annotated[
@@ -26,6 +24,8 @@ def pick_format(fmt: Format, as_json: bool) -> Format:
 
 
 def app_of(ctx: typer.Context) -> App:
+    from slimyq.app import App
+
     obj = ctx.find_root().obj
     if not isinstance(obj, App):  # a sub-app invoked on its own (tests)
         obj = App()

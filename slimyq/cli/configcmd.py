@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from slimyq import render
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
-from slimyq.config import LoadedSettings, flat_values, shown_value
 from slimyq.render import Format
+
+if TYPE_CHECKING:
+    from slimyq.config import LoadedSettings
 
 app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 
@@ -25,6 +27,8 @@ class ConfigEntry:
 
 def entries(loaded: LoadedSettings) -> list[ConfigEntry]:
     """One redacted entry per setting, in the order of config.example.toml."""
+    from slimyq.config import flat_values, shown_value
+
     settings = loaded.settings
     derived: dict[str, str] = {}
     if not settings.redis_url:
