@@ -292,12 +292,14 @@ def row_trivial(env: Env, n: int) -> list[Row]:
 def row_chat(env: Env, n: int) -> list[Row]:
     sys.path.insert(0, str(ROOT / "tests"))
     try:
-        from fake_openai import FakeOpenAI  # type: ignore[import-not-found]
+        from fake_openai import FakeOpenAI, reply  # type: ignore[import-not-found]
     except ImportError as exc:
         return [Row("chat jobs (50 ms LLM)", "slimyq", n, 0, note=f"skipped: {exc}")]
-    with FakeOpenAI(delay=0.05) as server:
+    server = FakeOpenAI()
+    server.default = reply("Hello from the stub.", delay=0.05)
+    with server:
         penv = env.fresh()
-        penv.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=server.base_url)
+        penv.update(OPENAI_API_KEY="sk-bench", OPENAI_BASE_URL=server.url)
         prompts = [{"prompt": f"hello {i}", "userId": f"user{i}"} for i in range(n)]
         slimyq_enqueue(env, "chat_bot_interaction", prompts)
         row = drain(env, [str(BIN / "slimyq"), "worker", "chat", "--burst", "--concurrency", "5",
