@@ -35,10 +35,18 @@ def run_in_child(run: Callable[[], Result], timeout: float) -> Result:
     """Fork, call ``run()`` in the child, return its :class:`Result` (or a timeout/crash result)."""
     read_fd, write_fd = os.pipe()
     started = time.time()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
+            # Die with the worker (SIGKILLed, OOM-killed, second SIGTERM): an orphaned job must
+            # not keep running while the supervisor hands the same job to another worker.
+            from slimyq.runtime.supervisor import die_with_parent
+
+            die_with_parent(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
             os.close(read_fd)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)

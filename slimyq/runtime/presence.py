@@ -30,12 +30,14 @@ MAINTENANCE_EVERY = 5.0
 TRIM_THROUGHPUT_EVERY = 60.0
 
 
-def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worker: str, message: str) -> list[str]:
+def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worker: str, message: str,
+             members: list[str] | None = None) -> list[str]:
     qs = settings.queue(queue)
     now = time.time()
     reply: Any = Scripts(conn).recover(
         args=[queue, mode, worker, f"{now:.6f}", codec.rq_now(), qs.attempts - 1,
-              codec.encode_exc_string(message), codec.DEFAULT_FAILURE_TTL, qs.keep_failed, message]
+              codec.encode_exc_string(message), codec.DEFAULT_FAILURE_TTL, qs.keep_failed, message,
+              *(members or [])]
     )
     return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
 
@@ -43,6 +45,12 @@ def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worke
 def release(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
     """Put every job ``worker`` holds back at the front of its queue (a stop, not a failure)."""
     return _recover(conn, settings, queue, "release", worker, "")
+
+
+def release_members(conn: redis.Redis, settings: Settings, queue: str, worker: str,
+                    members: list[str]) -> list[str]:
+    """Put back executions ``worker`` holds in Redis but never received (lost claim replies)."""
+    return _recover(conn, settings, queue, "orphans", worker, "", members)
 
 
 def recover_dead(conn: redis.Redis, settings: Settings, queue: str, worker: str, how: str) -> list[str]:
@@ -122,6 +130,9 @@ class Presence:
                 wait = min(every, MAINTENANCE_EVERY)
             except redis.RedisError:
                 wait = 0.5  # beat again as soon as Redis is back: our deadlines are running out
+            except Exception:  # never let the heartbeat die: our jobs would be taken from us
+                log.exception("heartbeat failed")
+                wait = 0.5
             self._stop.wait(wait)
 
     def beat(self) -> None:

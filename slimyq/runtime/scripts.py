@@ -94,7 +94,8 @@ local wexec = 'rq:worker:' .. w .. ':executions'
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   local f = redis.call('HMGET', jk, 'status', {_HMGET_FIELDS})
-  if f[2] and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
+  -- A hash without data is still claimed: the worker fails it as refused (not dropped unseen).
+  if (f[1] or f[2]) and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
     local eid = ARGV[7 + i]
     local member = id .. ':' .. eid
     redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'last_heartbeat', iso, 'worker_name', w)
@@ -207,14 +208,16 @@ return out
 """
 
 # Put jobs a worker holds back on their queue, or retry/fail them when the worker died.
-# ARGV: 1 queue, 2 mode ('release' | 'dead' | 'expired'), 3 worker ('' for expired), 4 now float,
-#       5 now (RQ time), 6 default retries, 7 b64(zlib(message)) for failures, 8 failure ttl,
-#       9 keep_failed, 10 message text.
+# ARGV: 1 queue, 2 mode ('release' | 'dead' | 'expired' | 'orphans'), 3 worker ('' for expired),
+#       4 now float, 5 now (RQ time), 6 default retries, 7 b64(zlib(message)) for failures,
+#       8 failure ttl, 9 keep_failed, 10 message text, 11.. members (orphans only).
 # release: the worker is alive and stopping; its jobs go back to the front of the queue as they
 #          were (no attempt is counted).
 # dead:    the worker process is gone (its supervisor saw it die): each job counts a failed
 #          attempt and is retried at once, or failed when no retries are left.
 # expired: started-registry entries past their deadline whose worker key has expired.
+# orphans: the given executions of a live worker that never received them (a claim whose reply
+#          was lost): back to the front of the queue as they were, like release.
 # Returns the ids handled.
 RECOVER = """
 local q, mode, w = ARGV[1], ARGV[2], ARGV[3]
@@ -245,6 +248,8 @@ if mode == 'expired' then
       table.insert(members, m)
     end
   end
+elseif mode == 'orphans' then
+  for i = 11, #ARGV do table.insert(members, ARGV[i]) end
 else
   local claim = 'slimyq:claim:' .. w
   local c = redis.call('LRANGE', claim, 0, -1)
@@ -263,7 +268,7 @@ for _, m in ipairs(members) do
   if owner then redis.call('SREM', 'rq:worker:' .. owner .. ':executions', m) end
   if redis.call('ZREM', wip, m) == 1 and redis.call('HGET', jk, 'status') == 'started' then
     table.insert(handled, id)
-    if mode == 'release' then
+    if mode == 'release' or mode == 'orphans' then
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso)
       redis.call('LPUSH', qkey, id)
     else
@@ -292,7 +297,7 @@ for _, m in ipairs(members) do
     end
   end
 end
-if mode ~= 'expired' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
+if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
 return handled
 """
 

@@ -54,6 +54,9 @@ class Child:
 
 def _child_main(settings: Settings, queue: str, concurrency: int, burst: bool, max_jobs: int | None,
                 fork: bool, parent: int, name: str) -> None:
+    # Forget the supervisor's handlers (inherited by fork) until the worker installs its own.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the supervisor died before we set the death signal
         os._exit(0)

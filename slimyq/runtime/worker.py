@@ -66,7 +66,8 @@ class QueueWorker:
         self.fork = fork
         self.name = name or f"slimyq.{os.uname().nodename}.{os.getpid()}.{queue}"
         self._conn = conn
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # no more claims (a signal, --max-jobs reached, burst done)
+        self.stop_requested_at: float | None = None  # a signal (or a restart) asked us to stop
         self.hard = threading.Event()
         self.exit_code = EXIT_OK
         self._lock = threading.Condition()
@@ -75,8 +76,11 @@ class QueueWorker:
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
         self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
         self._done: queue_mod.Queue[tuple[ClaimedJob, Result] | None] = queue_mod.Queue()
-        self._given_up: set[str] = set()
-        self._lost_threads = 0
+        self._running: set[str] = set()  # members whose handler runs right now
+        self._given_up: set[str] = set()  # members whose thread ignored its timeout
+        self._lost_threads = 0  # threads currently stuck in a job past its timeout
+        self._replaced_threads = 0
+        self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._db: Any = None
         self._db_lock = threading.Lock()
         self.watchdog = Watchdog()
@@ -110,8 +114,14 @@ class QueueWorker:
         signal.signal(signal.SIGUSR1, lambda *_: self._stop_hard())
 
     def _on_term(self, *_: object) -> None:
-        if self.stopping.is_set():
+        if self.stop_requested_at is not None:
             self._stop_hard()
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Stop claiming; running jobs get ``shutdown_grace``; jobs not started yet go back."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
         self.stopping.set()
         with self._lock:
             self._lock.notify_all()
@@ -157,6 +167,8 @@ class QueueWorker:
             now = time.time()
             promote = now >= promote_at
             try:
+                if self._claim_unsure:
+                    self._release_orphans()
                 paused, jobs = self._claim(free, promote, now)
                 if promote:
                     promote_at = now + 1.0
@@ -172,8 +184,26 @@ class QueueWorker:
                     self.conn.blmove(keys.queue(self.queue), keys.claim_list(self.name), 1, "LEFT", "RIGHT")
                 errors = 0
             except redis.RedisError as exc:
+                # The claim may have run on the server with its reply lost (the connection broke,
+                # or the client retried it): its jobs would sit started, owned by us, unknown to us.
+                self._claim_unsure = True
                 errors += 1
                 self._wait_for_redis(exc, errors)
+
+    def _release_orphans(self) -> None:
+        """Put back jobs Redis says we hold but we never received (a claim whose reply was lost).
+
+        Only this thread claims, so every execution registered to us and not in ``inflight`` at
+        this point is such an orphan."""
+        from slimyq.runtime.presence import release_members
+
+        held = {m.decode() for m in self.conn.smembers(keys.worker_executions(self.name))}  # type: ignore[union-attr]
+        with self._lock:
+            orphans = sorted(held - set(self.inflight))
+        if orphans:
+            released = release_members(self.conn, self.settings, self.queue, self.name, orphans)
+            log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
+        self._claim_unsure = False
 
     def _wait_for_redis(self, exc: Exception, errors: int) -> None:
         if errors == 1:
@@ -217,20 +247,35 @@ class QueueWorker:
             job = self._todo.get()
             if job is None:
                 return
-            try:
-                if self.stopping.is_set():
-                    continue  # not started: released back to the queue when we exit
-                result = self._run_one(job)
-                if result is not None:
-                    self._done.put((job, result))
-            finally:
-                with self._lock:
+            if self.stop_requested_at is not None:
+                with self._lock:  # not started: released back to the queue when we exit
                     self._busy -= 1
                     self._lock.notify_all()
-            if threading.current_thread().name.endswith("-lost"):
-                return
+                continue
+            started = time.time()
+            member = f"{job.id}:{job.execution_id}"
+            with self._lock:
+                self._running.add(member)
+            try:
+                result = self._run_one(job)
+            except BaseException as exc:  # noqa: BLE001 - a job must never take its thread down silently
+                result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
+                                ended=time.time())
+            if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
+                result.job_type = str(job.meta.get("type", "unknown"))
+                result.user = result.user or job.meta.get("user")
+            with self._lock:
+                self._running.discard(member)
+                if member in self._given_up:
+                    # The watchdog already reported this job as timed out and replaced this thread.
+                    self._given_up.discard(member)
+                    self._lost_threads -= 1
+                    return
+                self._done.put((job, result))
+                self._busy -= 1
+                self._lock.notify_all()
 
-    def _run_one(self, job: ClaimedJob) -> Result | None:
+    def _run_one(self, job: ClaimedJob) -> Result:
         timeout = float(job.timeout(self.qs.timeout))
         if self.fork:
             from slimyq.runtime.forked import run_in_child
@@ -244,26 +289,31 @@ class QueueWorker:
             result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
         finally:
             timed_out = self.watchdog.release(token)
-        if job.id in self._given_up:
-            self._given_up.discard(job.id)
-            return None
         if timed_out and result.error_type == "timeout":
             result.error = f"job exceeded its timeout of {timeout:g} s"
         return result
 
     def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:
-        """A thread ignored JobTimeout: report the timeout now, replace the thread."""
-        self._given_up.add(job.id)
-        self._done.put(
-            (job, Result(ok=False, error_type="timeout", error=f"job exceeded its timeout of {timeout:g} s "
-                         "(its thread did not stop)", started=started, ended=time.time()))
-        )
-        self._lost_threads += 1
-        self._spawn_executor(1000 + self._lost_threads)
-        if self._lost_threads > self.concurrency:
-            log.error("%d job threads are stuck; restarting this worker process", self._lost_threads)
+        """A thread ignored JobTimeout: report the timeout now, free its slot, replace the thread."""
+        result = Result(ok=False, error_type="timeout", error=f"job exceeded its timeout of {timeout:g} s "
+                        "(its thread did not stop)", job_type=str(job.meta.get("type", "unknown")),
+                        started=started, ended=time.time())
+        member = f"{job.id}:{job.execution_id}"
+        with self._lock:
+            if member not in self._running:
+                return  # it stopped after all, and its outcome is on its way
+            self._given_up.add(member)
+            self._done.put((job, result))
+            self._busy -= 1  # the stuck thread no longer counts against concurrency
+            self._lost_threads += 1
+            self._replaced_threads += 1
+            stuck = self._lost_threads
+            self._lock.notify_all()
+        self._spawn_executor(1000 + self._replaced_threads)
+        if stuck > self.concurrency:
+            log.error("%d job threads are stuck; restarting this worker process", stuck)
             self.exit_code = EXIT_RESTART
-            self.stopping.set()
+            self.request_stop()
 
     # ------------------------------------------------------------------ completing
 
@@ -330,19 +380,31 @@ class QueueWorker:
     # ------------------------------------------------------------------ stopping
 
     def _drain(self, completer: threading.Thread) -> None:
+        """Finish what runs (within the grace period once a stop was requested; --max-jobs and
+        --burst wait for their jobs), write every outcome, put back what was not run."""
         self.stopping.set()
-        grace_end = time.monotonic() + self.settings.worker.shutdown_grace
+        grace = self.settings.worker.shutdown_grace
         with self._lock:
-            while self._busy > 0 and time.monotonic() < grace_end:
+            while self._busy > 0:
+                asked = self.stop_requested_at
+                if asked is not None and time.monotonic() >= asked + grace:
+                    break
                 self._lock.wait(0.2)
+            running = self._busy
         self._done.put(None)  # the completer writes everything before it, then stops
-        completer.join(timeout=max(grace_end - time.monotonic(), 5.0))
+        completer.join(timeout=5.0 + (grace if self.stop_requested_at is not None else 60.0))
         for _ in range(self.concurrency):
             self._todo.put(None)
         self.presence.stop()
-        try:
-            release(self.conn, self.settings, self.queue, self.name)
-            self.presence.unregister()
-        except redis.RedisError as exc:
-            log.warning("could not put jobs back on %s (%s); they are recovered as abandoned", self.queue, exc)
+        if running:
+            # Jobs still running past the grace period: putting them back now would let another
+            # worker start them while they still run here. This process exits first; the
+            # supervisor puts them back once it is gone.
+            log.warning("%d job(s) still running after %gs; the supervisor puts them back", running, grace)
+        else:
+            try:
+                release(self.conn, self.settings, self.queue, self.name)
+                self.presence.unregister()
+            except redis.RedisError as exc:
+                log.warning("could not put jobs back on %s (%s); they are recovered as abandoned", self.queue, exc)
         self.watchdog.stop()

@@ -1,0 +1,38 @@
+"""A job past its queue's timeout fails with a timeout error and is retried; the worker goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+from harness import Env, WorkerProc, attempts, canaries, enqueue, leftovers, tally, wait_done
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["threads", "fork"])
+def test_timeout_fails_retries_and_worker_keeps_serving(env: Env, conn: redis.Redis,
+                                                        start: Callable[..., WorkerProc], fork: bool) -> None:
+    env.reconfigure(queues={"chat": {"timeout": 1, "attempts": 2, "backoff_base": 0.2, "concurrency": 2}})
+    (slow,) = enqueue(env, "canary", [{"sleepSeconds": 10}], "chat")
+    worker = start("chat", *(["--fork"] if fork else []))
+    quick = []
+    for _ in range(5):  # served meanwhile, on the other slot
+        quick += canaries(env, 2, "chat", sleep=0.1)
+    t = wait_done(conn, quick, 20)
+    assert t.finished == 10, t
+    assert wait_done(conn, [slow], 20).failed == 1
+    a = attempts(conn, slow)
+    assert [x["outcome"] for x in a] == ["retried", "failed"]
+    for x in a:
+        assert x["errorType"] == "timeout"
+        assert "timeout of 1 s" in x["error"]
+        assert 900 <= x["durationMs"] < 5000  # stopped at its timeout, not after its 10 s sleep
+    (late,) = canaries(env, 1, "chat")
+    assert wait_done(conn, [late], 20).finished == 1
+    assert worker.proc.poll() is None
+    counts = {k.decode(): int(v) for k, v in conn.hgetall("slimyq:counts:chat").items()}  # type: ignore[union-attr]
+    assert counts["canary:retried"] == 1 and counts["canary:failed"] == 1
+    worker.signal(15)
+    assert worker.wait(30) == 0
+    assert tally(conn, [slow, *quick, late]).duplicated == 0
+    assert leftovers(conn) == {}
