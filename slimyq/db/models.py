@@ -87,7 +87,43 @@ class AuditLog(BaseModel):
         )
 
 
-MODELS: tuple[type[BaseModel], ...] = (Conversation, Message, AuditLog)
+JOB_RUN_STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned")
+
+
+class JobRun(BaseModel):
+    """One attempt of one job and its outcome (the job history, written behind by the workers).
+
+    ``(job_id, attempt)`` is unique, so writing the same attempt twice inserts it once. No payload
+    content is ever stored here; ``error_message`` is cut to 2,000 characters.
+    """
+
+    id = peewee.BigAutoField()
+    job_id = peewee.CharField(max_length=128)
+    queue = peewee.CharField(max_length=64)
+    job_type = peewee.CharField(max_length=100)
+    user_id = peewee.CharField(max_length=191, null=True)
+    attempt = peewee.IntegerField()
+    state = peewee.CharField(max_length=16)  # one of JOB_RUN_STATES
+    enqueued_at = DateTimeUSField(null=True)
+    started_at = DateTimeUSField(null=True)
+    ended_at = DateTimeUSField(null=True, index=True)
+    duration_ms = peewee.FloatField(null=True)
+    error_type = peewee.CharField(max_length=100, null=True)
+    error_message = peewee.TextField(null=True)
+    worker = peewee.CharField(max_length=191, null=True)
+
+    class Meta:
+        table_name = "job_runs"
+        indexes = (
+            (("job_id", "attempt"), True),
+            (("queue", "ended_at"), False),
+            (("job_type", "ended_at"), False),
+            (("user_id", "ended_at"), False),
+            (("state", "ended_at"), False),
+        )
+
+
+MODELS: tuple[type[BaseModel], ...] = (Conversation, Message, AuditLog, JobRun)
 
 
 def table_names() -> list[str]:
