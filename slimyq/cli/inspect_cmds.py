@@ -2,15 +2,204 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Annotated, Any
+
 import typer
 
-from slimyq.cli._options import not_yet
+from slimyq import render
+from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
+from slimyq.errors import UsageError
+from slimyq.render import Format
+
+STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
+
+
+def _duration(option: str, text: str) -> float:
+    from slimyq.timeparse import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _since(text: str) -> dt.datetime:
+    from slimyq.timeparse import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+
+
+def _queues(settings: Any, names: list[str] | None) -> list[str]:
+    for name in names or []:
+        if name not in settings.queues:
+            raise UsageError(f"unknown queue {name!r}; known queues: {', '.join(settings.queue_names)}")
+    return list(names or settings.queue_names)
+
+
+def stats(
+    ctx: typer.Context,
+    queues: Annotated[list[str] | None, typer.Argument(help="Queues to show (default: all).")] = None,
+    by_type: Annotated[bool, typer.Option("--by-type", help="Add a per-job-type breakdown.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 2.0,
+    fmt: FormatOption = Format.table,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show depth, speed and health of each queue.
+
+    Queued, started, scheduled, deferred, finished and failed jobs, live workers and configured
+    concurrency, paused, the oldest queued job's age, success rate, p50/p95 duration (seconds) and
+    jobs per minute over the last 1, 5 and 15 minutes.
+    """
+    from slimyq.inspect.stats import queue_stats
+
+    app_ = app_of(ctx)
+    fmt = pick_format(fmt, as_json)
+    names = _queues(app_.settings, queues)
+
+    def read() -> list[dict[str, Any]]:
+        return [_table_row(s) for s in queue_stats(app_.redis, app_.settings, names)]
+
+    if watch and fmt is Format.table:
+        render.live(read, fmt, interval=interval, title="queues")
+        return
+    data = queue_stats(app_.redis, app_.settings, names, by_type=by_type)
+    queues_part: Any = [_table_row(s) for s in data] if fmt is Format.table else _without_types(data)
+    if not by_type:
+        render.show(queues_part, fmt, empty="no queues")
+        return
+    render.show_sections({"queues": queues_part, "by_type": [t for s in data for t in s.by_type]}, fmt)
+
+
+def _secs(value: float | None) -> str | None:
+    if value is None:
+        return None
+    if value >= 3600:
+        return f"{value / 3600:.1f}h"
+    if value >= 60:
+        return f"{value / 60:.1f}m"
+    return f"{value:.3g}s"
+
+
+def _table_row(s: Any) -> dict[str, Any]:
+    return {
+        "queue": s.queue + (" (paused)" if s.paused else ""),
+        "queued": s.queued,
+        "started": s.started,
+        "scheduled": s.scheduled + s.deferred,
+        "finished": s.finished,
+        "failed": s.failed,
+        "workers": s.workers,
+        "slots": f"{s.capacity}/{s.concurrency}",
+        "oldest": _secs(s.oldest_age_seconds),
+        "success_%": s.success_rate,
+        "p50": _secs(s.p50_seconds),
+        "p95": _secs(s.p95_seconds),
+        "per_min_1/5/15": f"{s.per_min_1:g} / {s.per_min_5:g} / {s.per_min_15:g}",
+    }
+
+
+def _without_types(data: list[Any]) -> list[dict[str, Any]]:
+    out = render.jsonable(data)
+    for row in out:
+        row.pop("by_type", None)
+    return list(out)
+
+
+def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonFlag = False) -> None:
+    """List live workers: name (host, pid), queues, state, current jobs, jobs done, last heartbeat.
+
+    A worker whose heartbeat stops disappears within about a heartbeat period.
+    """
+    from slimyq.inspect.workers import list_workers
+
+    app_ = app_of(ctx)
+    fmt = pick_format(fmt, as_json)
+    data = list_workers(app_.redis, app_.settings.worker.heartbeat)
+    if fmt is Format.table:
+        rows = [{"name": w.name, "host": w.host, "pid": w.pid, "queues": ",".join(w.queues), "state": w.state,
+                 "concurrency": w.concurrency, "current_jobs": " ".join(w.current_jobs) or None,
+                 "jobs_done": w.jobs_done, "failed": w.failed, "last_heartbeat": w.last_heartbeat}
+                for w in data]
+        render.show(rows, fmt, empty="no live workers")
+        return
+    render.show(data, fmt)
+
+
+def jobs(
+    ctx: typer.Context,
+    queue: Annotated[str | None, typer.Argument(help="Queue (default: all).")] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", "-s", help=f"Repeatable: {', '.join(STATES)}.")] = None,
+    job_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this job type.")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only newer than this (1h, 2d or an ISO date).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many rows.")] = 20,
+    fmt: FormatOption = Format.table,
+    as_json: JsonFlag = False,
+) -> None:
+    """List jobs newest first across the chosen states.
+
+    Work per call is bounded whatever the queue size: each queue/state is read newest first and
+    at most min(10 x limit, 10,000) jobs are examined per queue and state when filtering by type,
+    user or time (a note on stderr says when the bound cut the listing short).
+    """
+    from slimyq.inspect.jobs import list_jobs
+
+    app_ = app_of(ctx)
+    fmt = pick_format(fmt, as_json)
+    names = _queues(app_.settings, [queue] if queue else None)
+    for s in state or []:
+        if s not in STATES:
+            raise UsageError(f"--state: unknown state {s!r} (one of {', '.join(STATES)})")
+    if job_type:
+        from slimyq.jobs import registry
+
+        registry.get(job_type)
+    page = list_jobs(app_.redis, names, states=state or None, job_type=job_type, user=user,
+                     since=_since(since) if since else None, limit=limit)
+    render.show(page.rows, fmt, empty="no jobs")
+    if page.truncated:
+        render.note(f"note: stopped after examining {page.scanned} jobs; narrow with --state/--since or raise --limit")
+
+
+def check(
+    ctx: typer.Context,
+    max_age: Annotated[str, typer.Option("--max-age", help="Oldest queued job may wait this long.")] = "5m",
+    max_backlog: Annotated[int | None, typer.Option("--max-backlog", min=0, help="Most jobs queued per queue.")] = None,
+    max_failure_rate: Annotated[
+        float | None, typer.Option("--max-failure-rate", min=0, max=100, help="Most failed jobs, percent.")
+    ] = None,
+    fmt: FormatOption = Format.table,
+    as_json: JsonFlag = False,
+) -> None:
+    """Health check: exit 0 healthy, 1 not, with one line per problem (cron, systemd, probes)."""
+    from slimyq.inspect.health import check as run_check
+
+    app_ = app_of(ctx)
+    fmt = pick_format(fmt, as_json)
+    age = _duration("--max-age", max_age)
+    health = run_check(app_.settings, lambda: app_.redis, max_age=age, max_backlog=max_backlog,
+                       max_failure_rate=max_failure_rate)
+    if fmt is Format.table:
+        for p in health.problems:
+            render.line(f"{p.level}: {p.message}")
+        errors = sum(1 for p in health.problems if p.level == "error")
+        render.line(f"unhealthy: {errors} problem(s)" if errors else
+                    f"healthy: {health.queues} queue(s), {health.workers} live worker(s)")
+    elif fmt is Format.json:
+        render.show(health, fmt)
+    else:
+        render.show(health.problems, fmt)
+    if not health.healthy:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    for name in ("stats", "workers", "jobs", "check"):
-
-        def _cmd(name: str = name) -> None:
-            raise not_yet(name)
-
-        app.command(name, help="(not available yet)")(_cmd)
+    app.command("stats")(stats)
+    app.command("workers")(workers)
+    app.command("jobs")(jobs)
+    app.command("check")(check)
