@@ -87,17 +87,17 @@ def enqueue_many(
 
 def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
     now = codec.rq_now()
-    groups: dict[tuple[str, str], list[tuple[EnqueueRequest, str, float, dict[str, Any]]]] = {}
-    for req in batch:
+    groups: dict[tuple[str, str], list[tuple[int, str, float, dict[str, Any]]]] = {}
+    for index, req in enumerate(batch):
         job_id, score, mapping = _encode(req, settings, now)
         mode = "schedule" if req.run_at else "queue"
-        groups.setdefault((req.queue, mode), []).append((req, job_id, score, mapping))
-    results: dict[int, Enqueued] = {}
+        groups.setdefault((req.queue, mode), []).append((index, job_id, score, mapping))
+    results: list[Enqueued | None] = [None] * len(batch)
     pipe = conn.pipeline(transaction=False)
-    order: list[list[tuple[EnqueueRequest, str]]] = []
+    order: list[list[tuple[int, str]]] = []
     for (queue, mode), items in groups.items():
         args: list[Any] = [queue, mode, len(items)]
-        for _req, job_id, score, mapping in items:
+        for _index, job_id, score, mapping in items:
             args += [job_id, score, len(mapping)]
             for field, value in mapping.items():
                 args += [field, value]
@@ -105,11 +105,13 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
         order.append([(item[0], item[1]) for item in items])
     replies = pipe.execute()
     for written, pairs in zip(replies, order, strict=True):
-        for flag, (req, job_id) in zip(written, pairs, strict=True):
+        for flag, (index, job_id) in zip(written, pairs, strict=True):
+            req = batch[index]
             status = ("scheduled" if req.run_at else "queued") if flag else "exists"
-            results[id(req)] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
-    for req in batch:
-        yield results[id(req)]
+            results[index] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
+    for done in results:
+        assert done is not None
+        yield done
 
 
 def enqueue_one(conn: redis.Redis, settings: Settings, req: EnqueueRequest) -> Enqueued:
@@ -142,8 +144,12 @@ def wait_for(conn: redis.Redis, job_id: str, timeout: float) -> Outcome:
                 kind = fields.get(b"type")
                 if kind == b"1":
                     return Outcome(job_id, "finished", result=codec.decode_return_value(fields.get(b"return_value")))
-                if kind == b"2":
-                    text = codec.decode_exc_string(fields.get(b"exc_string")) or "failed"
-                    return Outcome(job_id, "failed", error=text.strip().splitlines()[-1])
+                # RQ's result types: 2 failed, 3 stopped, 5 max retries exceeded; 4 (retried) is
+                # not an end, so keep waiting.
+                if kind in (b"2", b"3", b"5"):
+                    text = codec.decode_exc_string(fields.get(b"exc_string")) or ""
+                    lines = text.strip().splitlines()
+                    default = "stopped" if kind == b"3" else "failed"
+                    return Outcome(job_id, "failed", error=lines[-1] if lines else default)
         if not conn.exists(keys.job(job_id)):
             raise SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")

@@ -1,14 +1,294 @@
-"""`slimyq enqueue`."""
+"""`slimyq enqueue`: one subcommand per registered job type, and ``--file`` for bulk JSONL.
+
+The subcommands are generated from the job registry when this module is imported, from pydantic
+models only (no rq, peewee or openai), so ``slimyq --help`` stays fast. Field options and their
+validation live in :mod:`slimyq.cli._fields`; bulk files in :mod:`slimyq.bulk`. Everything is
+validated before Redis is touched: a bad value exits 2 with one ``error: --option: problem`` line
+per bad field and nothing is enqueued.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from slimyq.cli._options import not_yet
+from slimyq import render
+from slimyq.cli._fields import FieldSpec, build_payload, field_specs
+from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
+from slimyq.cli._when import run_at
+from slimyq.errors import SlimyqError, UsageError, ValidationFailed
+from slimyq.jobs import registry
+from slimyq.jobs.registry import ANY_QUEUE, JobType
+from slimyq.render import Format
+
+if TYPE_CHECKING:
+    import redis
+
+    from slimyq.app import App
+    from slimyq.config import Settings
+    from slimyq.payloads.common import Payload
+    from slimyq.producer import Enqueued
+
+BULK_HELP = (
+    "Put jobs on their queues: `slimyq enqueue JOB-TYPE --option value ...`, or many at once from a "
+    "JSONL file with --file.\n\n"
+    'Bulk lines look like {"type": "create_conversation", "payload": {...}, "jobId": "...", "queue": "..."} '
+    "(jobId and queue optional). Every line is validated first; any bad line is reported as "
+    "`line N: field: problem` and nothing is enqueued (exit 2). With --skip-invalid the valid lines "
+    "are enqueued, the bad ones reported as warnings, and the exit code is 0 (2 if no line is valid)."
+)
+
+QueueOpt = Annotated[str | None, typer.Option("--queue", help="Queue for the canary (other types have their own).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("enqueue")
-    def _cmd() -> None:
-        """(not available yet)"""
-        raise not_yet("enqueue")
+    app.add_typer(build(), name="enqueue")
+
+
+def build() -> typer.Typer:
+    group = typer.Typer(name="enqueue", help=BULK_HELP, no_args_is_help=True)
+    group.callback(invoke_without_command=True)(_bulk)
+    for jt in registry.all_types():
+        group.command(jt.cli_name, help=jt.help, no_args_is_help=False)(_command_for(jt))
+    return group
+
+
+# ------------------------------------------------------------------ one job
+
+
+def _command_for(jt: JobType) -> Any:
+    """A Typer command function whose signature has one option per payload field."""
+    specs = field_specs(jt)
+
+    def command(ctx: typer.Context, **kw: Any) -> None:
+        _enqueue_one(ctx, jt, specs, kw)
+
+    opt = typer.Option
+    params: list[tuple[str, Any, Any]] = []
+    positional = next((s for s in specs if s.positional), None)
+    if positional is not None:
+        arg = typer.Argument(metavar=positional.name.upper(), help=positional.help, show_default=False)
+        params.append(("argument", Annotated[str | None, arg], None))
+    for spec in specs:
+        info = opt(spec.option, help=spec.help, metavar=_metavar(spec), show_default=False)
+        params.append((spec.param, Annotated[str | None, info], None))
+    queue_help = "The queue to run on (required)." if jt.queue == ANY_QUEUE else f"Always {jt.queue!r}."
+    params += [
+        ("queue", Annotated[str | None, opt("--queue", help=queue_help, metavar="QUEUE")], None),
+        (
+            "job_id",
+            Annotated[str | None, opt("--job-id", metavar="ID", help="Job id; an existing id enqueues nothing.")],
+            None,
+        ),
+        (
+            "in_",
+            Annotated[str | None, opt("--in", metavar="DELAY", help="Run after a delay: 30s, 10m, 1h30m, 2d.")],
+            None,
+        ),
+        (
+            "at",
+            Annotated[str | None, opt("--at", metavar="TIME", help="Run at a time: ISO 8601 or HH:MM (UTC).")],
+            None,
+        ),
+        (
+            "wait",
+            Annotated[bool, opt("--wait", help="Wait for the result and print it (exit 1 if the job fails).")],
+            False,
+        ),
+        ("timeout", Annotated[float, opt("--timeout", metavar="S", help="Seconds --wait waits.")], 30.0),
+        ("fmt", FormatOption, Format.table),
+        ("as_json", JsonFlag, False),
+        ("quiet", QuietOpt, False),
+    ]
+    kind = inspect.Parameter.KEYWORD_ONLY
+    signature = [inspect.Parameter("ctx", kind, annotation=typer.Context)]
+    signature += [inspect.Parameter(name, kind, annotation=ann, default=default) for name, ann, default in params]
+    command.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in signature}
+    command.__doc__ = jt.help
+    command.__name__ = jt.name
+    return command
+
+
+def _metavar(spec: FieldSpec) -> str:
+    return {"json": "JSON", "any": "JSON|TEXT"}.get(spec.kind, "TEXT")
+
+
+def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: dict[str, Any]) -> None:
+    from slimyq.producer import EnqueueRequest, check_job_id, enqueue_one
+
+    app_ = app_of(ctx)
+    fmt, quiet = _output(ctx, pick_format(kw["fmt"], kw["as_json"]), kw["quiet"])
+    run_time, problems = run_at(kw["in_"], kw["at"])
+    if kw["job_id"] is not None:
+        try:
+            check_job_id(kw["job_id"])
+        except UsageError as exc:
+            problems.append(str(exc))
+    if kw["wait"] and not kw["timeout"] > 0:
+        problems.append("--timeout: must be more than 0 seconds")
+    settings = app_.settings
+    queue = ""
+    try:
+        queue = registry.queue_for(jt, kw["queue"], settings.queue_names)
+    except UsageError as exc:
+        text = str(exc)
+        problems.append(text if text.startswith("--queue") else f"--queue: {text}")
+    payload = build_payload(jt, specs, kw, argument=kw.get("argument"), extra_problems=problems)
+
+    conn = app_.redis
+    admit(conn, settings, jt, payload)
+    done = enqueue_one(conn, settings, EnqueueRequest(jt, payload, queue, kw["job_id"], run_time))
+    if done.status == "exists" and not quiet:
+        render.warn(f"job {done.id} already exists; nothing was enqueued")
+    if kw["wait"]:
+        _wait(conn, done, kw["timeout"], fmt, quiet)
+    else:
+        _report(done, fmt, quiet)
+
+
+def _output(ctx: typer.Context, fmt: Format, quiet: bool) -> tuple[Format, bool]:
+    """Output flags given before the job type (``slimyq enqueue --json canary ...``) count too."""
+    before = ctx.meta.get("slimyq.enqueue.output")
+    if before:
+        group_fmt, group_quiet = before
+        fmt = fmt if fmt is not Format.table else group_fmt
+        quiet = quiet or group_quiet
+    return fmt, quiet
+
+
+def _record(done: Enqueued) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": done.id, "type": done.type, "queue": done.queue, "status": done.status}
+    if done.scheduled_for is not None:
+        record["scheduled_for"] = done.scheduled_for.isoformat().replace("+00:00", "Z")
+    return record
+
+
+def _report(done: Enqueued, fmt: Format, quiet: bool) -> None:
+    if quiet or fmt is Format.table:
+        render.line(done.id)
+        if not quiet and done.status != "exists":
+            when = f" for {_record(done)['scheduled_for']}" if done.scheduled_for else ""
+            render.note(f"{done.status} {done.type} on {done.queue}{when}")
+        return
+    render.show(_record(done), fmt)
+
+
+def _wait(conn: redis.Redis, done: Enqueued, timeout: float, fmt: Format, quiet: bool) -> None:
+    from slimyq.producer import wait_for
+
+    if not quiet:
+        render.note(f"waiting up to {timeout:g} s for job {done.id} ...")
+    outcome = wait_for(conn, done.id, timeout)
+    if outcome.status == "failed":
+        raise SlimyqError(f"job {done.id} failed: {outcome.error}")
+    if outcome.status == "timeout":
+        raise SlimyqError(
+            f"job {done.id} did not finish within {timeout:g} s: {outcome.error}; it is left on the "
+            f"{done.queue!r} queue (is a worker running? slimyq worker {done.queue})"
+        )
+    if quiet:
+        render.line(done.id)
+    else:
+        render.show(outcome.result, fmt, empty="(empty result)")
+
+
+# ------------------------------------------------------------------ rate limit hook
+
+
+def _ratelimit() -> ModuleType | None:
+    """``slimyq.ratelimit`` if it exists (imported lazily: it is optional for this command)."""
+    try:
+        return importlib.import_module("slimyq.ratelimit")
+    except ModuleNotFoundError as exc:
+        if exc.name != "slimyq.ratelimit":
+            raise
+        return None
+
+
+def admit(conn: redis.Redis, settings: Settings, jt: JobType, payload: Payload) -> None:
+    """Count a rate-limited job against its user; raises RateLimited (exit 75) over the limit."""
+    module = _ratelimit() if jt.rate_limited else None
+    if module is not None and hasattr(module, "admit"):
+        module.admit(conn, settings, jt, payload)
+
+
+def admit_many(conn: redis.Redis, settings: Settings, counts: dict[str, int]) -> None:
+    module = _ratelimit() if counts else None
+    if module is not None and hasattr(module, "admit_many"):
+        module.admit_many(conn, settings, counts)
+
+
+# ------------------------------------------------------------------ bulk
+
+
+def _bulk(
+    ctx: typer.Context,
+    file: Annotated[
+        str | None, typer.Option("--file", metavar="PATH", help="JSONL file of jobs, one a line ('-' reads stdin).")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Enqueue the valid lines, report the bad ones (exit 0).")
+    ] = False,
+    queue: Annotated[str | None, typer.Option("--queue", metavar="QUEUE", help="Queue for lines without one.")] = None,
+    fmt: FormatOption = Format.table,
+    as_json: JsonFlag = False,
+    quiet: QuietOpt = False,
+) -> None:
+    fmt = pick_format(fmt, as_json)
+    if ctx.invoked_subcommand is not None:
+        if file is not None or skip_invalid or queue is not None:
+            raise UsageError("--file, --skip-invalid and --queue go either with a job type or with --file, not both")
+        ctx.meta["slimyq.enqueue.output"] = (fmt, quiet)
+        return
+    if file is None:
+        raise UsageError("give a job type (see slimyq enqueue --help) or --file PATH")
+    from slimyq import bulk
+
+    app_ = app_of(ctx)
+    if file == "-":
+        with bulk.spooled(sys.stdin.buffer) as path:
+            _run_bulk(app_, path, "stdin", skip_invalid, queue, fmt, quiet)
+    else:
+        path = Path(file)
+        if not path.is_file():
+            raise UsageError(f"--file: {file} does not exist or is not a file")
+        _run_bulk(app_, path, file, skip_invalid, queue, fmt, quiet)
+
+
+def _run_bulk(
+    app_: App, path: Path, name: str, skip_invalid: bool, queue: str | None, fmt: Format, quiet: bool
+) -> None:
+    from slimyq import bulk
+
+    settings = app_.settings
+    parser = bulk.LineParser(settings.queue_names, default_queue=queue)
+    with render.progress(f"checking {name}") as advance:
+        found = bulk.scan(path, parser)
+        advance(found.lines)
+    problems = found.problems + ([f"... and {found.unreported} more invalid lines"] if found.unreported else [])
+    if found.invalid and not (skip_invalid and found.valid):
+        what = "no line is valid" if skip_invalid else f"{found.invalid} of {found.lines} lines are invalid"
+        raise ValidationFailed([*problems, f"{name}: {what}; nothing was enqueued"])
+    for problem in problems:
+        render.warn(problem)
+    conn = app_.redis
+    admit_many(conn, settings, found.rate_counts)
+    with render.progress("enqueueing", total=found.valid) as advance:
+        result = bulk.enqueue_file(conn, settings, path, parser, advance=advance)
+    skipped = result.invalid
+    summary = {"enqueued": result.enqueued, "existed": result.existed, "invalid": skipped, "lines": found.lines}
+    if quiet:
+        return
+    if fmt is Format.table:
+        extra = f", skipped {skipped} invalid lines" if skipped else ""
+        render.line(f"enqueued {result.enqueued} jobs ({result.existed} already existed){extra}")
+    else:
+        render.show(summary, fmt)
