@@ -1,0 +1,352 @@
+"""Write-behind recording of job attempts into ``job_runs``: jobs never wait for the database.
+
+:meth:`HistoryRecorder.record` appends a :class:`RunRow` to a bounded in-memory buffer and
+returns at once (it never blocks on I/O and never raises). A background thread writes the buffer
+every ``flush_every`` seconds, or as soon as ``batch`` rows are waiting, with one
+``INSERT ... ON CONFLICT IGNORE`` per batch in its own transaction; ``(job_id, attempt)`` is
+unique, so a batch written twice (a retry after a lost commit reply) inserts nothing twice.
+
+During a database outage the rows stay in the buffer and the thread retries with exponential
+backoff, logging once when the outage starts and once when it ends. When the buffer is full the
+*oldest* rows are dropped and counted in :attr:`HistoryRecorder.dropped`. :meth:`close` writes
+what it can within its timeout (graceful shutdown) and stops the thread.
+
+Times in a :class:`RunRow` are epoch seconds (``time.time()`` floats, what the worker measures);
+aware or naive-UTC datetimes are accepted too. They are stored as naive UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import peewee
+
+log = logging.getLogger("slimyq.history")
+
+ERROR_MESSAGE_MAX = 2000
+Stamp = float | dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One attempt's outcome, as the worker knows it. Never put payload content here.
+
+    ``state`` is one of ``finished``, ``failed``, ``retried``, ``refused``, ``canceled``,
+    ``abandoned``. ``duration_ms`` defaults to ``ended - started`` when both are known.
+    ``ended`` defaults to the moment the row is written.
+    """
+
+    job_id: str
+    queue: str
+    job_type: str
+    attempt: int
+    state: str
+    user_id: str | None = None
+    enqueued: Stamp = None
+    started: Stamp = None
+    ended: Stamp = None
+    duration_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+
+
+class RecorderStats(NamedTuple):
+    buffered: int  # rows waiting to be written
+    dropped: int  # rows lost since start (buffer full, or recorded after close)
+    last_error: str | None  # the database error of the current outage; None once a write succeeds
+
+
+def _naive_utc(value: Stamp) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+    return dt.datetime.fromtimestamp(float(value), dt.UTC).replace(tzinfo=None)
+
+
+def _cut(value: str | None, size: int) -> str | None:
+    return None if value is None else str(value)[:size]
+
+
+def row_values(row: RunRow, now: float | None = None) -> dict[str, Any]:
+    """The ``job_runs`` column values for ``row`` (strings cut to their column sizes)."""
+    started = _naive_utc(row.started)
+    ended = _naive_utc(row.ended) or _naive_utc(now if now is not None else time.time())
+    duration = row.duration_ms
+    if duration is None and started is not None and ended is not None:
+        duration = max((ended - started).total_seconds() * 1000.0, 0.0)
+    return {
+        "job_id": str(row.job_id)[:128],
+        "queue": str(row.queue)[:64],
+        "job_type": str(row.job_type)[:100],
+        "user_id": _cut(row.user_id, 191),
+        "attempt": int(row.attempt),
+        "state": str(row.state)[:16],
+        "enqueued_at": _naive_utc(row.enqueued),
+        "started_at": started,
+        "ended_at": ended,
+        "duration_ms": None if duration is None else round(float(duration), 3),
+        "error_type": _cut(row.error_type, 100),
+        "error_message": _cut(row.error_message, ERROR_MESSAGE_MAX),
+        "worker": _cut(row.worker, 191),
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    from slimyq.db.connect import short_reason
+
+    try:
+        return short_reason(exc)
+    except Exception:
+        return type(exc).__name__
+
+
+class HistoryRecorder:
+    """A bounded write-behind buffer of :class:`RunRow` and the thread that writes it.
+
+    ``db_factory`` returns the database to write to (called in the writer thread, again after an
+    error); it may return the process's shared database: only the writer thread's own connection
+    is ever closed.
+    """
+
+    def __init__(
+        self,
+        db_factory: Callable[[], peewee.Database],
+        *,
+        flush_every: float = 1.0,
+        batch: int = 500,
+        max_buffer: int = 100_000,
+        max_backoff: float = 10.0,
+    ) -> None:
+        if batch < 1 or max_buffer < 1 or flush_every <= 0:
+            raise ValueError("batch and max_buffer must be >= 1 and flush_every > 0")
+        self._factory = db_factory
+        self.flush_every = flush_every
+        self.batch = batch
+        self.max_buffer = max_buffer
+        self.max_backoff = max_backoff
+        self.dropped = 0  # rows lost: the oldest when the buffer was full, or recorded after close
+        self.written = 0  # rows handed to the database (duplicates ignored there included)
+        self.last_error: str | None = None
+        self._buf: deque[RunRow] = deque()
+        self._inflight = 0  # rows taken out of the buffer by a write in progress
+        self._cond = threading.Condition()
+        self._closing = False
+        self._closed = False
+        self._deadline = 0.0
+        self._db: peewee.Database | None = None
+        self._outage_logged = False
+        self._flush_now = False
+        self._drops_seen = 0
+        self._drop_warned = False
+        self._thread = threading.Thread(target=self._run, name="slimyq-history", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ producers
+
+    def record(self, row: RunRow) -> None:
+        """Queue one row for writing. Never blocks on I/O, never raises."""
+        try:
+            with self._cond:
+                if self._closing:
+                    self.dropped += 1
+                    return
+                self._buf.append(row)
+                while len(self._buf) + self._inflight > self.max_buffer and self._buf:
+                    self._buf.popleft()
+                    self.dropped += 1
+                if len(self._buf) >= self.batch:
+                    self._cond.notify_all()
+        except Exception:  # pragma: no cover - a bug here must not fail a job
+            log.exception("job history: could not buffer a row")
+
+    def stats(self) -> RecorderStats:
+        with self._cond:
+            return RecorderStats(len(self._buf) + self._inflight, self.dropped, self.last_error)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Ask for an immediate write and wait until the buffer is empty (True) or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flush_now = True
+            self._cond.notify_all()
+            while self._buf or self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, 0.05))
+            return True
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Write everything the database accepts within ``timeout`` seconds, then stop the thread.
+
+        Returns the number of rows left unwritten (0 after a clean flush); they count as dropped.
+        Idempotent.
+        """
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._thread.join(timeout + 1.0)
+        with self._cond:
+            left = len(self._buf) + self._inflight
+            if not self._closed and left:
+                log.warning("job history: %d row(s) could not be written before shutdown", left)
+                self.dropped += len(self._buf)
+                self._buf.clear()
+            self._closed = True
+            return left
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        failures = 0
+        due = time.monotonic() + self.flush_every
+        while True:
+            with self._cond:
+                while not self._closing:
+                    now = time.monotonic()
+                    if self._buf and (len(self._buf) >= self.batch or self._flush_now or now >= due):
+                        break
+                    if not self._buf:
+                        due = now + self.flush_every
+                    self._cond.wait(max(due - now, 0.005))
+                self._flush_now = False
+                if self._closing and (not self._buf or time.monotonic() >= self._deadline):
+                    break
+                rows = [self._buf.popleft() for _ in range(min(self.batch, len(self._buf)))]
+                self._inflight = len(rows)
+            left = self._write(rows)
+            with self._cond:
+                self._inflight = 0
+                self._put_back(left)
+                self._cond.notify_all()
+            self._log_drops()
+            if not left:
+                failures = 0
+                due = time.monotonic() + self.flush_every
+                continue
+            failures += 1
+            self._backoff(min(self.max_backoff, 0.25 * 2 ** min(failures - 1, 16)))
+            due = time.monotonic()
+        self._release()
+
+    def _backoff(self, pause: float) -> None:
+        """Wait ``pause`` seconds; a close() cuts it short once (then waits only up to its deadline)."""
+        end = time.monotonic() + pause
+        with self._cond:
+            was_closing = self._closing
+            while True:
+                limit = min(end, self._deadline) if self._closing else end
+                now = time.monotonic()
+                if now >= limit or (self._closing and not was_closing):
+                    return
+                self._cond.wait(limit - now)
+
+    def _put_back(self, rows: list[RunRow]) -> None:
+        """Return unwritten rows to the front of the buffer, dropping the oldest beyond the bound."""
+        if not rows:
+            return
+        room = max(self.max_buffer - len(self._buf), 0)
+        keep = rows[len(rows) - room :] if room < len(rows) else rows
+        self.dropped += len(rows) - len(keep)
+        self._buf.extendleft(reversed(keep))
+
+    def _write(self, rows: list[RunRow]) -> list[RunRow]:
+        """Insert ``rows``; returns those to try again later (empty when done)."""
+        now = time.time()
+        good: list[tuple[RunRow, dict[str, Any]]] = []
+        for row in rows:
+            try:
+                good.append((row, row_values(row, now)))
+            except Exception:
+                self._reject(1, f"malformed row for job {getattr(row, 'job_id', '?')!r}")
+        try:
+            db = self._db if self._db is not None else self._factory()
+            self._db = db
+            try:
+                _insert(db, [v for _, v in good])
+            except (peewee.IntegrityError, peewee.DataError):
+                return self._write_singly(db, good)
+        except Exception as exc:
+            self._on_error(exc)
+            return [r for r, _ in good]
+        self._on_success(len(good))
+        return []
+
+    def _write_singly(self, db: peewee.Database, good: list[tuple[RunRow, dict[str, Any]]]) -> list[RunRow]:
+        """A batch the database rejected as data (not an outage): one row at a time, so one bad
+        row (say an out-of-range number) cannot hold back the others forever."""
+        for n, (row, values) in enumerate(good):
+            try:
+                _insert(db, [values])
+            except (peewee.IntegrityError, peewee.DataError) as exc:
+                self._reject(1, f"job {row.job_id!r} attempt {row.attempt}: {_reason(exc)}")
+            except Exception as exc:
+                self._on_error(exc)
+                return [r for r, _ in good[n:]]
+        self._on_success(len(good))
+        return []
+
+    def _reject(self, count: int, why: str) -> None:
+        with self._cond:
+            self.dropped += count
+        log.warning("job history: row dropped, the database refused it (%s)", why)
+
+    def _on_success(self, count: int) -> None:
+        self.written += count
+        if self._outage_logged:
+            log.warning("job history: database reachable again; the held rows are written")
+        self.last_error = None
+        self._outage_logged = False
+        self._drop_warned = False
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.last_error = _reason(exc)
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.warning(
+                "job history: cannot write to the database (%s); holding up to %d rows and retrying",
+                self.last_error,
+                self.max_buffer,
+            )
+        self._release()
+
+    def _release(self) -> None:
+        """Close this thread's connection (after an error, or at the end); never raises."""
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            db.close()
+        except Exception:
+            log.debug("job history: closing the connection failed", exc_info=True)
+
+    def _log_drops(self) -> None:
+        """Once per outage: say that rows are being dropped (the running count is in stats())."""
+        with self._cond:
+            dropped = self.dropped
+        if dropped > self._drops_seen and not self._drop_warned:
+            self._drop_warned = True
+            log.warning("job history: buffer full; %d oldest row(s) dropped so far", dropped)
+        self._drops_seen = dropped
+
+def _insert(db: peewee.Database, values: list[dict[str, Any]]) -> None:
+    """One ``INSERT ... ON CONFLICT IGNORE`` for ``values``, in its own transaction."""
+    if not values:
+        return
+    from slimyq.db.models import JobRun
+
+    with db.atomic():
+        JobRun.insert_many(values).on_conflict_ignore().as_rowcount().execute(db)
