@@ -72,7 +72,13 @@ def stats(
     if not by_type:
         render.show(queues_part, fmt, empty="no queues")
         return
-    render.show_sections({"queues": queues_part, "by_type": [t for s in data for t in s.by_type]}, fmt)
+    types: Any = [t for s in data for t in s.by_type]
+    if fmt is Format.table:
+        types = [{"queue": t.queue, "type": t.type, "done": t.completed, "failed": t.failed, "retried": t.retried,
+                  "ok %": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
+                  "p95": _secs(t.p95_seconds), "per min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
+                 for t in types]
+    render.show_sections({"queues": queues_part, "by_type": types}, fmt)
 
 
 def _secs(value: float | None) -> str | None:
@@ -90,17 +96,24 @@ def _table_row(s: Any) -> dict[str, Any]:
         "queue": s.queue + (" (paused)" if s.paused else ""),
         "queued": s.queued,
         "started": s.started,
-        "scheduled": s.scheduled + s.deferred,
-        "finished": s.finished,
+        "sched": s.scheduled + s.deferred,
+        "done": s.finished,
         "failed": s.failed,
-        "workers": s.workers,
-        "slots": f"{s.capacity}/{s.concurrency}",
+        "workers": f"{s.workers} x {s.concurrency}",
         "oldest": _secs(s.oldest_age_seconds),
-        "success_%": s.success_rate,
+        "ok %": s.success_rate,
         "p50": _secs(s.p50_seconds),
         "p95": _secs(s.p95_seconds),
-        "per_min_1/5/15": f"{s.per_min_1:g} / {s.per_min_5:g} / {s.per_min_15:g}",
+        "per min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
     }
+
+
+def ago(value: dt.datetime | None) -> str | None:
+    """A compact age for tables: ``12s``, ``3.5m``, ``2.0h`` (JSON keeps the timestamp)."""
+    if value is None:
+        return None
+    age = max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0.0)
+    return f"{age:.0f}s" if age < 60 else _secs(age)
 
 
 def _without_types(data: list[Any]) -> list[dict[str, Any]]:
@@ -121,9 +134,9 @@ def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
     fmt = pick_format(fmt, as_json)
     data = list_workers(app_.redis, app_.settings.worker.heartbeat)
     if fmt is Format.table:
-        rows = [{"name": w.name, "host": w.host, "pid": w.pid, "queues": ",".join(w.queues), "state": w.state,
-                 "concurrency": w.concurrency, "current_jobs": " ".join(w.current_jobs) or None,
-                 "jobs_done": w.jobs_done, "failed": w.failed, "last_heartbeat": w.last_heartbeat}
+        rows = [{"name": w.name, "queues": ",".join(w.queues), "state": w.state, "slots": w.concurrency,
+                 "current_jobs": " ".join(w.current_jobs) or None, "jobs_done": w.jobs_done, "failed": w.failed,
+                 "heartbeat": ago(w.last_heartbeat)}
                 for w in data]
         render.show(rows, fmt, empty="no live workers")
         return
@@ -161,7 +174,12 @@ def jobs(
         registry.get(job_type)
     page = list_jobs(app_.redis, names, states=state or None, job_type=job_type, user=user,
                      since=_since(since) if since else None, limit=limit)
-    render.show(page.rows, fmt, empty="no jobs")
+    if fmt is Format.table:
+        rows: Any = [{"id": j.id, "queue": j.queue, "state": j.state, "type": j.type, "user": j.user,
+                      "age": ago(j.at), "tries": j.attempts, "error": j.error} for j in page.rows]
+    else:
+        rows = page.rows
+    render.show(rows, fmt, empty="no jobs")
     if page.truncated:
         render.note(f"note: stopped after examining {page.scanned} jobs; narrow with --state/--since or raise --limit")
 

@@ -67,8 +67,11 @@ def _database(settings: Settings) -> Problem | None:
         finally:
             db.close()
     except Exception as exc:  # any failure is "unreachable", reported in one line
+        from slimyq.errors import SlimyqError
+
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return Problem("error", "database", redact_text(f"database unreachable: {first}"))
+        text = first if isinstance(exc, SlimyqError) else f"database unreachable: {first}"
+        return Problem("error", "database", redact_text(text))
     return None
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import redis
-
 from inspect_scenario import Scenario, build
 
 

@@ -49,7 +49,8 @@ def enqueue_db(conn: redis.Redis, s: Settings, ids: list[str], user: str = "u1")
     assert all(e.status == "queued" for e in enqueue_many(conn, s, reqs))
 
 
-def enqueue_canary(conn: redis.Redis, s: Settings, queue: str, ids: list[str], run_at: dt.datetime | None = None) -> None:
+def enqueue_canary(conn: redis.Redis, s: Settings, queue: str, ids: list[str],
+                   run_at: dt.datetime | None = None) -> None:
     jt = registry.get("canary")
     reqs = [EnqueueRequest(jt, Canary(), queue, job_id=i, run_at=run_at) for i in ids]
     list(enqueue_many(conn, s, reqs))

@@ -90,6 +90,6 @@ def test_secrets_redacted(r: redis.Redis) -> None:
         "apiKey": "***", "n": {"Password": "***", "tokens": "***", "x": 1}, "l": [{"secret": "***"}]}
     mapping = codec.build_job_hash(func_name="f.g", payload={"userId": "u", "accessToken": "sk-live"},
                                    queue="database", job_type="x", user="u", timeout=5, retry_intervals=[2])
-    r.hset(keys.job("sec"), mapping=mapping)
+    r.hset(keys.job("sec"), mapping=mapping)  # type: ignore[arg-type]
     job = show_job(r, "sec")
     assert job.payload == {"userId": "u", "accessToken": "***"}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from inspect_scenario import DEAD, LIVE, Scenario, register_worker
 
@@ -62,27 +64,25 @@ def test_workers_listing(scenario: Scenario) -> None:
     assert list_workers(scenario.conn, 5.0, queues=["chat"]) == []
 
 
-def test_stats_round_trips_do_not_grow_with_jobs(scenario: Scenario, r: redis.Redis) -> None:
+def test_stats_round_trips_do_not_grow_with_jobs(scenario: Scenario, r: redis.Redis,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     original = redis.client.Pipeline.execute
 
-    def counting(self: redis.client.Pipeline, *a: object, **k: object) -> object:
+    def counting(self: redis.client.Pipeline, raise_on_error: bool = True) -> list[Any]:
         calls.append(len(self.command_stack))
-        return original(self, *a, **k)
+        return original(self, raise_on_error)
 
-    redis.client.Pipeline.execute = counting  # type: ignore[method-assign]
-    try:
-        queue_stats(r, scenario.settings)
-        small = list(calls)
-        pipe = r.pipeline(transaction=False)
-        for i in range(5000):
-            pipe.rpush(keys.queue("database"), f"x{i}")
-            pipe.zadd(keys.failed("database"), {f"f{i}": time.time() + 100})
-        original(pipe)
-        calls.clear()
-        queue_stats(r, scenario.settings)
-    finally:
-        redis.client.Pipeline.execute = original  # type: ignore[method-assign]
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting)
+    queue_stats(r, scenario.settings)
+    small = list(calls)
+    pipe = r.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.rpush(keys.queue("database"), f"x{i}")
+        pipe.zadd(keys.failed("database"), {f"f{i}": time.time() + 100})
+    original(pipe)
+    calls.clear()
+    queue_stats(r, scenario.settings)
     assert len(calls) == len(small) == 2
     assert calls[0] == small[0]  # per queue: a fixed set of commands
     assert calls[1] <= 3 * FRONT + 1  # the first FRONT ids of each queue and the one worker
