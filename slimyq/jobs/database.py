@@ -11,7 +11,7 @@ from typing import Any
 
 import peewee
 
-from slimyq.db.models import Conversation, Message, utcnow
+from slimyq.db.models import AuditLog, Conversation, Message, utcnow
 from slimyq.jobs.base import AccessDenied, JobContext, iso, write_transaction
 from slimyq.payloads.database import (
     CreateConversation,
@@ -84,14 +84,29 @@ def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any
 
 
 def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any]:
+    """Delete a conversation (messages cascade) and leave an audit entry in the same transaction.
+
+    The audit entry's id derives from the job id: it is the record that this job already deleted
+    the conversation, so a rerun after the commit returns the first result instead of failing
+    with "not found".
+    """
     conversation_id = str(p.conversation_id)
+    tombstone_id = ctx.derived_id("delete")
     with write_transaction(ctx.db):
+        done: AuditLog | None = AuditLog.get_or_none(AuditLog.id == tombstone_id)
+        if done is not None:
+            return {"success": True, "deletedAt": iso(done.timestamp)}
         _owned(conversation_id, p.user_id)
         # Messages go by ON DELETE CASCADE; deleting them first too keeps MySQL/SQLite setups
         # without enforced foreign keys consistent.
         Message.delete().where(Message.conversation == conversation_id).execute()
         Conversation.delete().where(Conversation.id == conversation_id).execute()
-    return {"success": True, "deletedAt": iso(utcnow())}
+        now = utcnow()
+        AuditLog.insert(
+            id=tombstone_id, user_id=p.user_id, action="conversation_deleted", resource_type="conversation",
+            resource_id=conversation_id, details={"jobId": ctx.job_id}, timestamp=now, success=True,
+        ).on_conflict_ignore().execute()
+    return {"success": True, "deletedAt": iso(now)}
 
 
 def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, Any]]:

@@ -230,11 +230,6 @@ def test_update_conversation_twice_same_job_same_result(run):
     assert Conversation.get_by_id(conv).title == "Renamed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/database.py: a delete_conversation rerun (retry after commit) fails with AccessDenied "
-    "instead of returning the first result; needs a tombstone or job-keyed record",
-)
 def test_delete_conversation_twice_same_job_same_result(run):
     conv = create(run)
     payload = DeleteConversation(conversation_id=conv, user_id="u1")
