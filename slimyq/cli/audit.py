@@ -58,7 +58,7 @@ def cleanup_cmd(
     ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=10_000, help="Entries deleted per transaction.")
-    ] = 2000,
+    ] = 5000,
     wait_lock: Annotated[
         float,
         typer.Option("--wait-lock", min=0, help="Seconds to wait while another cleanup runs (default: skip)."),

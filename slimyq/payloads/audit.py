@@ -57,7 +57,7 @@ class BulkLogEvents(Payload):
 class AuditCleanup(Payload):
     before_date: dt.datetime = Field(description="delete entries strictly older than this (UTC)")
     exclude_actions: list[str] = Field(default_factory=list, max_length=1000, description="actions to keep")
-    batch_size: int = Field(default=2000, ge=1, le=10_000, description="entries deleted per transaction")
+    batch_size: int = Field(default=5000, ge=1, le=10_000, description="entries deleted per transaction")
 
     @field_validator("before_date")
     @classmethod

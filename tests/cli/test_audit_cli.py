@@ -157,7 +157,7 @@ def test_enqueue_sends_a_cleanup_job(cli, rows, redis_url, r):
     assert r.lrange("rq:queue:audit", 0, -1) == [job_id.encode()]
     func, _instance, _args, kwargs = json.loads(zlib.decompress(r.hget(f"rq:job:{job_id}", "data")))
     assert func == "slimyq.jobs.audit.audit_cleanup"
-    assert kwargs == {"beforeDate": "2024-06-01T00:00:00", "excludeActions": ["security"], "batchSize": 2000}
+    assert kwargs == {"beforeDate": "2024-06-01T00:00:00", "excludeActions": ["security"], "batchSize": 5000}
     assert count() == 5  # nothing deleted in-process
 
 

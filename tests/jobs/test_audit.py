@@ -96,7 +96,7 @@ def test_log_event_payload_accepts_optionals_and_refuses_unknown_fields():
 def test_cleanup_and_report_payloads():
     p = validate_payload(AuditCleanup, {"beforeDate": "2024-01-01T02:00:00+02:00", "excludeActions": ["a"]})
     assert isinstance(p, AuditCleanup)
-    assert p.before_date == dt.datetime(2024, 1, 1) and p.exclude_actions == ["a"] and p.batch_size == 2000
+    assert p.before_date == dt.datetime(2024, 1, 1) and p.exclude_actions == ["a"] and p.batch_size == 5000
     with pytest.raises(ValidationFailed, match="beforeDate: is required"):
         validate_payload(AuditCleanup, {})
     with pytest.raises(ValidationFailed, match="endDate must not be before startDate"):
