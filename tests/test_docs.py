@@ -21,7 +21,16 @@ def _walk(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...
 
 
 def _commands() -> list[tuple[tuple[str, ...], Any]]:
-    return [(p, c) for p, c in _walk(typer.main.get_command(app)) if p]
+    from slimyq.cli._group import LAZY_GROUPS, load_lazy
+
+    root = typer.main.get_command(app)
+    out = []
+    for path, cmd in _walk(root):
+        if len(path) == 1 and path[0] in LAZY_GROUPS:
+            out += [((path[0], *p), c) for p, c in _walk(load_lazy(path[0]))]
+        elif path and path[0] not in LAZY_GROUPS:
+            out.append((path, cmd))
+    return out
 
 
 def test_every_command_has_help() -> None:

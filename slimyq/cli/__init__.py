@@ -14,7 +14,6 @@ from slimyq.cli import (
     audit,
     configcmd,
     dbcmd,
-    enqueue,
     history,
     inspect_cmds,
     jobcmd,
@@ -41,7 +40,8 @@ app = typer.Typer(
 def _root(
     ctx: typer.Context,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Config file (default: search SLIMYQ_CONFIG, ./slimyq.toml, XDG).")
+        str | None,
+        typer.Option("--config", "-c", help="Config file (default: $SLIMYQ_CONFIG, ./slimyq.toml, XDG config dir)."),
     ] = None,
     redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL (overrides REDIS_URL).")] = None,
     database_url: Annotated[
@@ -59,7 +59,12 @@ def _root(
 
 
 worker.register(app)
-enqueue.register(app)
+_enqueue_stub = typer.Typer(
+    help="Put jobs on their queues: `slimyq enqueue JOB-TYPE --option value ...`, or a JSONL file with --file.",
+    no_args_is_help=True,
+)
+_enqueue_stub.callback()(lambda: None)
+app.add_typer(_enqueue_stub, name="enqueue")  # the real group is built on first use: cli._group.LAZY_GROUPS
 inspect_cmds.register(app)
 app.add_typer(jobcmd.app, name="job")
 app.add_typer(queuecmd.app, name="queue")

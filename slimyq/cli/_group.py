@@ -14,6 +14,20 @@ from typer.exceptions import TyperException
 
 from slimyq.errors import SlimyqError
 
+# Command groups built only when invoked: `enqueue` generates one subcommand per job type from the
+# pydantic payload models, which would cost `slimyq --help` ~60 ms. The root holds a stub with the
+# same name and help; resolving the name swaps in the real group.
+LAZY_GROUPS: dict[str, str] = {"enqueue": "slimyq.cli.enqueue"}
+
+
+def load_lazy(name: str) -> Any:
+    import importlib
+
+    import typer.main
+
+    module = importlib.import_module(LAZY_GROUPS[name])
+    return typer.main.get_command(module.build())
+
 
 def _debug(ctx: Any) -> bool:
     obj = ctx.obj
@@ -21,6 +35,14 @@ def _debug(ctx: Any) -> bool:
 
 
 class SlimyqGroup(TyperGroup):
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
+            cmd = load_lazy(name)
+            cmd._slimyq_real = True
+            self.commands[name] = cmd
+        return name, cmd, rest
+
     def invoke(self, ctx: Any) -> Any:
         from slimyq import render
 

@@ -48,10 +48,6 @@ QueueOpt = Annotated[str | None, typer.Option("--queue", help="Queue for the can
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")]
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(build(), name="enqueue")
-
-
 def build() -> typer.Typer:
     group = typer.Typer(name="enqueue", help=BULK_HELP, no_args_is_help=True)
     group.callback(invoke_without_command=True)(_bulk)

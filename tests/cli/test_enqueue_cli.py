@@ -348,7 +348,7 @@ def ask_cli(monkeypatch) -> Iterator:
 
         ctx.obj = App()
 
-    enqueue.register(app)
+    app.add_typer(enqueue.build(), name="enqueue")
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None):
