@@ -116,7 +116,8 @@ class HistoryRecorder:
 
     ``db_factory`` returns the database to write to (called in the writer thread, again after an
     error); it may return the process's shared database: only the writer thread's own connection
-    is ever closed.
+    is ever closed. At most ``max_buffer`` rows wait, plus the one batch being written; beyond
+    that the oldest are dropped (and counted), so the newest ``max_buffer`` rows survive.
     """
 
     def __init__(
@@ -162,7 +163,7 @@ class HistoryRecorder:
                     self.dropped += 1
                     return
                 self._buf.append(row)
-                while len(self._buf) + self._inflight > self.max_buffer and self._buf:
+                if len(self._buf) > self.max_buffer:  # rows being written are older: see _put_back
                     self._buf.popleft()
                     self.dropped += 1
                 if len(self._buf) >= self.batch:
@@ -310,7 +311,6 @@ class HistoryRecorder:
             log.warning("job history: database reachable again; the held rows are written")
         self.last_error = None
         self._outage_logged = False
-        self._drop_warned = False
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_error = _reason(exc)
@@ -334,13 +334,15 @@ class HistoryRecorder:
             log.debug("job history: closing the connection failed", exc_info=True)
 
     def _log_drops(self) -> None:
-        """Once per outage: say that rows are being dropped (the running count is in stats())."""
+        """Once per episode (until the backlog is written): say that rows are being dropped."""
         with self._cond:
-            dropped = self.dropped
+            dropped, backlog = self.dropped, bool(self._buf)
         if dropped > self._drops_seen and not self._drop_warned:
             self._drop_warned = True
             log.warning("job history: buffer full; %d oldest row(s) dropped so far", dropped)
         self._drops_seen = dropped
+        if not backlog and not self._outage_logged:
+            self._drop_warned = False
 
 def _insert(db: peewee.Database, values: list[dict[str, Any]]) -> None:
     """One ``INSERT ... ON CONFLICT IGNORE`` for ``values``, in its own transaction."""
