@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,8 @@ def main() -> int:
     opts = parser.parse_args()
     for name in ("REDIS_URL", "DATABASE_URL", "SLIMYQ_CONFIG"):
         os.environ.pop(name, None)
+    # The commands' output is captured and re-printed: give them this terminal's width.
+    os.environ.setdefault("COLUMNS", str(max(shutil.get_terminal_size((140, 40)).columns, 100)))
     data_dir = tempfile.mkdtemp(prefix="slimyq-tour-")
     os.environ["SLIMYQ_DATA_DIR"] = data_dir
     print(f"slimyq tour: embedded Valkey and SQLite in {data_dir}")
