@@ -2,7 +2,7 @@
 --limit 20`, on the same private server at two sizes (10k and 1M queued jobs), to show that the
 time does not grow with the number of jobs.
 
-``run(conn, url)`` fills the ``database`` queue of a private server (FLUSHDB first!) with
+``run(conn[, url])`` fills the ``database`` queue of a private server (FLUSHDB first!) with
 ``queued`` real RQ-format job hashes plus ``kept`` finished and failed ones (half each), for each
 size, and returns one dict per measurement: the command's wall time as a user sees it (a fresh
 process, median of ``REPEAT``) and the pure function's time in this process (median).
@@ -95,11 +95,14 @@ def rq_info_in_process(conn: redis.Redis) -> None:
     Worker.all(connection=conn)
 
 
-def run(conn: redis.Redis, url: str) -> list[dict[str, Any]]:
+def run(conn: redis.Redis, url: str | None = None) -> list[dict[str, Any]]:
     from slimyq.config import load_settings
     from slimyq.inspect.jobs import list_jobs
     from slimyq.inspect.stats import queue_stats
 
+    if url is None:
+        kw = conn.connection_pool.connection_kwargs
+        url = f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
     bindir = os.path.dirname(sys.executable)
     data = tempfile.mkdtemp(prefix="slimyq-bench-")
     env = {**os.environ, "REDIS_URL": url, "SLIMYQ_DATA_DIR": data, "NO_COLOR": "1"}
