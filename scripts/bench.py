@@ -9,6 +9,8 @@ Prints a Markdown table (the README quotes it). Rows:
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
   trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
+  inspect      `slimyq stats` / `slimyq jobs` vs `rq info` with 10k and 1M jobs in the server
+  audit        audit cleanup of 1M of 2M rows (batched vs one DELETE) and the report, SQLite + PostgreSQL
 Each worker row reports jobs/s (from the first job leaving the queue to the last one done),
 Redis commands per job (INFO commandstats, minus the harness's own polling), and the peak RSS
 and PSS of the whole worker process tree. Nothing here is a pass/fail threshold.
@@ -323,13 +325,15 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,database,trivial,chat")
+    parser.add_argument("--rows", default="startup,enqueue,database,trivial,chat,inspect,audit")
+    parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
     q = opts.quick
     wanted = set(opts.rows.split(","))
     env = Env()
     rows: list[Row] = []
+    extra: dict[str, list[dict[str, Any]]] = {}
     try:
         if "startup" in wanted:
             rows += row_startup(env, 3 if q else 7)
@@ -341,6 +345,14 @@ def main() -> int:
             rows += row_trivial(env, 500 if q else 5000)
         if "chat" in wanted:
             rows += row_chat(env, 100 if q else 500)
+        if "inspect" in wanted and not q:
+            import bench_inspect
+
+            extra["inspect: reads with many jobs in the server (median ms)"] = bench_inspect.run(env.r, env.url)
+        if "audit" in wanted:
+            import bench_audit
+
+            extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
     finally:
         env.close()
     print("| measurement | system | jobs | seconds | jobs/s | Redis cmds/job | peak RSS MiB | peak PSS MiB | note |")
@@ -348,8 +360,15 @@ def main() -> int:
     for r in rows:
         print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.commands, 1)} | "
               f"{fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
+    for title, table in extra.items():
+        cols = list(dict.fromkeys(k for row in table for k in row))
+        print(f"\n{title}\n")
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+        for row in table:
+            print("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
     if opts.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        print(json.dumps({"rows": [r.__dict__ for r in rows], **extra}, indent=2, default=str))
     return 0
 
 
