@@ -21,6 +21,7 @@ Usage: python scripts/bench.py [--quick] [--rows startup,enqueue,database,trivia
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -157,10 +158,8 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
     except subprocess.TimeoutExpired:
         proc.kill()
     for child in tree:  # rq pools can leave workers behind
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     if t_first is None or t_last is None:
         err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
         raise RuntimeError(f"{cmd[:3]} did not drain {queue} in {timeout}s: {err}")
@@ -236,8 +235,8 @@ def row_enqueue(env: Env, n: int) -> list[Row]:
     k = min(n, 5000)
     o = rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=False)
     return [
-        Row("enqueue (validated)", "slimyq enqueue_many", n, s, n / s, note=f"{(n / s) / (n / m):.2f}x rq enqueue_many, "
-            f"{(n / s) / (k / o):.1f}x one-by-one"),
+        Row("enqueue (validated)", "slimyq enqueue_many", n, s, n / s,
+            note=f"{(n / s) / (n / m):.2f}x rq enqueue_many, {(n / s) / (k / o):.1f}x one-by-one"),
         Row("enqueue", "rq enqueue_many (pipelined)", n, m, n / m),
         Row("enqueue", "rq Queue.enqueue one by one", k, o, k / o),
     ]

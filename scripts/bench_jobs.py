@@ -18,7 +18,7 @@ _db = connect_url(os.environ.get("BENCH_DATABASE_URL", "sqlite:///bench.sqlite3"
 database_proxy.initialize(_db)
 
 
-def insert_conversation(userId: str, title: str | None = None, personalityMode: str = "helpful") -> dict[str, Any]:  # noqa: N803
+def insert_conversation(userId: str, title: str | None = None, personalityMode: str = "helpful") -> dict[str, Any]:
     conv_id = str(uuid.uuid4())
     now = utcnow()
     with _db.atomic(lock_type="IMMEDIATE"):
