@@ -46,6 +46,10 @@ def stats(
     by_type: Annotated[bool, typer.Option("--by-type", help="Add a per-job-type breakdown.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 2.0,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Instead: counts, failure rates and durations from the job "
+                                 "history in the database over this period (24h, 7d or an ISO date).")
+    ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
 ) -> None:
@@ -53,13 +57,19 @@ def stats(
 
     Queued, started, scheduled, deferred, finished and failed jobs, live workers and configured
     concurrency, paused, the oldest queued job's age, success rate, p50/p95 duration (seconds) and
-    jobs per minute over the last 1, 5 and 15 minutes.
+    jobs per minute over the last 1, 5 and 15 minutes. With --since, per queue and job type
+    figures computed in SQL from the job_runs table, which outlives Redis retention.
     """
     from slimyq.inspect.stats import queue_stats
 
     app_ = app_of(ctx)
     fmt = pick_format(fmt, as_json)
     names = _queues(app_.settings, queues)
+    if since is not None:
+        from slimyq.cli.history import show_stats, since_option
+
+        show_stats(app_.db, fmt, since=since_option(since), queue=names[0] if len(names) == 1 else None)
+        return
 
     def read() -> list[dict[str, Any]]:
         return [_table_row(s) for s in queue_stats(app_.redis, app_.settings, names)]
@@ -151,6 +161,10 @@ def jobs(
     user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only newer than this (1h, 2d or an ISO date).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many rows.")] = 20,
+    history: Annotated[
+        bool, typer.Option("--history", help="List recorded attempts from the database's job history instead "
+                           "(states: finished, failed, retried, refused, canceled, abandoned).")
+    ] = False,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
 ) -> None:
@@ -158,13 +172,22 @@ def jobs(
 
     Work per call is bounded whatever the queue size: each queue/state is read newest first and
     at most min(10 x limit, 10,000) jobs are examined per queue and state when filtering by type,
-    user or time (a note on stderr says when the bound cut the listing short).
+    user or time (a note on stderr says when the bound cut the listing short). With --history,
+    every recorded attempt from the job_runs table, long after Redis has forgotten the job.
     """
     from slimyq.inspect.jobs import list_jobs
 
     app_ = app_of(ctx)
     fmt = pick_format(fmt, as_json)
     names = _queues(app_.settings, [queue] if queue else None)
+    if history:
+        from slimyq.cli.history import check_state, show_runs, since_option, type_option
+
+        if state and len(state) > 1:
+            raise UsageError("--state: give one state with --history")
+        show_runs(app_.db, fmt, since=since_option(since), state=check_state(state[0] if state else None),
+                  job_type=type_option(job_type), user=user, queue=queue, limit=limit)
+        return
     for s in state or []:
         if s not in STATES:
             raise UsageError(f"--state: unknown state {s!r} (one of {', '.join(STATES)})")

@@ -34,6 +34,24 @@ def confirm_or_refuse(question: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
+def _from_history(ctx: typer.Context, job_id: str, user: str | None, fmt: Format) -> bool:
+    """Redis no longer holds the job: show its recorded attempts, if the history has them.
+
+    Another user's job stays "not found" here too (same output, same exit code).
+    """
+    app_ = app_of(ctx)
+    if not app_.settings.history:
+        return False
+    from slimyq.cli.history import show_job_runs
+    from slimyq.history.queries import job_runs_for
+
+    runs = job_runs_for(app_.db, job_id)
+    if not runs or (user is not None and any(r.user_id != user for r in runs)):
+        return False
+    render.note("Redis no longer holds this job; these are its attempts from the job history")
+    return show_job_runs(app_.db, job_id, fmt)
+
+
 @app.command("show")
 def show(
     ctx: typer.Context,
@@ -52,7 +70,12 @@ def show(
     fmt = pick_format(fmt, as_json)
     if not _valid_id(job_id):
         raise NotFound(f"job {job_id} not found")
-    job = show_job(app_of(ctx).redis, job_id, user=user, traceback=traceback)
+    try:
+        job = show_job(app_of(ctx).redis, job_id, user=user, traceback=traceback)
+    except NotFound:
+        if not _from_history(ctx, job_id, user, fmt):
+            raise
+        return
     if fmt is Format.json:
         data = render.jsonable(job)
         if not traceback:
