@@ -132,6 +132,13 @@ local wexec = 'rq:worker:' .. w .. ':executions'
 local out = {}
 local added_finished, added_failed = false, false
 local pos = 10
+-- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
+-- trimming drops the jobs that ended first even when many end within the same second.
+local function expiry(ended, ttl)
+  local int, frac = string.match(ended, '^(%d+)%.(%d+)$')
+  if not int then return now + ttl end
+  return tostring(tonumber(int) + ttl) .. '.' .. frac
+end
 for i = 1, njobs do
   local id, eid, outcome, ttl = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   local payload, attempts, delay = ARGV[pos + 4], ARGV[pos + 5], tonumber(ARGV[pos + 6])
@@ -151,7 +158,7 @@ for i = 1, njobs do
         'execution_ended_at', ended)
       redis.call('EXPIRE', rk, ttl)
       redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:finished:' .. q, now + ttl, id)
+      redis.call('ZADD', 'rq:finished:' .. q, expiry(ended, ttl), id)
       added_finished = true
     elseif outcome == 'fail' then
       redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'last_heartbeat', iso,
@@ -161,7 +168,7 @@ for i = 1, njobs do
         'execution_ended_at', ended)
       redis.call('EXPIRE', rk, ttl)
       redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:failed:' .. q, now + ttl, id)
+      redis.call('ZADD', 'rq:failed:' .. q, expiry(ended, ttl), id)
       added_failed = true
     else
       if delay > 0 then

@@ -42,6 +42,7 @@ EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the job
 TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
 BATCH = 256
 STATS_EVERY = 0.25  # seconds between metric flushes
+RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
 
 
 class QueueWorker:
@@ -153,6 +154,7 @@ class QueueWorker:
 
     def _fetch_loop(self) -> None:
         promote_at = 0.0
+        reconcile_at = time.monotonic() + RECONCILE_EVERY
         errors = 0
         while not self.stopping.is_set():
             if self.max_jobs is not None and self._claimed >= self.max_jobs:
@@ -167,8 +169,11 @@ class QueueWorker:
             now = time.time()
             promote = now >= promote_at
             try:
-                if self._claim_unsure:
+                if self._claim_unsure or time.monotonic() >= reconcile_at:
+                    # redis-py retries a command whose connection broke, so a claim can run twice
+                    # with the first reply lost and no error seen here: check now and then.
                     self._release_orphans()
+                    reconcile_at = time.monotonic() + RECONCILE_EVERY
                 paused, jobs = self._claim(free, promote, now)
                 if promote:
                     promote_at = now + 1.0
@@ -193,16 +198,29 @@ class QueueWorker:
     def _release_orphans(self) -> None:
         """Put back jobs Redis says we hold but we never received (a claim whose reply was lost).
 
-        Only this thread claims, so every execution registered to us and not in ``inflight`` at
-        this point is such an orphan."""
+        Only this thread claims, so an execution registered to us (in our executions set, or past
+        its deadline in the started registry with our name on the job) that is not in
+        ``inflight`` is such an orphan. One that completed meanwhile is left alone by the script
+        (it is no longer in the started registry)."""
         from slimyq.runtime.presence import release_members
 
         held = {m.decode() for m in self.conn.smembers(keys.worker_executions(self.name))}  # type: ignore[union-attr]
+        expired = [m.decode() for m in self.conn.zrangebyscore(  # type: ignore[union-attr]
+            keys.started(self.queue), "-inf", time.time(), start=0, num=1000)]
         with self._lock:
-            orphans = sorted(held - set(self.inflight))
+            known = set(self.inflight)
+        orphans = held - known
+        candidates = [m for m in expired if m not in known and m not in orphans]
+        if candidates:
+            pipe = self.conn.pipeline(transaction=False)
+            for m in candidates:
+                pipe.hget(keys.job(m.rpartition(":")[0]), "worker_name")
+            mine = self.name.encode()
+            orphans |= {m for m, owner in zip(candidates, pipe.execute(), strict=True) if owner == mine}
         if orphans:
-            released = release_members(self.conn, self.settings, self.queue, self.name, orphans)
-            log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
+            released = release_members(self.conn, self.settings, self.queue, self.name, sorted(orphans))
+            if released:
+                log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
         self._claim_unsure = False
 
     def _wait_for_redis(self, exc: Exception, errors: int) -> None:

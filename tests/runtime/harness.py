@@ -72,7 +72,8 @@ class Valkey:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
-                "--maxmemory-policy", "noeviction", "--logfile", str(self.dir / "valkey.log")]
+                "--maxmemory-policy", "noeviction", "--enable-debug-command", "yes",
+                "--logfile", str(self.dir / "valkey.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 
@@ -386,3 +387,21 @@ def descendants_alive(pids: Iterable[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return alive
+
+
+def dump(conn: redis.Redis, job_ids: Iterable[str], queues: Iterable[str] = QUEUES) -> str:
+    """Diagnostics for an assertion message: the jobs' hashes and every registry that holds work."""
+    lines = []
+    for job_id in list(job_ids)[:5]:
+        h: dict[bytes, bytes] = conn.hgetall(f"rq:job:{job_id}")  # type: ignore[assignment]
+        shown = {k.decode(): v[:200] for k, v in h.items() if k != b"data"}
+        lines.append(f"job {job_id}: {shown}")
+    for q in queues:
+        lines.append(f"wip {q}: {conn.zrange(f'rq:wip:{q}', 0, -1, withscores=True)} now={time.time():.0f}")
+        lines.append(f"queue {q}: {conn.lrange(f'rq:queue:{q}', 0, 20)}")
+        lines.append(f"scheduled {q}: {conn.zrange(f'rq:scheduled:{q}', 0, 20, withscores=True)}")
+    for key in conn.scan_iter("slimyq:claim:*"):
+        lines.append(f"{key.decode()}: {conn.lrange(key, 0, -1)}")
+    for key in conn.scan_iter("rq:worker:*:executions"):
+        lines.append(f"{key.decode()}: {conn.smembers(key)}")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""The Lua scripts on their own: CLAIM, COMPLETE and RECOVER against a real Valkey."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from slimyq.config import QueueSettings, Settings
+from slimyq.jobs import registry
+from slimyq.payloads.common import validate_payload
+from slimyq.producer import EnqueueRequest, enqueue_many
+from slimyq.runtime import codec, presence
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.execute import Result
+from slimyq.runtime.outcome import decide
+from slimyq.runtime.scripts import Scripts
+
+Q = "database"
+W = "w1"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+def _enqueue(r: redis.Redis, settings: Settings, n: int, queue: str = Q) -> list[str]:
+    jt = registry.get("canary")
+    reqs = [EnqueueRequest(jt, validate_payload(jt.payload, {}), queue) for _ in range(n)]
+    return [e.id for e in enqueue_many(r, settings, reqs)]
+
+
+def _claim(r: redis.Redis, n: int, worker: str = W, deadline: float | None = None,
+           queue: str = Q) -> tuple[int, list[ClaimedJob]]:
+    now = time.time()
+    eids = [f"e{i}{int(now * 1000) % 100000}" for i in range(n)]
+    reply: Any = Scripts(r).claim(args=[queue, worker, n, f"{now:.6f}", codec.rq_now(),
+                                        int(deadline if deadline is not None else now + 60), 1, *eids])
+    jobs = [ClaimedJob(row[0].decode(), row[1].decode(), dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False)))
+            for row in reply[1:]]
+    return int(reply[0]), jobs
+
+
+def _complete(r: redis.Redis, jobs: list[tuple[ClaimedJob, Result]], qs: QueueSettings,
+              worker: str = W) -> list[int]:
+    args: list[Any] = [Q, worker, int(time.time()), codec.rq_now(), qs.keep_finished, qs.keep_failed, 30,
+                       len(jobs), 0]
+    for job, result in jobs:
+        args.extend(decide(job, result, qs, worker).args)
+    return [int(x) for x in Scripts(r).complete(args=args)]  # type: ignore[union-attr]
+
+
+def _ok() -> Result:
+    return Result(ok=True, value={"success": True}, ended=time.time())
+
+
+def _members(r: redis.Redis, key: str) -> set[str]:
+    return {m.decode() for m in r.zrange(key, 0, -1)}  # type: ignore[union-attr]
+
+
+def test_claim_on_paused_queue_pops_nothing(r: redis.Redis, settings: Settings) -> None:
+    ids = _enqueue(r, settings, 2)
+    r.set(f"slimyq:paused:{Q}", 1)
+    paused, jobs = _claim(r, 5)
+    assert (paused, jobs) == (1, [])
+    assert r.llen(f"rq:queue:{Q}") == 2 and r.zcard(f"rq:wip:{Q}") == 0
+    r.delete(f"slimyq:paused:{Q}")
+    paused, jobs = _claim(r, 5)
+    assert paused == 0 and [j.id for j in jobs] == ids
+    assert _members(r, f"rq:wip:{Q}") == {f"{j.id}:{j.execution_id}" for j in jobs}
+    assert {m.decode() for m in r.smembers(f"rq:worker:{W}:executions")} == _members(r, f"rq:wip:{Q}")  # type: ignore[union-attr]
+    for job_id in ids:
+        assert r.hget(f"rq:job:{job_id}", "status") == b"started"
+        assert r.hget(f"rq:job:{job_id}", "worker_name") == W.encode()
+
+
+def test_claim_takes_the_claim_list_first(r: redis.Redis, settings: Settings) -> None:
+    a, b = _enqueue(r, settings, 2)
+    r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "RIGHT", "LEFT")  # b sits in our claim list
+    _, jobs = _claim(r, 1)
+    assert [j.id for j in jobs] == [b]
+    assert r.llen(f"slimyq:claim:{W}") == 0 and r.llen(f"rq:queue:{Q}") == 1
+
+
+def test_complete_with_a_stale_member_writes_nothing(r: redis.Redis, settings: Settings) -> None:
+    qs = settings.queue(Q)
+    (job_id,) = _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    r.zrem(f"rq:wip:{Q}", f"{job.id}:{job.execution_id}")  # recovered by someone else meanwhile
+    assert _complete(r, [(job, _ok())], qs) == [0]
+    assert r.hget(f"rq:job:{job_id}", "status") == b"started"
+    assert r.exists(f"rq:results:{job_id}") == 0
+    assert r.zcard(f"rq:finished:{Q}") == 0
+    assert r.hget(f"rq:job:{job_id}", "slimyq_attempts") is None
+
+
+def test_complete_applies_once(r: redis.Redis, settings: Settings) -> None:
+    qs = settings.queue(Q)
+    _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    assert _complete(r, [(job, _ok())], qs) == [1]
+    assert _complete(r, [(job, _ok())], qs) == [0]  # a retried (replayed) completion is a no-op
+    assert r.xlen(f"rq:results:{job.id}") == 1
+    assert r.smembers(f"rq:worker:{W}:executions") == set()
+
+
+def test_recover_release_puts_jobs_back_unchanged(r: redis.Redis, settings: Settings) -> None:
+    ids = _enqueue(r, settings, 3)
+    _, jobs = _claim(r, 2)
+    r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "LEFT", "RIGHT")
+    r.sadd(f"slimyq:claims:{Q}", W)
+    released = presence.release(r, settings, Q, W)
+    assert sorted(released) == sorted(ids)
+    assert r.zcard(f"rq:wip:{Q}") == 0
+    assert r.exists(f"slimyq:claim:{W}", f"rq:worker:{W}:executions") == 0
+    assert r.sismember(f"slimyq:claims:{Q}", W) == 0
+    assert sorted(i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)) == sorted(ids)  # type: ignore[union-attr]
+    for job_id in ids:
+        assert r.hget(f"rq:job:{job_id}", "status") == b"queued"
+        assert r.hget(f"rq:job:{job_id}", "slimyq_attempts") is None
+        assert r.hget(f"rq:job:{job_id}", "retries_left") == b"2"
+    assert {j.id for j in jobs} <= set(ids)
+
+
+def test_recover_dead_counts_an_attempt_then_fails(r: redis.Redis, settings: Settings) -> None:
+    (job_id,) = _enqueue(r, settings, 1)
+    outcomes = []
+    for _ in range(3):
+        _claim(r, 1)
+        assert presence.recover_dead(r, settings, Q, W, "signal 9") == [job_id]
+        outcomes.append(r.hget(f"rq:job:{job_id}", "status"))
+    assert outcomes == [b"queued", b"queued", b"failed"]
+    a = json.loads(r.hget(f"rq:job:{job_id}", "slimyq_attempts"))  # type: ignore[arg-type]
+    assert [x["outcome"] for x in a] == ["abandoned"] * 3
+    assert "signal 9" in a[0]["error"]
+    assert r.zscore(f"rq:failed:{Q}", job_id) is not None
+    (entry,) = [f for _i, f in r.xrange(f"rq:results:{job_id}")]  # type: ignore[union-attr]
+    assert entry[b"type"] == b"2" and "died" in (codec.decode_exc_string(entry[b"exc_string"]) or "")
+    assert r.llen(f"rq:queue:{Q}") == 0 and r.zcard(f"rq:wip:{Q}") == 0
+
+
+def test_recover_expired_only_takes_dead_workers_jobs(r: redis.Redis, settings: Settings) -> None:
+    ids = _enqueue(r, settings, 3)
+    past = time.time() - 5
+    _claim(r, 1, worker="alive", deadline=past)
+    _claim(r, 1, worker="dead", deadline=past)
+    _claim(r, 1, worker="dead-not-yet", deadline=time.time() + 60)
+    r.hset("rq:worker:alive", "state", "busy")
+    r.rpush("slimyq:claim:gone", "x-claimed")
+    r.hset("rq:job:x-claimed", mapping={"status": "queued", "data": b"x"})
+    r.sadd(f"slimyq:claims:{Q}", "gone", "alive")
+    recovered = presence.recover_expired(r, settings, Q)
+    assert sorted(recovered) == sorted([ids[1], "x-claimed"])
+    assert r.hget(f"rq:job:{ids[1]}", "status") == b"queued"
+    a = json.loads(r.hget(f"rq:job:{ids[1]}", "slimyq_attempts"))  # type: ignore[arg-type]
+    assert [x["outcome"] for x in a] == ["abandoned"]
+    assert r.hget(f"rq:job:{ids[0]}", "status") == b"started"  # its worker still heartbeats
+    assert r.hget(f"rq:job:{ids[2]}", "status") == b"started"  # deadline not reached
+    assert r.exists("slimyq:claim:gone") == 0 and r.sismember(f"slimyq:claims:{Q}", "gone") == 0
+    assert r.sismember(f"slimyq:claims:{Q}", "alive") == 1
+
+
+def test_release_members_puts_back_only_orphans(r: redis.Redis, settings: Settings) -> None:
+    _enqueue(r, settings, 2)
+    _, (kept, orphan) = _claim(r, 2)
+    member = f"{orphan.id}:{orphan.execution_id}"
+    assert presence.release_members(r, settings, Q, W, [member]) == [orphan.id]
+    assert r.hget(f"rq:job:{orphan.id}", "status") == b"queued"
+    assert r.hget(f"rq:job:{kept.id}", "status") == b"started"
+    assert _members(r, f"rq:wip:{Q}") == {f"{kept.id}:{kept.execution_id}"}
+    assert r.smembers(f"rq:worker:{W}:executions") == {f"{kept.id}:{kept.execution_id}".encode()}
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["finished", "failed"])
+def test_retention_keeps_exactly_the_configured_count(r: redis.Redis, settings: Settings, ok: bool) -> None:
+    qs = QueueSettings(concurrency=1, timeout=10, attempts=1, keep_finished=3, keep_failed=4)
+    _enqueue(r, settings, 10)
+    _, jobs = _claim(r, 10)
+    for job in jobs:  # one completion per batch, as a busy worker would
+        result = _ok() if ok else Result(ok=False, error_type="x", error="boom", permanent=True, ended=time.time())
+        assert _complete(r, [(job, result)], qs) == [1]
+    registry_key = f"rq:{'finished' if ok else 'failed'}:{Q}"
+    keep = 3 if ok else 4
+    assert r.zcard(registry_key) == keep
+    kept = _members(r, registry_key)
+    trimmed = [j.id for j in jobs if j.id not in kept]
+    assert len(trimmed) == 10 - keep
+    for job_id in trimmed:  # readable for the trim grace, then gone
+        assert 0 < int(r.ttl(f"rq:job:{job_id}")) <= 30  # type: ignore[arg-type]
+    assert kept == {j.id for j in jobs[-keep:]}
+
+
+def test_claim_skips_canceled_and_missing_but_refuses_dataless(r: redis.Redis, settings: Settings) -> None:
+    a, b = _enqueue(r, settings, 2)
+    r.hset(f"rq:job:{a}", "status", "canceled")
+    r.rpush(f"rq:queue:{Q}", "no-such-job")
+    r.hset("rq:job:dataless", "status", "queued")
+    r.rpush(f"rq:queue:{Q}", "dataless")
+    _, jobs = _claim(r, 10)
+    assert [j.id for j in jobs] == [b, "dataless"]
+    assert r.llen(f"rq:queue:{Q}") == 0
