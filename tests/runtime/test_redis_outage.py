@@ -59,7 +59,8 @@ def test_valkey_restart_mid_run(venv: Env, private_valkey: Valkey, start: Callab
     private_valkey.start()
     conn = venv.conn()
     t = wait_done(conn, ids, 60)
-    assert (t.finished, t.failed, t.duplicated, t.pending) == (300, 0, 0, 0), (t, dump(conn, t.missing), worker.log()[-3000:])
+    assert (t.finished, t.failed, t.duplicated, t.pending) == (300, 0, 0, 0), (
+        t, dump(conn, t.missing), worker.log()[-3000:])
     assert worker.proc.poll() is None
     # Nothing stuck: wip drains (at the latest after abandoned_after plus a maintenance pass).
     deadline = time.monotonic() + 15
@@ -99,7 +100,8 @@ def test_client_kill_and_server_stall(venv: Env, private_valkey: Valkey, start: 
         thread.join()
     conn = venv.conn()
     t = wait_done(conn, ids, 60)
-    assert (t.finished, t.failed, t.duplicated, t.pending) == (400, 0, 0, 0), (t, dump(conn, t.missing), worker.log()[-3000:])
+    assert (t.finished, t.failed, t.duplicated, t.pending) == (400, 0, 0, 0), (
+        t, dump(conn, t.missing), worker.log()[-3000:])
     assert conversation_rows(venv.db_url) == 400
     deadline = time.monotonic() + 15
     while leftovers(conn) and time.monotonic() < deadline:

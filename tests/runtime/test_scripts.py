@@ -79,7 +79,7 @@ def test_claim_on_paused_queue_pops_nothing(r: redis.Redis, settings: Settings) 
 
 
 def test_claim_takes_the_claim_list_first(r: redis.Redis, settings: Settings) -> None:
-    a, b = _enqueue(r, settings, 2)
+    _a, b = _enqueue(r, settings, 2)
     r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "RIGHT", "LEFT")  # b sits in our claim list
     _, jobs = _claim(r, 1)
     assert [j.id for j in jobs] == [b]
