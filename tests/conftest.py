@@ -179,6 +179,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     return url
 
 
+@pytest.fixture
+def db(database_url: str) -> Iterator[object]:
+    """The ``database_url`` database, migrated, with the models bound to it."""
+    from slimyq.db import connect_url, database_proxy, migrate
+
+    database = connect_url(database_url)
+    migrate(database)
+    database_proxy.initialize(database)
+    yield database
+    database.close()
+
+
 def _truncate_all(url: str) -> None:
     """Empty every slimyq table in a private test database (created by migrations)."""
     from slimyq.db import connect_url, table_names

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import peewee
 import pytest
 
-from slimyq.db import AuditLog, connect_url, database_proxy, migrate
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
-
+from slimyq.db import AuditLog
 
 AddEntry = Callable[..., str]
 

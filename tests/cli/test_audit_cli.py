@@ -7,23 +7,13 @@ import datetime as dt
 import json
 import uuid
 import zlib
-from collections.abc import Iterator
 
 import peewee
 import pytest
 
 from slimyq.audit import cleanup as cleanup_mod
 from slimyq.audit.lock import cleanup_lock
-from slimyq.db import AuditLog, connect_url, database_proxy, migrate
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
+from slimyq.db import AuditLog
 
 
 def add(ts: dt.datetime, action: str = "login", user: str | None = "u1", success: bool = True,

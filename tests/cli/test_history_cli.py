@@ -7,24 +7,12 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
 
-import peewee
 import pytest
 
-from slimyq.db import connect_url, database_proxy, migrate
 from slimyq.db.models import JobRun
 
 NOW = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
 
 
 def add(job_id: str, *, ago: dt.timedelta, state: str = "finished", job_type: str = "save_message",

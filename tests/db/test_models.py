@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 
 import peewee
 import pytest
@@ -14,21 +13,9 @@ from slimyq.db import (
     AuditLog,
     Conversation,
     Message,
-    connect_url,
-    database_proxy,
-    migrate,
     table_names,
     utcnow,
 )
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
 
 
 def _id() -> str:

@@ -8,13 +8,12 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 
 import peewee
 import pytest
 
 from slimyq.config import Settings
-from slimyq.db import AuditLog, connect_url, database_proxy, migrate
+from slimyq.db import AuditLog
 from slimyq.errors import ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.audit import audit_cleanup, audit_report, bulk_log_events, log_event
@@ -23,15 +22,6 @@ from slimyq.payloads.audit import MISSING_FIELDS, AuditCleanup, AuditReport, Bul
 from slimyq.payloads.common import validate_payload
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
 
 
 def ctx(db: peewee.Database, job_id: str = "job-1", attempt: int = 1) -> JobContext:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import peewee
 import pytest
 
 from slimyq.config import load_settings
-from slimyq.db import Conversation, Message, connect_url, database_proxy, migrate
+from slimyq.db import Conversation, Message
 from slimyq.jobs import database as handlers
 from slimyq.jobs.base import AccessDenied, JobContext, PermanentError, iso
 from slimyq.payloads.database import (
@@ -26,15 +26,6 @@ from slimyq.payloads.database import (
 
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 DENIED = "Conversation not found or access denied"
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[peewee.Database]:
-    database = connect_url(database_url)
-    migrate(database)
-    database_proxy.initialize(database)
-    yield database
-    database.close()
 
 
 @pytest.fixture
