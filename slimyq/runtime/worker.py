@@ -276,7 +276,7 @@ class QueueWorker:
                 self._running.add(member)
             try:
                 result = self._run_one(job)
-            except BaseException as exc:  # noqa: BLE001 - a job must never take its thread down silently
+            except BaseException as exc:
                 result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
                                 ended=time.time())
             if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
@@ -338,7 +338,13 @@ class QueueWorker:
     def _complete_loop(self) -> None:
         """Write outcomes in batches; a ``None`` in the queue means: write what came before, stop."""
         while True:
-            first = self._done.get()
+            try:
+                # Metrics held back (they ride along with completions) are written once the
+                # worker goes quiet, so `slimyq stats` never lags behind an idle worker.
+                first = self._done.get(timeout=STATS_EVERY if self._pending_stats else None)
+            except queue_mod.Empty:
+                self._write([], flush_stats=True)
+                continue
             closing = first is None
             batch = [] if first is None else [first]
             while len(batch) < BATCH and not closing:

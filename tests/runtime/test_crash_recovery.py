@@ -59,7 +59,7 @@ def test_killed_worker_child_job_retried_at_once(env: Env, conn: redis.Redis, st
 def test_kill_during_database_load_leaves_one_row_per_job(env: Env, conn: redis.Redis,
                                                           start: Callable[..., WorkerProc]) -> None:
     env.reconfigure(queues={"database": {"concurrency": 4}})
-    ids = conversations(env, 300)
+    ids = conversations(env, 300) + canaries(env, 40, "database", sleep=0.5)  # canaries: work left to kill
     worker = start("database")
     for _ in range(2):  # kill the worker process twice while it works through the jobs
         (child,) = worker.wait_children(1)
@@ -68,7 +68,7 @@ def test_kill_during_database_load_leaves_one_row_per_job(env: Env, conn: redis.
         child.send_signal(signal.SIGKILL)
         wait_until(lambda c=child: all(p.pid != c.pid for p in worker.children()) and worker.children(), 30)
     t = wait_done(conn, ids, 60)
-    assert (t.finished, t.failed, t.duplicated, t.pending) == (300, 0, 0, 0), worker.log()[-3000:]
+    assert (t.finished, t.failed, t.duplicated, t.pending) == (340, 0, 0, 0), worker.log()[-3000:]
     assert conversation_rows(env.db_url) == 300
     rerun = sum(1 for job_id in ids if len(attempts(conn, job_id)) > 1)
     assert rerun >= 1  # the kills did hit jobs in flight, and those ran again
