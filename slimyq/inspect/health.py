@@ -95,6 +95,7 @@ def check(
     if conn is not None:
         try:
             _queues(conn, settings, problems, health, max_age, max_backlog, max_failure_rate)
+            _history(conn, settings, problems)
         except redis.RedisError as exc:
             problems.append(Problem("error", "redis", redact_text(f"lost the connection to Redis ({exc})")))
     if database:
@@ -139,6 +140,19 @@ def _queues(conn: redis.Redis, settings: Settings, problems: list[Problem], heal
                 shown = ", ".join(stuck[:3]) + (" ..." if len(stuck) > 3 else "")
                 problems.append(Problem("error", "stuck", f"queue {q}: {len(stuck)} started job(s) whose worker "
                                         f"is gone: {shown} (slimyq job requeue ID)", q))
+
+
+def _history(conn: redis.Redis, settings: Settings, problems: list[Problem]) -> None:
+    """Workers report job-history rows they had to drop (database down longer than the buffer)."""
+    if not settings.history:
+        return
+    from slimyq.runtime import keys
+
+    counts: Any = conn.hgetall(keys.HISTORY_DROPPED)
+    dropped = sum(int(v) for v in counts.values())
+    if dropped:
+        problems.append(Problem("warning", "history", f"job history: {dropped} run record(s) were dropped while "
+                                "the database was unreachable (stats --since and jobs --history miss them)"))
 
 
 def _human(seconds: float) -> str:

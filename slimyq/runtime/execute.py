@@ -33,6 +33,7 @@ class Result:
     error: str = ""
     traceback: str = ""
     permanent: bool = False
+    infra: bool = False  # the database was unreachable: not the job's fault, no attempt used up
     retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None
@@ -94,9 +95,27 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     except PermanentError as exc:
         _fill(result, exc, exc.error_type, permanent=True)
     except Exception as exc:
-        _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
+        if database_unavailable(exc):
+            _fill(result, exc, "database_unavailable", permanent=False)
+            result.infra = True
+        else:
+            _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
     result.ended = time.time()
     return result
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (or SQLite stayed locked).
+
+    Such a failure says nothing about the job: it is retried without using up an attempt, so a
+    database restart of a few seconds does not turn a queue's jobs into failures.
+    """
+    from slimyq.errors import Unreachable
+
+    if isinstance(exc, Unreachable):
+        return True
+    cls = type(exc)
+    return cls.__module__.startswith("peewee") and cls.__name__ in {"OperationalError", "InterfaceError"}
 
 
 def _fill(result: Result, exc: BaseException, error_type: str, *, permanent: bool) -> None:

@@ -77,3 +77,6 @@ def histogram(queue_name: str) -> str:
 
 def throughput(queue_name: str) -> str:
     return f"slimyq:tp:{queue_name}"
+
+
+HISTORY_DROPPED = "slimyq:history:dropped"  # hash: worker name -> job_runs rows dropped (buffer full)

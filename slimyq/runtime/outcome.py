@@ -44,11 +44,22 @@ def attempt_record(attempt: int, result: Result, outcome: str, worker: str) -> d
     return record
 
 
+INFRA_DELAY = 5.0  # seconds before a job that met an unreachable database runs again
+INFRA_RETRIES = 120  # ...for at most this many tries (10 minutes), then the normal rules apply
+
+
 def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> Completion:
     attempt = len(job.attempts) + 1
     retries_left = job.retries_left(qs.attempts - 1)
     delay = 0.0
-    if result.ok:
+    infra_tries = sum(1 for a in job.attempts if a.get("errorType") == "database_unavailable")
+    if result.infra and not result.ok and infra_tries < INFRA_RETRIES:
+        # Not the job's fault: run it again later without using up one of its attempts.
+        outcome, kind = "retry", "retried"
+        ttl = job.failure_ttl()
+        payload = ""
+        delay = max(INFRA_DELAY, codec.retry_delay(job.retry_intervals(qs.retry_delays()), retries_left))
+    elif result.ok:
         outcome, kind = "ok", "completed"
         ttl = job.result_ttl()
         payload = codec.encode_return_value(result.value)

@@ -139,9 +139,9 @@ class Presence:
         now = time.time()
         deadline = int(now + self.settings.worker.abandoned_after)
         ttl = int(self.settings.worker.abandoned_after)
-        with self.owner._lock:
+        with self.owner.lock:
             members = list(self.owner.inflight)
-            busy = self.owner._busy
+            busy = self.owner.busy
         pipe = self.conn.pipeline(transaction=False)
         if members:
             pipe.zadd(keys.started(self.queue), dict.fromkeys(members, deadline), xx=True)
@@ -149,6 +149,9 @@ class Presence:
                                                    "state": "busy" if busy else "idle"})
         pipe.expire(keys.worker(self.name), ttl)
         pipe.expire(keys.worker_executions(self.name), ttl)
+        completer = getattr(self.owner, "completer", None)
+        if completer is not None and completer.history_dropped:
+            pipe.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)
         pipe.execute()
 
     def _trim_throughput(self) -> None:

@@ -27,9 +27,8 @@ from slimyq.config import Settings
 from slimyq.jobs.base import JobContext
 from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.completer import Completer
 from slimyq.runtime.execute import JobTimeout, Result
-from slimyq.runtime.metrics import Ended, increments
-from slimyq.runtime.outcome import decide
 from slimyq.runtime.presence import Presence, release
 from slimyq.runtime.scripts import Scripts
 from slimyq.runtime.timeouts import Watchdog
@@ -39,9 +38,6 @@ log = logging.getLogger("slimyq.worker")
 EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
-TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
-BATCH = 256
-STATS_EVERY = 0.25  # seconds between metric flushes
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
 
 
@@ -71,12 +67,11 @@ class QueueWorker:
         self.stop_requested_at: float | None = None  # a signal (or a restart) asked us to stop
         self.hard = threading.Event()
         self.exit_code = EXIT_OK
-        self._lock = threading.Condition()
+        self.lock = threading.Condition()
         self._busy = 0
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
         self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
-        self._done: queue_mod.Queue[tuple[ClaimedJob, Result] | None] = queue_mod.Queue()
         self._running: set[str] = set()  # members whose handler runs right now
         self._given_up: set[str] = set()  # members whose thread ignored its timeout
         self._lost_threads = 0  # threads currently stuck in a job past its timeout
@@ -85,8 +80,6 @@ class QueueWorker:
         self._db: Any = None
         self._db_lock = threading.Lock()
         self.watchdog = Watchdog()
-        self._pending_stats: list[Ended] = []
-        self._stats_due = 0.0
 
     # ------------------------------------------------------------------ setup
 
@@ -98,7 +91,7 @@ class QueueWorker:
             self._conn = connect(self.settings)
         return self._conn
 
-    def _database(self) -> Any:
+    def database(self) -> Any:
         with self._db_lock:
             if self._db is None:
                 from slimyq.db import open_database
@@ -106,8 +99,27 @@ class QueueWorker:
                 self._db = open_database(self.settings)
             return self._db
 
+    @property
+    def busy(self) -> int:
+        """Jobs claimed and not yet finished running (the slots in use)."""
+        return self._busy
+
+    def _reset_database(self) -> None:
+        """Drop this thread's database connection after the database went away, so the next job
+        connects afresh instead of failing on a dead socket (peewee does not reconnect by itself)."""
+        db = self._db
+        if db is None:
+            return
+        conn = getattr(db._state, "conn", None)
+        db._state.reset()
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # the socket is gone already
+                log.debug("closing a dead database connection: %s", exc)
+
     def _context(self, job: ClaimedJob) -> JobContext:
-        return JobContext(job.id, self.queue, len(job.attempts) + 1, self.settings, db_factory=self._database)
+        return JobContext(job.id, self.queue, len(job.attempts) + 1, self.settings, db_factory=self.database)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the supervisor
@@ -124,8 +136,8 @@ class QueueWorker:
         if self.stop_requested_at is None:
             self.stop_requested_at = time.monotonic()
         self.stopping.set()
-        with self._lock:
-            self._lock.notify_all()
+        with self.lock:
+            self.lock.notify_all()
 
     def _stop_hard(self) -> None:
         self.hard.set()
@@ -140,13 +152,13 @@ class QueueWorker:
         self.watchdog.start()
         for i in range(self.concurrency):
             self._spawn_executor(i)
-        completer = threading.Thread(target=self._complete_loop, name="slimyq-completer", daemon=True)
-        completer.start()
+        self.completer = Completer(self)
+        self.completer.start()
         self.presence.start()
         try:
             self._fetch_loop()
         finally:
-            self._drain(completer)
+            self._drain()
         return self.exit_code
 
     def _spawn_executor(self, index: int) -> None:
@@ -159,10 +171,10 @@ class QueueWorker:
         while not self.stopping.is_set():
             if self.max_jobs is not None and self._claimed >= self.max_jobs:
                 break
-            with self._lock:
+            with self.lock:
                 free = self.concurrency - self._busy
                 if free <= 0:
-                    self._lock.wait(0.5)
+                    self.lock.wait(0.5)
                     continue
             if self.max_jobs is not None:
                 free = min(free, self.max_jobs - self._claimed)
@@ -193,7 +205,7 @@ class QueueWorker:
                 # or the client retried it): its jobs would sit started, owned by us, unknown to us.
                 self._claim_unsure = True
                 errors += 1
-                self._wait_for_redis(exc, errors)
+                self.wait_for_redis(exc, errors)
 
     def _release_orphans(self) -> None:
         """Put back jobs Redis says we hold but we never received (a claim whose reply was lost).
@@ -207,7 +219,7 @@ class QueueWorker:
         held = {m.decode() for m in self.conn.smembers(keys.worker_executions(self.name))}  # type: ignore[union-attr]
         expired = [m.decode() for m in self.conn.zrangebyscore(  # type: ignore[union-attr]
             keys.started(self.queue), "-inf", time.time(), start=0, num=1000)]
-        with self._lock:
+        with self.lock:
             known = set(self.inflight)
         orphans = held - known
         candidates = [m for m in expired if m not in known and m not in orphans]
@@ -223,13 +235,13 @@ class QueueWorker:
                 log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
         self._claim_unsure = False
 
-    def _wait_for_redis(self, exc: Exception, errors: int) -> None:
+    def wait_for_redis(self, exc: Exception, errors: int) -> None:
         if errors == 1:
             log.warning("lost Redis (%s); retrying", exc)
         self.stopping.wait(min(0.2 * 2 ** min(errors, 5), 5.0))
 
     def _idle(self) -> bool:
-        with self._lock:
+        with self.lock:
             return self._busy == 0 and not self.inflight
 
     def _scheduled_soon(self) -> bool:
@@ -250,7 +262,7 @@ class QueueWorker:
         return paused, jobs
 
     def _dispatch(self, jobs: list[ClaimedJob]) -> None:
-        with self._lock:
+        with self.lock:
             self._busy += len(jobs)
             self._claimed += len(jobs)
             for job in jobs:
@@ -266,13 +278,13 @@ class QueueWorker:
             if job is None:
                 return
             if self.stop_requested_at is not None:
-                with self._lock:  # not started: released back to the queue when we exit
+                with self.lock:  # not started: released back to the queue when we exit
                     self._busy -= 1
-                    self._lock.notify_all()
+                    self.lock.notify_all()
                 continue
             started = time.time()
             member = f"{job.id}:{job.execution_id}"
-            with self._lock:
+            with self.lock:
                 self._running.add(member)
             try:
                 result = self._run_one(job)
@@ -282,16 +294,16 @@ class QueueWorker:
             if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
                 result.job_type = str(job.meta.get("type", "unknown"))
                 result.user = result.user or job.meta.get("user")
-            with self._lock:
+            with self.lock:
                 self._running.discard(member)
                 if member in self._given_up:
                     # The watchdog already reported this job as timed out and replaced this thread.
                     self._given_up.discard(member)
                     self._lost_threads -= 1
                     return
-                self._done.put((job, result))
+                self.completer.put(job, result)
                 self._busy -= 1
-                self._lock.notify_all()
+                self.lock.notify_all()
 
     def _run_one(self, job: ClaimedJob) -> Result:
         timeout = float(job.timeout(self.qs.timeout))
@@ -309,6 +321,8 @@ class QueueWorker:
             timed_out = self.watchdog.release(token)
         if timed_out and result.error_type == "timeout":
             result.error = f"job exceeded its timeout of {timeout:g} s"
+        if result.infra:
+            self._reset_database()
         return result
 
     def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:
@@ -317,106 +331,38 @@ class QueueWorker:
                         "(its thread did not stop)", job_type=str(job.meta.get("type", "unknown")),
                         started=started, ended=time.time())
         member = f"{job.id}:{job.execution_id}"
-        with self._lock:
+        with self.lock:
             if member not in self._running:
                 return  # it stopped after all, and its outcome is on its way
             self._given_up.add(member)
-            self._done.put((job, result))
+            self.completer.put(job, result)
             self._busy -= 1  # the stuck thread no longer counts against concurrency
             self._lost_threads += 1
             self._replaced_threads += 1
             stuck = self._lost_threads
-            self._lock.notify_all()
+            self.lock.notify_all()
         self._spawn_executor(1000 + self._replaced_threads)
         if stuck > self.concurrency:
             log.error("%d job threads are stuck; restarting this worker process", stuck)
             self.exit_code = EXIT_RESTART
             self.request_stop()
 
-    # ------------------------------------------------------------------ completing
-
-    def _complete_loop(self) -> None:
-        """Write outcomes in batches; a ``None`` in the queue means: write what came before, stop."""
-        while True:
-            try:
-                # Metrics held back (they ride along with completions) are written once the
-                # worker goes quiet, so `slimyq stats` never lags behind an idle worker.
-                first = self._done.get(timeout=STATS_EVERY if self._pending_stats else None)
-            except queue_mod.Empty:
-                self._write([], flush_stats=True)
-                continue
-            closing = first is None
-            batch = [] if first is None else [first]
-            while len(batch) < BATCH and not closing:
-                try:
-                    item = self._done.get_nowait()
-                except queue_mod.Empty:
-                    break
-                if item is None:
-                    closing = True
-                else:
-                    batch.append(item)
-            if batch or closing:
-                self._write(batch, flush_stats=closing)
-            if closing:
-                return
-
-    def _write(self, batch: list[tuple[ClaimedJob, Result]], flush_stats: bool = False) -> None:
-        completions = [decide(job, result, self.qs, self.name) for job, result in batch]
-        now = time.time()
-        self._pending_stats.extend(c.ended for c in completions)
-        stats: list[tuple[str, str, str, str]] = []
-        if self._pending_stats and (flush_stats or now >= self._stats_due):
-            # Metrics ride along with a completion at most every STATS_EVERY seconds, summed:
-            # a few HINCRBYs per interval instead of ten per job.
-            ended, self._pending_stats = self._pending_stats, []
-            self._stats_due = now + STATS_EVERY
-            stats = increments(self.queue, ended, now)
-            wkey = keys.worker(self.name)
-            ok = sum(1 for e in ended if e.outcome == "completed")
-            failed = sum(1 for e in ended if e.outcome == "failed")
-            working = sum(e.seconds for e in ended)
-            stats += [(wkey, "successful_job_count", "i", str(ok)), (wkey, "failed_job_count", "i", str(failed)),
-                      (wkey, "total_working_time", "f", f"{working:.6f}")]
-        args: list[Any] = [self.queue, self.name, int(now), codec.rq_now(), self.qs.keep_finished,
-                           self.qs.keep_failed, TRIM_GRACE, len(completions), len(stats)]
-        for c in completions:
-            args.extend(c.args)
-        for stat in stats:
-            args.extend(stat)
-        errors = 0
-        while True:
-            try:
-                self.scripts.complete(args=args)
-                break
-            except redis.RedisError as exc:
-                errors += 1
-                if self.hard.is_set():
-                    return
-                self._wait_for_redis(exc, errors)
-                if errors > 1 and self.stopping.is_set() and errors > 50:
-                    return  # give up: the jobs stay started and are recovered as abandoned
-        with self._lock:
-            for job, _ in batch:
-                self.inflight.pop(f"{job.id}:{job.execution_id}", None)
-            self._lock.notify_all()
-
     # ------------------------------------------------------------------ stopping
 
-    def _drain(self, completer: threading.Thread) -> None:
+    def _drain(self) -> None:
         """Finish what runs (within the grace period once a stop was requested; --max-jobs and
         --burst wait for their jobs), write every outcome, put back what was not run."""
         self.stopping.set()
         grace = self.settings.worker.shutdown_grace
-        with self._lock:
+        with self.lock:
             while self._busy > 0:
                 asked = self.stop_requested_at
                 if asked is not None and time.monotonic() >= asked + grace:
                     break
-                self._lock.wait(0.2)
+                self.lock.wait(0.2)
             running = self._busy
-        self._done.put(None)  # the completer writes everything before it, then stops
-        completer.join(timeout=5.0 + (grace if self.stop_requested_at is not None else 60.0))
+        # The completer writes everything handed over, then stops; the job history is flushed.
+        self.completer.close(timeout=5.0 + (grace if self.stop_requested_at is not None else 60.0))
         for _ in range(self.concurrency):
             self._todo.put(None)
         self.presence.stop()

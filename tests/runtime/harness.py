@@ -112,8 +112,8 @@ DEFAULT_CONCURRENCY = {"chat": 5, "database": 10, "audit": 2}
 
 
 def write_config(path: Path, worker: dict[str, Any] | None = None,
-                 queues: dict[str, dict[str, Any]] | None = None) -> Path:
-    lines = ["history = false", "", "[worker]"]
+                 queues: dict[str, dict[str, Any]] | None = None, history: bool = False) -> Path:
+    lines = [f"history = {json.dumps(history)}", "", "[worker]"]
     for key, value in {**DEFAULT_WORKER, **(worker or {})}.items():
         lines.append(f"{key} = {json.dumps(value)}")
     for q in QUEUES:
