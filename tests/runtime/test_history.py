@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis
 from harness import Env, WorkerProc, canaries, enqueue, tally
 from rq import Queue
 from rq.serializers import JSONSerializer
