@@ -155,6 +155,14 @@ def pg_url() -> Iterator[str]:
     drop()
 
 
+@pytest.fixture
+def private_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own (for tests that cut its connections)."""
+    url, drop = _create_pg_database()
+    yield url
+    drop()
+
+
 @pytest.fixture(scope="session")
 def mysql_url() -> Iterator[str]:
     url, drop = _create_mysql_database()
