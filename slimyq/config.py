@@ -39,6 +39,7 @@ class _Section(BaseModel):
 
 class QueueSettings(_Section):
     concurrency: int = Field(ge=1, le=500)
+    processes: int = Field(default=1, ge=1, le=64, description="worker processes sharing the concurrency")
     timeout: int = Field(ge=1, le=86_400, description="seconds a job may run before it is failed")
     attempts: int = Field(default=3, ge=1, le=25, description="first run plus retries")
     backoff: Literal["exponential", "fixed"] = "exponential"

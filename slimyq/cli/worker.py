@@ -23,7 +23,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         burst: Annotated[bool, typer.Option("--burst", help="Exit when the queues are empty.")] = False,
         max_jobs: Annotated[
-            int | None, typer.Option("--max-jobs", min=1, help="Each queue's worker exits after N jobs.")
+            int | None, typer.Option("--max-jobs", min=1, help="Each worker process exits after N jobs.")
+        ] = None,
+        processes: Annotated[
+            int | None, typer.Option("--processes", "-p", min=1, max=64,
+                                     help="Worker processes per queue sharing its concurrency (default: config).")
         ] = None,
         fork: Annotated[bool, typer.Option("--fork", help="Run each job in its own forked process.")] = False,
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
@@ -47,9 +51,11 @@ def register(app: typer.Typer) -> None:
         if not isinstance(level, int):
             raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        plan = {name: concurrency or settings.queue(name).concurrency for name in names}
+        plan = {name: (concurrency or settings.queue(name).concurrency, processes or settings.queue(name).processes)
+                for name in names}
         logging.getLogger("slimyq").info(
-            "starting workers: %s%s", ", ".join(f"{q} x{n}" for q, n in plan.items()), " (fork per job)" if fork else ""
+            "starting workers: %s%s", ", ".join(f"{q} x{n} in {p} process(es)" for q, (n, p) in plan.items()),
+            " (fork per job)" if fork else "",
         )
         code = Supervisor(settings, plan, burst=burst, max_jobs=max_jobs, fork=fork).run()
         raise typer.Exit(code)

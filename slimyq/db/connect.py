@@ -42,8 +42,11 @@ _UNREACHABLE = re.compile(
 
 def connect_url(url: str) -> peewee.Database:
     """A connected :class:`peewee.Database` for ``url``."""
-    from playhouse.db_url import connect
+    from playhouse.db_url import connect, register_database
 
+    from slimyq.db.sqlite import SerializedSqliteDatabase
+
+    register_database(SerializedSqliteDatabase, "sqlite")
     shown = _shown(url)
     try:
         parsed = urlparse(url)

@@ -43,6 +43,7 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 class Child:
     queue: str
     concurrency: int
+    index: int = 0
     process: Any = None
     name: str = ""
     restarts: int = 0
@@ -70,22 +71,34 @@ def _child_main(settings: Settings, queue: str, concurrency: int, burst: bool, m
     os._exit(code)
 
 
-def preload(queues: list[str]) -> None:
-    """Import every handler (and rq, peewee) once, before forking."""
+def preload(settings: Settings, queues: list[str]) -> None:
+    """Import every handler (and rq, peewee) once, before forking; a handler module's own
+    ``preload(settings)`` imports what its first job would otherwise pay for (the OpenAI SDK)."""
     import rq  # noqa: F401
 
     from slimyq.jobs import registry
 
-    for job_type in registry.all_types():
-        if job_type.queue in (registry.ANY_QUEUE, *queues):
-            importlib.import_module(job_type.func_name.rpartition(".")[0])
+    modules = {jt.func_name.rpartition(".")[0] for jt in registry.all_types()
+               if jt.queue in (registry.ANY_QUEUE, *queues)}
+    for name in sorted(modules):
+        hook = getattr(importlib.import_module(name), "preload", None)
+        if callable(hook):
+            hook(settings)
+
+
+def split(concurrency: int, processes: int) -> list[int]:
+    """Spread a queue's concurrency over its processes: 5 over 2 -> [3, 2]."""
+    processes = max(1, min(processes, concurrency))
+    base, extra = divmod(concurrency, processes)
+    return [base + (1 if i < extra else 0) for i in range(processes)]
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, queues: dict[str, int], *, burst: bool = False,
+    def __init__(self, settings: Settings, queues: dict[str, tuple[int, int]], *, burst: bool = False,
                  max_jobs: int | None = None, fork: bool = False) -> None:
         self.settings = settings
-        self.children = [Child(q, n) for q, n in queues.items()]
+        self.children = [Child(q, n, index=i)
+                         for q, (total, procs) in queues.items() for i, n in enumerate(split(total, procs))]
         self.burst = burst
         self.max_jobs = max_jobs
         self.fork = fork
@@ -104,7 +117,7 @@ class Supervisor:
                     os.kill(child.process.pid, sig)
 
     def _start(self, child: Child) -> None:
-        child.name = f"slimyq.{os.uname().nodename}.{os.getpid()}.{child.queue}.{child.restarts}"
+        child.name = f"slimyq.{os.uname().nodename}.{os.getpid()}.{child.queue}.{child.index}.{child.restarts}"
         child.process = self._ctx.Process(
             target=_child_main,
             args=(self.settings, child.queue, child.concurrency, self.burst, self.max_jobs, self.fork,
@@ -122,7 +135,7 @@ class Supervisor:
         conn = connect(self.settings)  # fail fast (and start the embedded server) before forking
         db = open_database(self.settings)  # migrates the SQLite default, checks other schemas
         db.close()
-        preload([c.queue for c in self.children])
+        preload(self.settings, [c.queue for c in self.children])
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:

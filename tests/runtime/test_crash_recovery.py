@@ -36,6 +36,8 @@ def test_killed_worker_child_job_retried_at_once(env: Env, conn: redis.Redis, st
     worker = start("database", *(["--fork"] if fork else []))
     (child,) = worker.wait_children(1)
     wait_until(lambda: _started(conn, job_id), 20, what="the job to start")
+    if fork:  # "started" is written when the job is claimed, a moment before its process forks
+        wait_until(lambda: child.children(), 20, what="the forked job process")
     grandchildren = [p.pid for p in child.children()]
     assert len(grandchildren) == (1 if fork else 0)
     killed_at = time.monotonic()

@@ -1,0 +1,52 @@
+"""SQLite with one writer at a time per process, waiting on a lock instead of SQLite's busy handler.
+
+SQLite runs one write transaction at a time. With ten job threads, the losers of each race get
+SQLITE_BUSY and SQLite's busy handler makes them *sleep* (1, 2, 5, 10 ... 100 ms) before trying
+again, so most of the time nobody writes. Here every transaction begins ``IMMEDIATE`` (takes the
+write lock up front: no failed lock upgrades) and threads of one process queue on a lock first,
+so the next writer starts the moment the previous one commits. Other processes (another queue's
+worker, a CLI command) still meet SQLite's own locking and ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import peewee
+
+WAIT = 10.0  # seconds
+
+
+class SerializedSqliteDatabase(peewee.SqliteDatabase):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writer = threading.Lock()
+        self._holder = threading.local()
+
+    def begin(self, lock_type: str | None = "IMMEDIATE") -> None:
+        # A bounded wait: should a holder ever fail to release (a thread killed at the wrong
+        # moment), writers fall back to SQLite's own locking instead of waiting forever.
+        self._holder.held = self._writer.acquire(timeout=WAIT)
+        try:
+            super().begin(lock_type or "IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if getattr(self._holder, "held", False):
+            self._holder.held = False
+            self._writer.release()
