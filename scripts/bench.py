@@ -243,18 +243,24 @@ def row_enqueue(env: Env, n: int) -> list[Row]:
 
 
 def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
-                 slimyq_setup: Callable[[], None], rq_setup: Callable[[int], None], concurrency: int,
-                 with_fork_pool: bool) -> list[Row]:
+                 slimyq_setup: Callable[[int], None], rq_setup: Callable[[int], None], concurrency: int,
+                 variants: bool) -> list[Row]:
+    """slimyq (threads; with ``variants`` also 2 processes and fork-per-job) beside RQ's pools."""
     rows = []
-    penv = env.fresh()
-    slimyq_setup()
-    row = drain(env, [str(BIN / "slimyq"), "worker", queue, "--burst", "--concurrency", str(concurrency),
-                      "--log-level", "warning"], penv, queue, n)
-    row.what, row.system = what, f"slimyq worker (threads, c={concurrency})"
-    rows.append(row)
+    modes = [("threads", [], n)]
+    if variants:
+        modes += [("threads, 2 processes", ["--processes", "2"], n), ("--fork per job", ["--fork"], n_fork * 2)]
+    for label, extra, count in modes:
+        penv = env.fresh()
+        slimyq_setup(count)
+        row = drain(env, [str(BIN / "slimyq"), "worker", queue, "--burst", "--concurrency", str(concurrency),
+                          *extra, "--log-level", "warning"], penv, queue, count)
+        row.what, row.system = what, f"slimyq worker ({label}, c={concurrency})"
+        rows.append(row)
     pools = [("rq worker-pool -n {c} -w SimpleWorker", ["-w", "rq.worker.SimpleWorker"], n)]
-    if with_fork_pool:
+    if variants:
         pools.append(("rq worker-pool -n {c} (fork)", [], n_fork))
+    rq_rows = []
     for label, extra, count in pools:
         penv = env.fresh()
         rq_setup(count)
@@ -262,19 +268,19 @@ def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
                "-S", "rq.serializers.JSONSerializer", *extra, queue]
         row = drain(env, cmd, penv, queue, count)
         row.what, row.system = what, label.format(c=concurrency)
-        rows.append(row)
+        rq_rows.append(row)
     base = rows[0].rate or 0
-    for row in rows[1:]:
+    for row in rq_rows:
         if row.rate:
             rows[0].note += f"{base / row.rate:.1f}x {row.system.split(' -n')[1].strip()}; "
-    return rows
+    return rows + rq_rows
 
 
 def row_database(env: Env, n: int, n_fork: int) -> list[Row]:
     payloads = conversations(n)
     return _worker_rows(
         env, "database jobs (SQLite insert)", n, n_fork, "database",
-        lambda: slimyq_enqueue(env, "create_conversation", payloads) and None,
+        lambda k: slimyq_enqueue(env, "create_conversation", payloads[:k]) and None,
         lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
         10, True,
     )
@@ -284,7 +290,7 @@ def row_trivial(env: Env, n: int) -> list[Row]:
     msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(n)]
     return _worker_rows(
         env, "trivial jobs (message validation)", n, n, "chat",
-        lambda: slimyq_enqueue(env, "message_validation", msgs) and None,
+        lambda k: slimyq_enqueue(env, "message_validation", msgs[:k]) and None,
         lambda k: rq_enqueue(env, "bench_jobs.validate_message", "chat", msgs[:k], bulk=True) and None,
         10, False,
     )

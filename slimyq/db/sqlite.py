@@ -10,7 +10,9 @@ worker, a CLI command) still meet SQLite's own locking and ``busy_timeout``.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from typing import Any
 
 import peewee
@@ -18,11 +20,26 @@ import peewee
 WAIT = 10.0  # seconds
 
 
+_instances: weakref.WeakSet[SerializedSqliteDatabase] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # A child forked while another thread held the lock (``--fork`` forks from a threaded
+    # worker) would inherit it held, with nobody left to release it.
+    for db in list(_instances):
+        db._writer = threading.Lock()
+        db._holder = threading.local()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class SerializedSqliteDatabase(peewee.SqliteDatabase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._writer = threading.Lock()
         self._holder = threading.local()
+        _instances.add(self)
 
     def begin(self, lock_type: str | None = "IMMEDIATE") -> None:
         # A bounded wait: should a holder ever fail to release (a thread killed at the wrong
