@@ -9,6 +9,7 @@ Prints a Markdown table (the README quotes it). Rows:
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
   trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
+  history      database jobs with the job history on vs off (alternating runs, medians)
   inspect      `slimyq stats` / `slimyq jobs` vs `rq info` with 10k and 1M jobs in the server
   audit        audit cleanup of 1M of 2M rows (batched vs one DELETE) and the report, SQLite + PostgreSQL
 Each worker row reports jobs/s (from the first job leaving the queue to the last one done),
@@ -296,6 +297,30 @@ def row_trivial(env: Env, n: int) -> list[Row]:
     )
 
 
+def row_history(env: Env, n: int, rounds: int) -> list[Row]:
+    """The cost of recording every attempt in job_runs: on vs off, alternating, medians."""
+    off = env.tmp / "history-off.toml"
+    off.write_text("history = false\n")
+    payloads = conversations(n)
+    rates: dict[str, list[Row]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        for mode in ("on", "off"):
+            penv = env.fresh()
+            slimyq_enqueue(env, "create_conversation", payloads)
+            extra = ["--config", str(off)] if mode == "off" else []
+            rates[mode].append(drain(env, [str(BIN / "slimyq"), *extra, "worker", "database", "--burst",
+                                           "--concurrency", "10", "--log-level", "warning"], penv, "database", n))
+    rows = []
+    for mode, runs in rates.items():
+        runs.sort(key=lambda r: r.rate or 0)
+        row = runs[len(runs) // 2]
+        row.what, row.system = "database jobs, job history", f"slimyq worker (history {mode}, median of {rounds})"
+        rows.append(row)
+    on, off_ = rows[0].rate or 0, rows[1].rate or 1
+    rows[0].note = f"{(1 - on / off_) * 100:.0f}% slower than history off"
+    return rows
+
+
 STUB = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -338,7 +363,7 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,database,trivial,chat,inspect,audit")
+    parser.add_argument("--rows", default="startup,enqueue,database,history,trivial,chat,inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -354,6 +379,8 @@ def main() -> int:
             rows += row_enqueue(env, 2000 if q else 20_000)
         if "database" in wanted:
             rows += row_database(env, 300 if q else 2000, 60 if q else 300)
+        if "history" in wanted:
+            rows += row_history(env, 300 if q else 2000, 1 if q else 3)
         if "trivial" in wanted:
             rows += row_trivial(env, 500 if q else 5000)
         if "chat" in wanted:

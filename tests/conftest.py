@@ -199,6 +199,35 @@ def db(database_url: str) -> Iterator[object]:
     database.close()
 
 
+def drop_slimyq_tables(url: str) -> None:
+    """Back to an empty schema: only in the private test databases the fixtures create."""
+    import peewee
+
+    from slimyq.db import HISTORY_TABLE, connect_url, table_names
+
+    db = connect_url(url)
+    try:
+        mysql = isinstance(db, peewee.MySQLDatabase)
+        cascade = " CASCADE" if isinstance(db, peewee.PostgresqlDatabase) else ""
+        q = "`" if mysql else '"'
+        for table in [*table_names(), HISTORY_TABLE]:
+            db.execute_sql(f"DROP TABLE IF EXISTS {q}{table}{q}{cascade}")
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def fresh_url(database_url: str) -> Iterator[str]:
+    """``database_url`` (exported as DATABASE_URL) with nothing migrated yet; migrated afterwards."""
+    from slimyq.db import connect_url, migrate
+
+    drop_slimyq_tables(database_url)
+    yield database_url
+    db = connect_url(database_url)
+    migrate(db)
+    db.close()
+
+
 def _truncate_all(url: str) -> None:
     """Empty every slimyq table in a private test database (created by migrations)."""
     from slimyq.db import connect_url, table_names

@@ -7,39 +7,13 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import peewee
 import pytest
 
-from slimyq.db import HISTORY_TABLE, connect_url, migrate, table_names
 from slimyq.db.connect import MIGRATIONS_DIR
 
 ALL = sorted(p.stem for p in MIGRATIONS_DIR.glob("[0-9]*.py"))
-
-
-def drop_slimyq_tables(url: str) -> None:
-    """Back to an empty schema: only in the private test databases the fixtures create."""
-    db = connect_url(url)
-    try:
-        mysql = isinstance(db, peewee.MySQLDatabase)
-        cascade = " CASCADE" if isinstance(db, peewee.PostgresqlDatabase) else ""
-        q = "`" if mysql else '"'
-        for table in [*table_names(), HISTORY_TABLE]:
-            db.execute_sql(f"DROP TABLE IF EXISTS {q}{table}{q}{cascade}")
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def fresh_url(database_url: str) -> Iterator[str]:
-    """``database_url`` (exported as DATABASE_URL) with nothing migrated yet; migrated afterwards."""
-    drop_slimyq_tables(database_url)
-    yield database_url
-    db = connect_url(database_url)
-    migrate(db)
-    db.close()
 
 
 def test_status_fails_until_migrate_then_succeeds(cli, fresh_url):

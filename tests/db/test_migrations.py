@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import peewee
 import pytest
 
 from slimyq.config import load_settings
@@ -26,29 +24,6 @@ from slimyq.db.connect import MIGRATIONS_DIR, _runner
 from slimyq.errors import ConfigError, SlimyqError, Unreachable
 
 ALL = sorted(p.stem for p in MIGRATIONS_DIR.glob("[0-9]*.py"))
-
-
-def drop_slimyq_tables(url: str) -> None:
-    """Back to an empty schema: only in the private test databases the fixtures create."""
-    db = connect_url(url)
-    try:
-        mysql = isinstance(db, peewee.MySQLDatabase)
-        cascade = " CASCADE" if isinstance(db, peewee.PostgresqlDatabase) else ""
-        q = "`" if mysql else '"'
-        for table in [*table_names(), HISTORY_TABLE]:
-            db.execute_sql(f"DROP TABLE IF EXISTS {q}{table}{q}{cascade}")
-    finally:
-        db.close()
-
-
-@pytest.fixture
-def fresh_url(database_url: str) -> Iterator[str]:
-    """``database_url`` with nothing migrated yet; migrated again afterwards for other tests."""
-    drop_slimyq_tables(database_url)
-    yield database_url
-    db = connect_url(database_url)
-    migrate(db)
-    db.close()
 
 
 def test_migrations_are_numbered_and_present():
