@@ -9,6 +9,7 @@ Prints a Markdown table (the README quotes it). Rows:
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
   trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
+  bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
   history      database jobs with the job history on vs off (alternating runs, medians)
   inspect      `slimyq stats` / `slimyq jobs` vs `rq info` with 10k and 1M jobs in the server
   audit        audit cleanup of 1M of 2M rows (batched vs one DELETE) and the report, SQLite + PostgreSQL
@@ -297,6 +298,32 @@ def row_trivial(env: Env, n: int) -> list[Row]:
     )
 
 
+def row_bulk(env: Env, big: int) -> list[Row]:
+    """Peak RSS of `slimyq enqueue --file` for a small and a big JSONL file (streamed, validated)."""
+    rows = []
+    for n in (1000, big):
+        path = env.tmp / f"bulk-{n}.jsonl"
+        with path.open("w") as fh:
+            for i in range(n):
+                fh.write(json.dumps({"type": "create_conversation",
+                                     "payload": {"userId": f"user{i % 50}", "title": f"t{i}"}}) + "\n")
+        penv = env.fresh()
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(BIN / "slimyq"), "enqueue", "--file", str(path), "-q"], env=penv,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"bulk enqueue of {n} lines failed")
+        queued = int(env.r.llen("rq:queue:database"))
+        rows.append(Row("bulk enqueue (`--file`)", f"slimyq, {n:,} lines", queued, seconds, queued / seconds,
+                        rss=usage.ru_maxrss / 1024))
+        path.unlink()
+    if rows[0].rss and rows[1].rss:
+        rows[1].note = f"peak RSS {rows[1].rss - rows[0].rss:+.1f} MiB vs {rows[0].jobs:,} lines"
+    return rows
+
+
 def row_history(env: Env, n: int, rounds: int) -> list[Row]:
     """The cost of recording every attempt in job_runs: on vs off, alternating, medians."""
     off = env.tmp / "history-off.toml"
@@ -363,7 +390,7 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,database,history,trivial,chat,inspect,audit")
+    parser.add_argument("--rows", default="startup,enqueue,bulk,database,history,trivial,chat,inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -379,6 +406,8 @@ def main() -> int:
             rows += row_enqueue(env, 2000 if q else 20_000)
         if "database" in wanted:
             rows += row_database(env, 300 if q else 2000, 60 if q else 300)
+        if "bulk" in wanted:
+            rows += row_bulk(env, 20_000 if q else 1_000_000)
         if "history" in wanted:
             rows += row_history(env, 300 if q else 2000, 1 if q else 3)
         if "trivial" in wanted:
