@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from slimyq.errors import SlimyqError
+from slimyq.errors import SlimyqError, UsageError
 from slimyq.render import Format
 
 if TYPE_CHECKING:
@@ -35,3 +37,23 @@ def app_of(ctx: typer.Context) -> App:
 
 def not_yet(command: str) -> SlimyqError:
     return SlimyqError(f"`slimyq {command}` is not available yet in this version")
+
+
+T = TypeVar("T")
+
+
+def parsed(option: str, text: str, parse: Callable[[str], T]) -> T:
+    """``parse(text)``; its ValueError becomes a usage error naming the option (exit 2)."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def since_option(text: str | None, option: str = "--since") -> dt.datetime | None:
+    """``7d``/``24h`` back from now, or an ISO date/time; None when not given."""
+    if text is None:
+        return None
+    from slimyq.timeparse import parse_since
+
+    return parsed(option, text, parse_since)

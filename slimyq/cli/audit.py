@@ -10,12 +10,12 @@ at the cut-off is kept.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
+from slimyq.cli._options import FormatOption, JsonFlag, app_of, parsed, pick_format
 from slimyq.errors import UsageError
 from slimyq.render import Format
 from slimyq.timeparse import now_utc, parse_end, parse_instant, parse_since
@@ -26,21 +26,13 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Audit log: cleanup, report, list.", no_args_is_help=True)
 
 
-def _when(option: str, text: str, parse: Any) -> dt.datetime:
-    try:
-        value: dt.datetime = parse(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-    return value
-
-
 def _cut_off(days: int | None, before: str | None) -> dt.datetime:
     if (days is None) == (before is None):
         raise UsageError("give exactly one of --days N or --before DATE (e.g. --days 90)")
     if days is not None:
         return now_utc() - dt.timedelta(days=days)
     assert before is not None
-    return _when("--before", before, parse_instant)
+    return parsed("--before", before, parse_instant)
 
 
 @app.command("cleanup")
@@ -128,10 +120,10 @@ def report_cmd(
         raise UsageError("--end needs --start (or use --since)")
     now = now_utc()
     if start is not None:
-        lo = _when("--start", start, parse_instant)
-        hi = _when("--end", end, parse_end) if end is not None else now
+        lo = parsed("--start", start, parse_instant)
+        hi = parsed("--end", end, parse_end) if end is not None else now
     else:
-        lo, hi = _when("--since", since or "7d", lambda t: parse_since(t, now)), now
+        lo, hi = parsed("--since", since or "7d", lambda t: parse_since(t, now)), now
     if hi < lo:
         raise UsageError("--end is before --start")
     from slimyq.audit.report import build_report
@@ -160,7 +152,7 @@ def list_cmd(
 ) -> None:
     """Recent audit entries, newest first."""
     fmt = pick_format(fmt, as_json)
-    lo = _when("--since", since, parse_since) if since is not None else None
+    lo = parsed("--since", since, parse_since) if since is not None else None
     from slimyq.audit.listing import TABLE_COLUMNS, list_entries
 
     entries = list_entries(

@@ -1,7 +1,7 @@
 """`slimyq history list|stats|prune`: the job history kept in the database (``job_runs``).
 
 The "fetch + render" steps are small public functions (:func:`show_runs`, :func:`show_stats`,
-:func:`show_job_runs`, and :func:`since_option`/:func:`check_state`/:func:`type_option` for the
+:func:`show_job_runs`, and :func:`check_state`/:func:`type_option` for the
 options) so ``slimyq jobs --history``, ``slimyq stats --since`` and ``slimyq job show`` print
 exactly what ``slimyq history`` prints.
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
+from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
 
@@ -39,18 +39,6 @@ def _for_table(record: Any) -> dict[str, Any]:
     """A record for a table: datetimes as ``YYYY-MM-DD HH:MM:SS`` (UTC); JSON keeps full ISO."""
     items = record.items() if isinstance(record, dict) else vars(record).items()
     return {k: v.strftime("%Y-%m-%d %H:%M:%S") if isinstance(v, dt.datetime) else v for k, v in items}
-
-
-def since_option(text: str | None, option: str = "--since") -> dt.datetime | None:
-    """``7d``/``24h`` back from now, or an ISO date/time; a bad value is a usage error (exit 2)."""
-    if text is None:
-        return None
-    from slimyq.timeparse import parse_since
-
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
 
 
 def check_state(state: str | None) -> str | None:

@@ -8,29 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
+from slimyq.cli._options import FormatOption, JsonFlag, app_of, parsed, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
 
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
-
-
-def _duration(option: str, text: str) -> float:
-    from slimyq.timeparse import parse_duration
-
-    try:
-        return parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
-def _since(text: str) -> dt.datetime:
-    from slimyq.timeparse import parse_since
-
-    try:
-        return parse_since(text)
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
 
 
 def _queues(settings: Any, names: list[str] | None) -> list[str]:
@@ -66,7 +48,7 @@ def stats(
     fmt = pick_format(fmt, as_json)
     names = _queues(app_.settings, queues)
     if since is not None:
-        from slimyq.cli.history import show_stats, since_option
+        from slimyq.cli.history import show_stats
 
         show_stats(app_.db, fmt, since=since_option(since), queue=names[0] if len(names) == 1 else None)
         return
@@ -181,7 +163,7 @@ def jobs(
     fmt = pick_format(fmt, as_json)
     names = _queues(app_.settings, [queue] if queue else None)
     if history:
-        from slimyq.cli.history import check_state, show_runs, since_option, type_option
+        from slimyq.cli.history import check_state, show_runs, type_option
 
         if state and len(state) > 1:
             raise UsageError("--state: give one state with --history")
@@ -196,7 +178,7 @@ def jobs(
 
         registry.get(job_type)
     page = list_jobs(app_.redis, names, states=state or None, job_type=job_type, user=user,
-                     since=_since(since) if since else None, limit=limit)
+                     since=since_option(since), limit=limit)
     if fmt is Format.table:
         rows: Any = [{"id": j.id, "queue": j.queue, "state": j.state, "type": j.type, "user": j.user,
                       "age": ago(j.at), "tries": j.attempts, "error": j.error} for j in page.rows]
@@ -222,7 +204,9 @@ def check(
 
     app_ = app_of(ctx)
     fmt = pick_format(fmt, as_json)
-    age = _duration("--max-age", max_age)
+    from slimyq.timeparse import parse_duration
+
+    age = parsed("--max-age", max_age, parse_duration).total_seconds()
     health = run_check(app_.settings, lambda: app_.redis, max_age=age, max_backlog=max_backlog,
                        max_failure_rate=max_failure_rate)
     if fmt is Format.table:
