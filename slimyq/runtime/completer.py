@@ -32,7 +32,6 @@ log = logging.getLogger("slimyq.worker")
 TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
 BATCH = 256
 STATS_EVERY = 0.25  # seconds between metric flushes
-_HISTORY_STATE = {"completed": "finished", "retried": "retried", "failed": "failed"}
 
 Item = tuple[ClaimedJob, Result]
 
@@ -148,12 +147,9 @@ class Completer:
         for (job, result), c, flag in zip(batch, completions, applied, strict=False):
             if not int(flag):
                 continue
-            state = _HISTORY_STATE[c.ended.outcome]
-            if state == "failed" and result.error_type == "refused":
-                state = "refused"
             self.history.record(RunRow(
                 job_id=job.id, queue=self.w.queue, job_type=result.job_type, attempt=len(job.attempts) + 1,
-                state=state, user_id=result.user, enqueued=codec.parse_rq_time(job.raw.get("enqueued_at")),
+                state=c.label, user_id=result.user, enqueued=codec.parse_rq_time(job.raw.get("enqueued_at")),
                 started=result.started, ended=result.ended or result.started, duration_ms=result.duration * 1000,
                 error_type=None if result.ok else result.error_type,
                 error_message=None if result.ok else result.error, worker=self.w.name,

@@ -23,6 +23,7 @@ from slimyq.runtime.metrics import Ended
 class Completion:
     args: list[Any]  # the 10 per-job values of the COMPLETE script
     ended: Ended
+    label: str  # finished | failed | retried | refused: the attempt's outcome, as recorded
 
 
 def _iso(ts: float) -> str:
@@ -91,4 +92,4 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         f"{result.started:.6f}",
         f"{(result.ended or result.started):.6f}",
     ]
-    return Completion(args, Ended(result.job_type, kind, result.duration))
+    return Completion(args, Ended(result.job_type, kind, result.duration), label)

@@ -234,18 +234,20 @@ local wip = 'rq:wip:' .. q
 local qkey = 'rq:queue:' .. q
 local handled = {}
 local members = {}
+-- A worker's claim list goes back to the front of the queue, in its order.
+local function return_claims(worker)
+  local claim = 'slimyq:claim:' .. worker
+  local c = redis.call('LRANGE', claim, 0, -1)
+  for i = #c, 1, -1 do
+    redis.call('LPUSH', qkey, c[i])
+    table.insert(handled, c[i])
+  end
+  redis.call('DEL', claim)
+  redis.call('SREM', 'slimyq:claims:' .. q, worker)
+end
 if mode == 'expired' then
   for _, cw in ipairs(redis.call('SMEMBERS', 'slimyq:claims:' .. q)) do
-    if redis.call('EXISTS', 'rq:worker:' .. cw) == 0 then
-      local claim = 'slimyq:claim:' .. cw
-      local c = redis.call('LRANGE', claim, 0, -1)
-      for i = #c, 1, -1 do
-        redis.call('LPUSH', qkey, c[i])
-        table.insert(handled, c[i])
-      end
-      redis.call('DEL', claim)
-      redis.call('SREM', 'slimyq:claims:' .. q, cw)
-    end
+    if redis.call('EXISTS', 'rq:worker:' .. cw) == 0 then return_claims(cw) end
   end
   local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(expired) do
@@ -258,14 +260,7 @@ if mode == 'expired' then
 elseif mode == 'orphans' then
   for i = 11, #ARGV do table.insert(members, ARGV[i]) end
 else
-  local claim = 'slimyq:claim:' .. w
-  local c = redis.call('LRANGE', claim, 0, -1)
-  for i = #c, 1, -1 do
-    redis.call('LPUSH', qkey, c[i])
-    table.insert(handled, c[i])
-  end
-  redis.call('DEL', claim)
-  redis.call('SREM', 'slimyq:claims:' .. q, w)
+  return_claims(w)
   members = redis.call('SMEMBERS', 'rq:worker:' .. w .. ':executions')
 end
 for _, m in ipairs(members) do
