@@ -7,6 +7,7 @@ only by the worker, so enqueueing never imports peewee or openai.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,9 +43,7 @@ class JobType:
         return self.name.replace("_", "-")
 
     def handler(self) -> Callable[[Any, Any], Any]:
-        module, _, attr = self.func_name.rpartition(".")
-        fn: Callable[[Any, Any], Any] = getattr(importlib.import_module(module), attr)
-        return fn
+        return _resolve(self.func_name)
 
 
 _DB = "slimyq.jobs.database"
@@ -79,7 +78,17 @@ def register(job_type: JobType) -> None:
 _BY_FUNC: dict[str, JobType] = {jt.func_name: jt for jt in JOBS.values()}
 
 
+@functools.cache
+def _resolve(func_name: str) -> Callable[[Any, Any], Any]:
+    """Import a registered handler once (the worker asks for it on every job)."""
+    module, _, attr = func_name.rpartition(".")
+    fn: Callable[[Any, Any], Any] = getattr(importlib.import_module(module), attr)
+    return fn
+
+
+@functools.cache
 def _load_extensions() -> None:
+    """Register the chat and audit job types (once: the worker looks types up on every job)."""
     for module in ("slimyq.jobs.chat_types", "slimyq.jobs.audit_types"):
         try:
             importlib.import_module(module)
