@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import re
 import time
 import uuid
@@ -42,6 +43,11 @@ DEFAULT_FAILURE_TTL = 7 * 86_400
 
 def rq_now() -> str:
     return dt.datetime.now(dt.UTC).strftime(RQ_TIME)
+
+
+def rq_time(ts: float) -> str:
+    """An epoch time in RQ's format (``started_at``, ``ended_at``)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(RQ_TIME)
 
 
 def parse_rq_time(value: str | bytes | None) -> dt.datetime | None:
@@ -169,9 +175,13 @@ class ClaimedJob:
             return []
         return value if isinstance(value, list) else []
 
-    def timeout(self, default: int) -> int:
+    def timeout(self, default: int) -> float:
+        """Seconds the job may run: RQ's meaning, ``-1`` (any negative) is no timeout (``inf``);
+        unset or 0 is the queue's default."""
         value = self._int("timeout", default)
-        return default if value is None or value <= 0 else value
+        if value is None or value == 0:
+            return float(default)
+        return math.inf if value < 0 else float(value)
 
     def retries_left(self, default: int) -> int:
         value = self._int("retries_left", default)
@@ -188,12 +198,18 @@ class ClaimedJob:
         return [float(v) for v in value] if isinstance(value, list) and value else default
 
     def result_ttl(self) -> int:
-        value = self._int("result_ttl", DEFAULT_RESULT_TTL)
-        return DEFAULT_RESULT_TTL if value is None or value <= 0 else value
+        """RQ's meaning: -1 keeps the finished job forever, 0 not at all, N for N seconds."""
+        return _rq_ttl(self._int("result_ttl", None), DEFAULT_RESULT_TTL)
 
     def failure_ttl(self) -> int:
-        value = self._int("failure_ttl", DEFAULT_FAILURE_TTL)
-        return DEFAULT_FAILURE_TTL if value is None or value <= 0 else value
+        """The same for a failed job (unset: a week)."""
+        return _rq_ttl(self._int("failure_ttl", None), DEFAULT_FAILURE_TTL)
+
+
+def _rq_ttl(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    return -1 if value < 0 else value
 
 
 def retry_delay(intervals: list[float], retries_left: int) -> float:

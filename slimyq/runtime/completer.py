@@ -36,6 +36,22 @@ STATS_EVERY = 0.25  # seconds between metric flushes
 Item = tuple[ClaimedJob, Result]
 
 
+def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
+    """Enqueue the dependents (``depends_on``) of jobs that just ended, with RQ's own rules
+    (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent has
+    ``allow_failure``; canceled dependents stay). Rare, so it is RQ's code path, not Lua."""
+    from rq import Queue
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    for job_id in parent_ids:
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
+        except Exception as exc:  # rq's ReadyJobRegistry.cleanup() picks up what is left
+            log.warning("could not enqueue the dependents of %s: %s", job_id, exc)
+
+
 class Completer:
     def __init__(self, worker: QueueWorker) -> None:
         self.w = worker
@@ -102,8 +118,9 @@ class Completer:
         self._stats_due = now + STATS_EVERY
         stats = increments(self.w.queue, ended, now)
         wkey = keys.worker(self.w.name)
+        # As RQ's worker counts them: every attempt that raised is a failed job, retried or not.
         ok = sum(1 for e in ended if e.outcome == "completed")
-        failed = sum(1 for e in ended if e.outcome == "failed")
+        failed = len(ended) - ok
         working = sum(e.seconds for e in ended)
         stats += [(wkey, "successful_job_count", "i", str(ok)), (wkey, "failed_job_count", "i", str(failed)),
                   (wkey, "total_working_time", "f", f"{working:.6f}")]
@@ -133,6 +150,9 @@ class Completer:
                 if w.stopping.is_set() and errors > 50:
                     return  # give up: the jobs stay started and are recovered as abandoned
         self._record(batch, completions, applied)
+        parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
+        if parents:
+            enqueue_dependents(w.conn, parents)
         with w.lock:
             for job, _ in batch:
                 w.inflight.pop(f"{job.id}:{job.execution_id}", None)

@@ -65,6 +65,12 @@ def recover_expired(conn: redis.Redis, settings: Settings, queue: str) -> list[s
     return _recover(conn, settings, queue, "expired", "", "worker stopped sending heartbeats (abandoned job)")
 
 
+def record_ttl(settings: Settings) -> int:
+    """Seconds an execution record lives without a heartbeat: past ``abandoned_after`` plus one
+    heartbeat, so RQ's monitors never see a live worker's record as stale."""
+    return int(settings.worker.abandoned_after + settings.worker.heartbeat) + 1
+
+
 def unregister(conn: redis.Redis, worker: str, queue: str) -> None:
     pipe = conn.pipeline()
     pipe.srem(keys.workers(), keys.worker(worker))
@@ -83,6 +89,7 @@ class Presence:
         self.queue = queue
         self.name = name
         self.owner = owner
+        self.scripts = Scripts(conn)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slimyq-heartbeat", daemon=True)
 
@@ -144,7 +151,8 @@ class Presence:
             busy = self.owner.busy
         pipe = self.conn.pipeline(transaction=False)
         if members:
-            pipe.zadd(keys.started(self.queue), dict.fromkeys(members, deadline), xx=True)
+            self.scripts.heartbeat(args=[self.queue, f"{now:.6f}", codec.rq_now(), deadline,
+                                         record_ttl(self.settings), *members], client=pipe)
         pipe.hset(keys.worker(self.name), mapping={"last_heartbeat": codec.rq_now(),
                                                    "state": "busy" if busy else "idle"})
         pipe.expire(keys.worker(self.name), ttl)

@@ -52,7 +52,10 @@ return out
 """
 
 # ARGV: 1 queue, 2 worker, 3 n, 4 now (float), 5 now (RQ time), 6 started deadline, 7 promote (0/1),
-#       8.. execution ids (n).
+#       8 execution record TTL (s), 9.. execution ids (n).
+# Each claimed job gets RQ 3's execution record, as ``rq.executions.Execution.create`` writes it:
+# the hash ``rq:execution:<job>:<eid>``, its id in ``rq:executions:<job>`` and the member
+# ``<job>:<eid>`` in ``rq:wip:<queue>`` and ``rq:worker:<name>:executions``.
 # Returns {paused(0/1), {id, eid, field values...}, ...}.
 CLAIM = f"""
 local q = ARGV[1]
@@ -91,17 +94,25 @@ if #ids < n then
   if more then for _, id in ipairs(more) do table.insert(ids, id) end end
 end
 local wexec = 'rq:worker:' .. w .. ':executions'
+local ttl = tonumber(ARGV[8])
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   local f = redis.call('HMGET', jk, 'status', {_HMGET_FIELDS})
   -- A hash without data is still claimed: the worker fails it as refused (not dropped unseen).
   if (f[1] or f[2]) and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
-    local eid = ARGV[7 + i]
+    local eid = ARGV[8 + i]
     local member = id .. ':' .. eid
-    redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'last_heartbeat', iso, 'worker_name', w)
+    redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
+      'worker_name', w)
     redis.call('PERSIST', jk)
     redis.call('ZADD', 'rq:wip:' .. q, deadline, member)
     redis.call('SADD', wexec, member)
+    local ek = 'rq:execution:' .. member
+    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'created_at', ARGV[4], 'last_heartbeat', ARGV[4],
+      'worker_name', w)
+    redis.call('EXPIRE', ek, ttl)
+    redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
     table.remove(f, 1)
     table.insert(f, 1, eid)
     table.insert(f, 1, id)
@@ -112,11 +123,17 @@ return out
 """
 
 # Batch completion. ARGV: 1 queue, 2 worker, 3 now int, 4 now (RQ time), 5 keep_finished,
-# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, then per job 10 values:
-#   id, eid, outcome(ok|fail|retry), ttl, payload (b64), attempts json, delay, retries_left,
-#   started (float), ended (float)
+# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, then per job 12 values:
+#   id, eid, outcome(ok|fail|stopped|retry), ttl, payload (b64), attempts json, delay, retries_left,
+#   started (float), ended (float), started (RQ time), ended (RQ time)
 # then per stat 4 values: key, field, kind (i|f), amount.
-# Returns a list: 1 applied, 0 stale (the job was recovered or deleted meanwhile: nothing written).
+# TTLs mean what they mean to RQ: -1 keeps the job and its result forever (registry score +inf,
+# never trimmed), 0 keeps nothing (the job is deleted once done), N keeps it N seconds.
+# The execution record is removed whatever happens. An outcome is written only while the job is
+# still ``started`` under this execution: a job canceled or deleted meanwhile (RQ's
+# ``Job.cancel``/``delete``, slimyq's recovery) keeps the answer it was given.
+# Returns a list: 1 applied, 2 applied and the job has dependents (``rq:job:<id>:dependents``)
+# to enqueue, 0 stale (nothing written).
 COMPLETE = """
 local q = ARGV[1]
 local w = ARGV[2]
@@ -139,49 +156,68 @@ local function expiry(ended, ttl)
   if not int then return now + ttl end
   return tostring(tonumber(int) + ttl) .. '.' .. frac
 end
+-- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
+local function keep(jk, rk, registry, id, ttl, ended)
+  if ttl == 0 then
+    redis.call('UNLINK', jk, rk)
+    return false
+  elseif ttl < 0 then
+    redis.call('PERSIST', rk)
+    redis.call('ZADD', registry, '+inf', id)
+  else
+    redis.call('EXPIRE', rk, ttl)
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('ZADD', registry, expiry(ended, ttl), id)
+  end
+  return true
+end
 for i = 1, njobs do
   local id, eid, outcome, ttl = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   local payload, attempts, delay = ARGV[pos + 4], ARGV[pos + 5], tonumber(ARGV[pos + 6])
   local retries_left, started, ended = ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9]
-  pos = pos + 10
+  local started_iso, ended_iso = ARGV[pos + 10], ARGV[pos + 11]
+  pos = pos + 12
   local member = id .. ':' .. eid
   redis.call('SREM', wexec, member)
+  local ek = 'rq:execution:' .. member
   local jk = 'rq:job:' .. id
-  if redis.call('ZREM', wip, member) == 1 and redis.call('EXISTS', jk) == 1 then
+  if redis.call('ZREM', wip, member) == 1 and redis.call('HGET', jk, 'status') == 'started' then
+    -- This is the job's one live execution: its per-job execution index goes with it.
+    redis.call('UNLINK', ek, 'rq:executions:' .. id)
     out[i] = 1
     local rk = 'rq:results:' .. id
     if outcome == 'ok' then
-      redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso, 'last_heartbeat', iso,
-        'slimyq_attempts', attempts)
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
-        'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+      redis.call('HSET', jk, 'status', 'finished', 'started_at', started_iso, 'ended_at', ended_iso,
+        'last_heartbeat', ended_iso, 'slimyq_attempts', attempts)
+      if ttl ~= 0 then
+        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+          'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+          'execution_ended_at', ended)
+      end
+      if keep(jk, rk, 'rq:finished:' .. q, id, ttl, ended) then added_finished = true end
+    elseif outcome == 'fail' or outcome == 'stopped' then
+      redis.call('HSET', jk, 'status', outcome == 'fail' and 'failed' or 'stopped', 'started_at', started_iso,
+        'ended_at', ended_iso, 'last_heartbeat', ended_iso, 'slimyq_attempts', attempts,
+        'retries_left', retries_left)
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', outcome == 'fail' and '2' or '3',
+        'worker_name', w, 'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
-      redis.call('EXPIRE', rk, ttl)
-      redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:finished:' .. q, expiry(ended, ttl), id)
-      added_finished = true
-    elseif outcome == 'fail' then
-      redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'last_heartbeat', iso,
-        'slimyq_attempts', attempts, 'retries_left', retries_left)
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w,
-        'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
-        'execution_ended_at', ended)
-      redis.call('EXPIRE', rk, ttl)
-      redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:failed:' .. q, expiry(ended, ttl), id)
-      added_failed = true
+      if keep(jk, rk, 'rq:failed:' .. q, id, ttl, ended) then added_failed = true end
     else
       if delay > 0 then
-        redis.call('HSET', jk, 'status', 'scheduled', 'ended_at', iso, 'slimyq_attempts', attempts,
-          'retries_left', retries_left)
+        redis.call('HSET', jk, 'status', 'scheduled', 'started_at', started_iso, 'ended_at', ended_iso,
+          'slimyq_attempts', attempts, 'retries_left', retries_left)
         redis.call('ZADD', 'rq:scheduled:' .. q, now + delay, id)
       else
-        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'ended_at', iso,
-          'slimyq_attempts', attempts, 'retries_left', retries_left)
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'started_at', started_iso,
+          'ended_at', ended_iso, 'slimyq_attempts', attempts, 'retries_left', retries_left)
         redis.call('LPUSH', 'rq:queue:' .. q, id)
       end
     end
+    if outcome ~= 'retry' and redis.call('EXISTS', jk .. ':dependents') == 1 then out[i] = 2 end
   else
+    redis.call('UNLINK', ek)
+    redis.call('ZREM', 'rq:executions:' .. id, eid)
     out[i] = 0
   end
 end
@@ -194,8 +230,9 @@ for i = 1, nstats do
     redis.call('HINCRBY', key, field, amount)
   end
 end
+-- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs are never trimmed).
 local function trim(registry, keep)
-  local count = redis.call('ZCARD', registry)
+  local count = redis.call('ZCOUNT', registry, '-inf', '(+inf')
   if count > keep then
     local old = redis.call('ZRANGE', registry, 0, count - keep - 1)
     redis.call('ZREMRANGEBYRANK', registry, 0, count - keep - 1)
@@ -262,12 +299,25 @@ elseif mode == 'orphans' then
 else
   return_claims(w)
   members = redis.call('SMEMBERS', 'rq:worker:' .. w .. ':executions')
+  -- The executions set is RQ's too (its monitors prune it): the started registry and the job's
+  -- worker_name are the record recovery trusts, so a pruned member is still found.
+  local seen = {}
+  for _, m in ipairs(members) do seen[m] = true end
+  for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    if not seen[m] then
+      local id = string.match(m, '^(.*):[^:]*$') or m
+      if redis.call('HGET', 'rq:job:' .. id, 'worker_name') == w then table.insert(members, m) end
+    end
+  end
 end
 for _, m in ipairs(members) do
-  local id = string.match(m, '^(.*):[^:]*$') or m
+  local id, eid = string.match(m, '^(.*):([^:]*)$')
+  id = id or m
   local jk = 'rq:job:' .. id
   local owner = redis.call('HGET', jk, 'worker_name')
   if owner then redis.call('SREM', 'rq:worker:' .. owner .. ':executions', m) end
+  redis.call('UNLINK', 'rq:execution:' .. m)
+  if eid then redis.call('ZREM', 'rq:executions:' .. id, eid) end
   if redis.call('ZREM', wip, m) == 1 and redis.call('HGET', jk, 'status') == 'started' then
     table.insert(handled, id)
     if mode == 'release' or mode == 'orphans' then
@@ -303,6 +353,30 @@ if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w 
 return handled
 """
 
+# A worker's heartbeat for the executions it runs (RQ's ``Execution.heartbeat``): the execution
+# hash, its entry in ``rq:executions:<job>``, the started-registry deadline and the job's
+# ``last_heartbeat``. Only executions whose hash still exists are touched, so a heartbeat racing a
+# completion (or RQ's delete) never recreates a half record.
+# ARGV: 1 queue, 2 now (float), 3 now (RQ time), 4 started deadline, 5 record TTL, 6.. members.
+HEARTBEAT = """
+local wip = 'rq:wip:' .. ARGV[1]
+local now, iso, deadline, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+for i = 6, #ARGV do
+  local m = ARGV[i]
+  local ek = 'rq:execution:' .. m
+  if redis.call('EXISTS', ek) == 1 then
+    local id, eid = string.match(m, '^(.*):([^:]*)$')
+    redis.call('HSET', ek, 'last_heartbeat', now)
+    redis.call('EXPIRE', ek, ttl)
+    redis.call('ZADD', wip, 'XX', deadline, m)
+    redis.call('ZADD', 'rq:executions:' .. id, 'XX', tonumber(now) + ttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
+    redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', iso)
+  end
+end
+return 0
+"""
+
 
 class Scripts:
     """The registered scripts for one connection (EVALSHA, loaded on first use)."""
@@ -312,6 +386,7 @@ class Scripts:
         self.claim = conn.register_script(CLAIM)
         self.complete = conn.register_script(COMPLETE)
         self.recover = conn.register_script(RECOVER)
+        self.heartbeat = conn.register_script(HEARTBEAT)
 
 
 def flatten(rows: list[list[Any]]) -> list[Any]:

@@ -29,7 +29,7 @@ from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.execute import JobTimeout, Result
-from slimyq.runtime.presence import Presence, release
+from slimyq.runtime.presence import Presence, record_ttl, release
 from slimyq.runtime.scripts import Scripts
 from slimyq.runtime.timeouts import Watchdog
 
@@ -248,10 +248,11 @@ class QueueWorker:
         return bool(self.conn.zcount(keys.scheduled(self.queue), "-inf", time.time() + 60))
 
     def _claim(self, n: int, promote: bool, now: float) -> tuple[bool, list[ClaimedJob]]:
-        eids = [os.urandom(8).hex() for _ in range(n)]
+        eids = [os.urandom(16).hex() for _ in range(n)]  # uuid4().hex's length, as RQ's
         deadline = int(now + self.settings.worker.abandoned_after)
         reply: Any = self.scripts.claim(
-            args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote), *eids]
+            args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote),
+                  record_ttl(self.settings), *eids]
         )
         paused = bool(int(reply[0][0])) if isinstance(reply[0], list) else bool(int(reply[0]))
         jobs = []
