@@ -78,12 +78,17 @@ if ARGV[7] == '1' then
     end
   end
 end
+local claim = 'slimyq:claim:' .. w
+-- Claiming proves this worker alive: it is (again) a member of the queue's claim set, so that
+-- whatever its BLMOVE puts in its claim list is found should it die.
+redis.call('SADD', 'slimyq:claims:' .. q, w)
 if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
+  -- Paused: what a BLMOVE moved into the claim list goes back to the front of the queue.
+  while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end
   return {{1}}
 end
 local out = {{0}}
 local ids = {{}}
-local claim = 'slimyq:claim:' .. w
 local c = redis.call('LPOP', claim, n)
 if c then for _, id in ipairs(c) do table.insert(ids, id) end end
 if #ids < n then
@@ -93,9 +98,13 @@ end
 local wexec = 'rq:worker:' .. w .. ':executions'
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
-  local f = redis.call('HMGET', jk, 'status', {_HMGET_FIELDS})
-  -- A hash without data is still claimed: the worker fails it as refused (not dropped unseen).
-  if (f[1] or f[2]) and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
+  local kind = redis.call('TYPE', jk).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    table.insert(out, {{id, ''}})  -- not a job hash: reported and dropped, never touched
+  end
+  local f = kind == 'hash' and redis.call('HMGET', jk, 'status', {_HMGET_FIELDS}) or {{}}
+  -- Any hash is claimed, with or without data: the worker fails what it can't read as refused.
+  if kind == 'hash' and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
     local eid = ARGV[7 + i]
     local member = id .. ':' .. eid
     redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'last_heartbeat', iso, 'worker_name', w)
@@ -112,12 +121,17 @@ return out
 """
 
 # Batch completion. ARGV: 1 queue, 2 worker, 3 now int, 4 now (RQ time), 5 keep_finished,
-# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, then per job 10 values:
+# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, 10 batch token, then per job 10 values:
 #   id, eid, outcome(ok|fail|retry), ttl, payload (b64), attempts json, delay, retries_left,
 #   started (float), ended (float)
 # then per stat 4 values: key, field, kind (i|f), amount.
 # Returns a list: 1 applied, 0 stale (the job was recovered or deleted meanwhile: nothing written).
+# The reply is kept under the batch token for a while: a call that redis-py repeats after a lost
+# reply returns the first call's answer and writes nothing twice (metrics included).
 COMPLETE = """
+local done_key = 'slimyq:done:' .. ARGV[10]
+local done = redis.call('GET', done_key)
+if done then return cjson.decode(done) end
 local q = ARGV[1]
 local w = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -131,7 +145,14 @@ local wip = 'rq:wip:' .. q
 local wexec = 'rq:worker:' .. w .. ':executions'
 local out = {}
 local added_finished, added_failed = false, false
-local pos = 10
+local pos = 11
+-- A results key of another type (not written by RQ or slimyq) would fail XADD: it is replaced.
+local function results_key(id)
+  local rk = 'rq:results:' .. id
+  local t = redis.call('TYPE', rk).ok
+  if t ~= 'stream' and t ~= 'none' then redis.call('DEL', rk) end
+  return rk
+end
 -- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
 -- trimming drops the jobs that ended first even when many end within the same second.
 local function expiry(ended, ttl)
@@ -147,9 +168,9 @@ for i = 1, njobs do
   local member = id .. ':' .. eid
   redis.call('SREM', wexec, member)
   local jk = 'rq:job:' .. id
-  if redis.call('ZREM', wip, member) == 1 and redis.call('EXISTS', jk) == 1 then
+  if redis.call('ZREM', wip, member) == 1 and redis.call('TYPE', jk).ok == 'hash' then
     out[i] = 1
-    local rk = 'rq:results:' .. id
+    local rk = results_key(id)
     if outcome == 'ok' then
       redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso, 'last_heartbeat', iso,
         'slimyq_attempts', attempts)
@@ -211,6 +232,7 @@ local function trim(registry, keep)
 end
 if added_finished then trim('rq:finished:' .. q, keep_finished) end
 if added_failed then trim('rq:failed:' .. q, keep_failed) end
+redis.call('SET', done_key, cjson.encode(out), 'EX', 600)
 return out
 """
 
@@ -263,6 +285,11 @@ else
   return_claims(w)
   members = redis.call('SMEMBERS', 'rq:worker:' .. w .. ':executions')
 end
+-- Execution ids sort in claim order (a worker's ids count up): walking them from the last claimed
+-- to the first and pushing each to the front puts them back in the order they had in the queue.
+local function eid(m) return string.match(m, ':([^:]*)$') or '' end
+table.sort(members, function(a, b) return eid(a) > eid(b) end)
+local failed_any = false
 for _, m in ipairs(members) do
   local id = string.match(m, '^(.*):[^:]*$') or m
   local jk = 'rq:job:' .. id
@@ -290,17 +317,65 @@ for _, m in ipairs(members) do
         redis.call('LPUSH', qkey, id)
       else
         redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'slimyq_attempts', cjson.encode(attempts))
-        redis.call('XADD', 'rq:results:' .. id, 'MAXLEN', '~', '10', '*', 'type', '2',
+        local rk = 'rq:results:' .. id
+        local rt = redis.call('TYPE', rk).ok
+        if rt ~= 'stream' and rt ~= 'none' then redis.call('DEL', rk) end
+        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2',
           'worker_name', owner or '', 'exc_string', exc)
         redis.call('EXPIRE', 'rq:results:' .. id, failure_ttl)
         redis.call('EXPIRE', jk, failure_ttl)
         redis.call('ZADD', 'rq:failed:' .. q, math.floor(now) + failure_ttl, id)
+        failed_any = true
       end
     end
   end
 end
 if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
+-- Failures written here are trimmed to keep_failed like the ones COMPLETE writes.
+local fkey = 'rq:failed:' .. q
+local over = failed_any and redis.call('ZCARD', fkey) - keep_failed or 0
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', fkey, 0, over - 1)) do
+    redis.call('EXPIRE', 'rq:job:' .. id, 30)
+    redis.call('EXPIRE', 'rq:results:' .. id, 30)
+  end
+  redis.call('ZREMRANGEBYRANK', fkey, 0, over - 1)
+end
 return handled
+"""
+
+
+# A worker's heartbeat, self-healing. ARGV: 1 queue, 2 worker, 3 ttl, 4 now (RQ time), 5 state,
+# 6 deadline, 7 n registration values, then field, value pairs, then the members it holds.
+# Keeps the worker key, its hash fields, its registry and claim-set memberships and its
+# executions set as they were at registration, whatever expired or was removed meanwhile (a
+# stalled process, a long outage), and moves the deadline of every execution it still holds.
+# Returns the members that are no longer in the started registry (taken over by a recovery).
+HEARTBEAT = """
+local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local wk = 'rq:worker:' .. w
+local wexec = wk .. ':executions'
+local wip = 'rq:wip:' .. q
+local nreg = tonumber(ARGV[7])
+local first = 8 + nreg
+if redis.call('EXISTS', wk) == 0 and nreg > 0 then
+  redis.call('HSET', wk, unpack(ARGV, 8, 7 + nreg))
+  for i = first, #ARGV do redis.call('SADD', wexec, ARGV[i]) end
+end
+redis.call('HSET', wk, 'last_heartbeat', iso, 'state', ARGV[5])
+redis.call('EXPIRE', wk, ttl)
+redis.call('SADD', 'rq:workers', wk)
+redis.call('SADD', 'rq:workers:' .. q, wk)
+redis.call('SADD', 'slimyq:claims:' .. q, w)
+if redis.call('EXISTS', wexec) == 1 then redis.call('EXPIRE', wexec, ttl) end
+local lost = {}
+for i = first, #ARGV do
+  if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], ARGV[i]) == 0
+      and not redis.call('ZSCORE', wip, ARGV[i]) then
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
 """
 
 
@@ -312,6 +387,7 @@ class Scripts:
         self.claim = conn.register_script(CLAIM)
         self.complete = conn.register_script(COMPLETE)
         self.recover = conn.register_script(RECOVER)
+        self.heartbeat = conn.register_script(HEARTBEAT)
 
 
 def flatten(rows: list[list[Any]]) -> list[Any]:
