@@ -97,7 +97,18 @@ class RateLimitSettings(_Section):
 class WorkerSettings(_Section):
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     heartbeat: float = Field(default=5.0, gt=0, le=300)
-    abandoned_after: float = Field(default=20.0, gt=0, le=3600)
+    abandoned_after: float = Field(default=20.0, gt=0, le=3600, validate_default=True)
+    max_job_size: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1,
+                              description="bytes of job data (decompressed) a worker accepts; larger is refused")
+
+    @field_validator("abandoned_after")
+    @classmethod
+    def _beats_before_abandoned(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("heartbeat")
+        if heartbeat is not None and value < 2 * heartbeat:
+            raise ValueError(f"must be at least twice worker.heartbeat ({heartbeat:g} s), so that one late "
+                             "heartbeat does not make a live worker look dead: raise it or lower the heartbeat")
+        return value
 
 
 class Settings(_Section):

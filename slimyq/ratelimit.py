@@ -12,6 +12,7 @@ Key: ``slimyq:rl:<user>`` (a counter). ``reset`` deletes it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +26,15 @@ from slimyq.payloads.common import Payload
 
 PREFIX = "slimyq:rl:"
 
-# KEYS: one counter per user. ARGV: 1 limit, 2 window (ms), 2+i count for KEYS[i].
+# KEYS: one counter per user. ARGV: 1 limit, 2 window (ms), 2+i count for KEYS[i], then a token.
 # Returns {1, 0, 0} when all were admitted (and counted), else {0, i, ttl_ms} for the first user
-# that would go over the limit (nothing counted for anyone).
+# that would go over the limit (nothing counted for anyone). The token remembers an admission for
+# the window: a call redis-py repeats after a lost reply is admitted again without counting twice.
 _ADMIT = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local token = 'slimyq:admitted:' .. ARGV[#KEYS + 3]
+if redis.call('EXISTS', token) == 1 then return {1, 0, 0} end
 for i, key in ipairs(KEYS) do
   local current = tonumber(redis.call('GET', key) or '0')
   if current + tonumber(ARGV[2 + i]) > limit then
@@ -45,6 +49,7 @@ for i, key in ipairs(KEYS) do
     redis.call('PEXPIRE', key, window)
   end
 end
+redis.call('SET', token, '1', 'PX', window)
 return {1, 0, 0}
 """
 
@@ -118,7 +123,7 @@ def admit_many(conn: redis.Redis, settings: Settings, counts: Mapping[str, int])
                 f"{window} s; split them into batches of at most {limit}"
             )
     users = list(counts)
-    args: list[Any] = [limit, window * 1000, *(counts[u] for u in users)]
+    args: list[Any] = [limit, window * 1000, *(counts[u] for u in users), os.urandom(12).hex()]
     reply: Any = conn.register_script(_ADMIT)(keys=[key(u) for u in users], args=args)
     ok, index, ttl_ms = (int(v) for v in reply)
     if not ok:

@@ -112,104 +112,209 @@ def build_job_hash(
 
 
 class UndecodableJob(Exception):
-    """The job's data is not zlib-compressed JSON (e.g. a pickled job): refused."""
+    """The job's data is not zlib-compressed JSON (e.g. a pickled job), or is too large: refused."""
+
+
+MAX_JOB_SIZE = 16 * 1024 * 1024  # bytes of decompressed job data, unless configured otherwise
+_INT_RANGE = 2**31  # numeric fields outside +-2**31 are refused (Redis rejects such TTLs anyway)
+
+
+def text_id(raw: bytes) -> str:
+    """A job id or member from Redis as text; bytes that are not UTF-8 survive as surrogate escapes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def wire(text: str) -> bytes:
+    """The exact bytes of an id or member made by :func:`text_id`, for sending back to Redis."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def printable(text: str) -> str:
+    """An id safe to print or store in the database (undecodable bytes shown as U+FFFD)."""
+    return wire(text).decode("utf-8", "replace")
+
+
+class BadField(Exception):
+    """A field of a job hash that cannot be read: the job is refused with this reason."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"refused: job field {name!r} {problem}; fix or delete the job")
 
 
 @dataclass
 class ClaimedJob:
-    """A job as the claim script hands it to the worker."""
+    """A job as the claim script hands it to the worker.
+
+    Every field the worker needs is read once, here, and defensively: a field that cannot be read
+    (not UTF-8, not a number, not the JSON shape RQ writes) does not raise; it sets ``problem``,
+    the reason the job is refused, and the field takes its default. ``data`` is decoded later, by
+    :meth:`call`, in the executor thread.
+    """
 
     id: str
     execution_id: str
     raw: dict[str, bytes | None]
     claimed_at: float = field(default_factory=time.time)
+    problem: str | None = field(default=None, init=False)
 
-    def _text(self, name: str) -> str | None:
+    def __post_init__(self) -> None:
+        if max(self.id, default="") >= "\udc80" and _undecodable(self.id):
+            self.problem = "refused: the job id is not valid UTF-8; delete the job"
+        self.meta: dict[str, Any] = self._parse("meta", _meta, {})
+        self.attempts: list[dict[str, Any]] = self._parse("slimyq_attempts", _json_objects, [])
+        self._timeout: int | None = self._parse("timeout", _integer, None)
+        self._retries_left: int | None = self._parse("retries_left", _integer, None)
+        self._retry_intervals: list[float] | None = self._parse("retry_intervals", _intervals, None)
+        self._result_ttl: int | None = self._parse("result_ttl", _integer, None)
+        self._failure_ttl: int | None = self._parse("failure_ttl", _integer, None)
+        self.enqueued_at: dt.datetime | None = self._parse("enqueued_at", parse_rq_time, None)
+        self._parse("created_at", parse_rq_time, None)
+
+    @property
+    def member(self) -> str:
+        """The execution's member in the started registry and the worker's executions set."""
+        return f"{self.id}:{self.execution_id}"
+
+    @property
+    def key_id(self) -> bytes:
+        return wire(self.id)
+
+    def _parse(self, name: str, parse: Any, default: Any) -> Any:
         value = self.raw.get(name)
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-    def _int(self, name: str, default: int | None) -> int | None:
-        text = self._text(name)
-        try:
-            return int(float(text)) if text not in (None, "") else default
-        except ValueError:
+        if value is None or value == b"":
             return default
+        try:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            parsed = parse(text)
+        except UnicodeDecodeError:
+            problem = "is not valid UTF-8"
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            problem = str(exc) or "cannot be read"
+        else:
+            return default if parsed is None else parsed
+        if self.problem is None:
+            self.problem = str(BadField(name, problem))
+        return default
 
-    def call(self) -> tuple[str, Any, list[Any], dict[str, Any]]:
-        """``(func_name, instance, args, kwargs)`` without importing anything."""
+    def call(self, max_size: int = MAX_JOB_SIZE) -> tuple[str, Any, list[Any], dict[str, Any]]:
+        """``(func_name, instance, args, kwargs)`` without importing anything.
+
+        Decompression stops at ``max_size`` bytes: a zlib bomb is refused, not expanded."""
         data = self.raw.get("data")
         if not data:
             raise UndecodableJob("the job has no data")
+        if len(data) > max_size:
+            raise UndecodableJob(f"job data is larger than max_job_size ({max_size} bytes)")
         try:
-            text = zlib.decompress(data)
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(data, max_size + 1)
         except zlib.error:
             text = data
+        else:
+            if len(text) > max_size or inflater.unconsumed_tail:
+                raise UndecodableJob(f"job data decompresses to more than max_job_size ({max_size} bytes)")
         try:
             decoded = json.loads(text)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise UndecodableJob("job data is not JSON (pickled jobs are refused)") from None
         if not (isinstance(decoded, list) and len(decoded) == 4 and isinstance(decoded[0], str)):
             raise UndecodableJob("job data is not an RQ call [func, instance, args, kwargs]")
         func, instance, args, kwargs = decoded
+        if not isinstance(args, list | type(None)) or not isinstance(kwargs, dict | type(None)):
+            raise UndecodableJob("job data: args must be a JSON array and kwargs a JSON object")
         return func, instance, list(args or []), dict(kwargs or {})
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        text = self._text("meta")
-        if not text:
-            return {}
-        try:
-            meta = json.loads(text)
-        except ValueError:
-            return {}
-        return meta if isinstance(meta, dict) else {}
-
-    @property
-    def attempts(self) -> list[dict[str, Any]]:
-        text = self._text("slimyq_attempts")
-        if not text:
-            return []
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return []
-        return value if isinstance(value, list) else []
 
     def timeout(self, default: int) -> float:
         """Seconds the job may run: RQ's meaning, ``-1`` (any negative) is no timeout (``inf``);
         unset or 0 is the queue's default."""
-        value = self._int("timeout", default)
+        value = self._timeout
         if value is None or value == 0:
             return float(default)
         return math.inf if value < 0 else float(value)
 
     def retries_left(self, default: int) -> int:
-        value = self._int("retries_left", default)
+        value = self._retries_left
         return default if value is None else max(value, 0)
 
     def retry_intervals(self, default: list[float]) -> list[float]:
-        text = self._text("retry_intervals")
-        if not text:
-            return default
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return default
-        return [float(v) for v in value] if isinstance(value, list) and value else default
+        return self._retry_intervals or default
 
     def result_ttl(self) -> int:
         """RQ's meaning: -1 keeps the finished job forever, 0 not at all, N for N seconds."""
-        return _rq_ttl(self._int("result_ttl", None), DEFAULT_RESULT_TTL)
+        return _rq_ttl(self._result_ttl, DEFAULT_RESULT_TTL)
 
     def failure_ttl(self) -> int:
         """The same for a failed job (unset: a week)."""
-        return _rq_ttl(self._int("failure_ttl", None), DEFAULT_FAILURE_TTL)
+        return _rq_ttl(self._failure_ttl, DEFAULT_FAILURE_TTL)
 
 
 def _rq_ttl(value: int | None, default: int) -> int:
     if value is None:
         return default
     return -1 if value < 0 else value
+
+
+def _undecodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"is not a number ({text[:40]!r})") from None
+    if not math.isfinite(value) or abs(value) >= _INT_RANGE:
+        raise ValueError(f"is out of range ({text[:40]!r})")
+    return value
+
+
+def _integer(text: str) -> int:
+    return int(_number(text))
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("is not JSON (or nested too deeply)") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = _json(text)
+    if not isinstance(value, dict):
+        raise ValueError("is not a JSON object")
+    return value
+
+
+def _meta(text: str) -> dict[str, Any]:
+    value = _json_object(text)
+    for key in ("type", "user"):
+        if key in value and not isinstance(value[key], str | int):
+            raise ValueError(f"has a {key!r} that is not a string")
+    return value
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    value = _json(text)
+    if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+        raise ValueError("is not a JSON array of objects")
+    return value
+
+
+def _intervals(text: str) -> list[float] | None:
+    value = _json(text)
+    if not isinstance(value, list):
+        raise ValueError("is not a JSON array of seconds")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < _INT_RANGE:
+            raise ValueError("is not a JSON array of seconds (numbers from 0)")
+        out.append(float(v))
+    return out or None
 
 
 def retry_delay(intervals: list[float], retries_left: int) -> float:

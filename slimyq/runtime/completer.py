@@ -10,6 +10,7 @@ the same batch: outcomes are never dropped while the process lives.
 from __future__ import annotations
 
 import logging
+import os
 import queue as queue_mod
 import threading
 import time
@@ -20,8 +21,8 @@ import redis
 from slimyq.runtime import codec, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.execute import Result
-from slimyq.runtime.metrics import Ended, increments
-from slimyq.runtime.outcome import Completion, decide
+from slimyq.runtime.metrics import Ended, Stat, increments
+from slimyq.runtime.outcome import Completion, decide, refusal
 
 if TYPE_CHECKING:
     from slimyq.history.recorder import HistoryRecorder
@@ -50,6 +51,15 @@ def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
             Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
         except Exception as exc:  # rq's ReadyJobRegistry.cleanup() picks up what is left
             log.warning("could not enqueue the dependents of %s: %s", job_id, exc)
+
+
+def script_error(exc: redis.RedisError) -> bool:
+    """A Lua error raised by the script itself (not a connection, failover or memory condition)."""
+    if not isinstance(exc, redis.ResponseError) or isinstance(
+            exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError | redis.exceptions.NoScriptError):
+        return False
+    text = str(exc)
+    return "script" in text.lower() and not text.startswith(("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN"))
 
 
 class Completer:
@@ -108,31 +118,38 @@ class Completer:
             if closing:
                 return
 
-    def _stats(self, completions: list[Completion], now: float, flush: bool) -> list[tuple[str, str, str, str]]:
+    def _stats(self, completions: list[Completion], now: float, flush: bool) -> tuple[list[Ended], list[Stat]]:
         """Metrics ride along with a completion at most every STATS_EVERY seconds, summed: a few
-        HINCRBYs per interval instead of ten per job."""
-        self._pending_stats.extend(c.ended for c in completions)
-        if not self._pending_stats or not (flush or now >= self._stats_due):
-            return []
-        ended, self._pending_stats = self._pending_stats, []
-        self._stats_due = now + STATS_EVERY
-        stats = increments(self.w.queue, ended, now)
+        HINCRBYs per interval instead of ten per job. Returns the attempts to count and the
+        increments; the caller forgets them once they are written."""
+        pending = self._pending_stats + [c.ended for c in completions]
+        if not pending or not (flush or now >= self._stats_due):
+            return pending, []
+        stats = increments(self.w.queue, pending, now)
         wkey = keys.worker(self.w.name)
         # As RQ's worker counts them: every attempt that raised is a failed job, retried or not.
-        ok = sum(1 for e in ended if e.outcome == "completed")
-        failed = len(ended) - ok
-        working = sum(e.seconds for e in ended)
+        ok = sum(1 for e in pending if e.outcome == "completed")
+        failed = len(pending) - ok
+        working = sum(e.seconds for e in pending)
         stats += [(wkey, "successful_job_count", "i", str(ok)), (wkey, "failed_job_count", "i", str(failed)),
                   (wkey, "total_working_time", "f", f"{working:.6f}")]
-        return stats
+        return pending, stats
+
+    def _decide(self, job: ClaimedJob, result: Result) -> Completion:
+        """The job's outcome; a job the rules cannot be applied to is refused, alone."""
+        try:
+            return decide(job, result, self.w.qs, self.w.name)
+        except Exception as exc:
+            log.exception("job %s: outcome could not be decided", codec.printable(job.id))
+            return refusal(job, f"refused: the job hash cannot be processed ({exc!r})", self.w.name)
 
     def _write(self, batch: list[Item], flush_stats: bool = False) -> None:
         w = self.w
-        completions = [decide(job, result, w.qs, w.name) for job, result in batch]
+        completions = [self._decide(job, result) for job, result in batch]
         now = time.time()
-        stats = self._stats(completions, now, flush_stats)
+        pending, stats = self._stats(completions, now, flush_stats)
         args: list[Any] = [w.queue, w.name, int(now), codec.rq_now(), w.qs.keep_finished,
-                           w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats)]
+                           w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats), os.urandom(8).hex()]
         for c in completions:
             args.extend(c.args)
         for stat in stats:
@@ -143,20 +160,42 @@ class Completer:
                 applied: Any = w.scripts.complete(args=args)
                 break
             except redis.RedisError as exc:
+                if script_error(exc):
+                    self._write_alone(batch, exc, flush_stats)
+                    return
                 errors += 1
                 if w.hard.is_set():
                     return
                 w.wait_for_redis(exc, errors)
                 if w.stopping.is_set() and errors > 50:
                     return  # give up: the jobs stay started and are recovered as abandoned
+        if stats:
+            self._pending_stats = []
+            self._stats_due = now + STATS_EVERY
+        else:
+            self._pending_stats = pending
         self._record(batch, completions, applied)
         parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
         if parents:
             enqueue_dependents(w.conn, parents)
-        with w.lock:
+        self._forget(batch)
+
+    def _write_alone(self, batch: list[Item], exc: Exception, flush_stats: bool) -> None:
+        """The script failed on something in this batch: write each job on its own, so one job's
+        data cannot hold back the others; a job that still fails is left to the orphan check."""
+        if len(batch) > 1:
+            for item in batch:
+                self._write([item], flush_stats)
+            return
+        job = batch[0][0]
+        log.error("job %s: its outcome could not be written (%s)", codec.printable(job.id), exc)
+        self._forget(batch)
+
+    def _forget(self, batch: list[Item]) -> None:
+        with self.w.lock:
             for job, _ in batch:
-                w.inflight.pop(f"{job.id}:{job.execution_id}", None)
-            w.lock.notify_all()
+                self.w.inflight.pop(job.member, None)
+            self.w.lock.notify_all()
 
     def _record(self, batch: list[Item], completions: list[Completion], applied: list[Any]) -> None:
         """Hand each applied attempt to the job history (stale ones were someone else's to write)."""
@@ -168,8 +207,8 @@ class Completer:
             if not int(flag):
                 continue
             self.history.record(RunRow(
-                job_id=job.id, queue=self.w.queue, job_type=result.job_type, attempt=len(job.attempts) + 1,
-                state=c.label, user_id=result.user, enqueued=codec.parse_rq_time(job.raw.get("enqueued_at")),
+                job_id=codec.printable(job.id), queue=self.w.queue, job_type=result.job_type, attempt=c.attempt,
+                state=c.label, user_id=result.user, enqueued=job.enqueued_at,
                 started=result.started, ended=result.ended or result.started, duration_ms=result.duration * 1000,
                 error_type=None if result.ok else result.error_type,
                 error_message=None if result.ok else result.error, worker=self.w.name,

@@ -16,7 +16,7 @@ from slimyq.errors import ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.base import InvalidPayload, JobContext, PermanentError, Refused
 from slimyq.payloads.common import validate_payload
-from slimyq.runtime.codec import ClaimedJob, UndecodableJob
+from slimyq.runtime.codec import MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
 
 class JobTimeout(Exception):
@@ -56,10 +56,12 @@ class Prepared:
     user: str | None
 
 
-def prepare(job: ClaimedJob, queue: str) -> Prepared:
+def prepare(job: ClaimedJob, queue: str, max_size: int = MAX_JOB_SIZE) -> Prepared:
     """Allowlist and validate; raises a :class:`PermanentError` for anything that must not run."""
+    if job.problem:
+        raise Refused(job.problem)
     try:
-        func_name, instance, args, kwargs = job.call()
+        func_name, instance, args, kwargs = job.call(max_size)
     except UndecodableJob as exc:
         raise Refused(str(exc)) from None
     job_type = registry.by_func(func_name)
@@ -82,11 +84,12 @@ def prepare(job: ClaimedJob, queue: str) -> Prepared:
     return Prepared(job_type, payload, job_type.handler(), str(user) if user is not None else None)
 
 
-def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobContext]) -> Result:
+def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobContext],
+        max_size: int = MAX_JOB_SIZE) -> Result:
     """Run the job in this thread and describe what happened. Never raises (but JobTimeout)."""
-    result = Result(ok=False, job_type=str(job.meta.get("type", "unknown")), user=job.meta.get("user"))
+    result = Result(ok=False, job_type=job_type_of(job), user=user_of(job))
     try:
-        prepared = prepare(job, queue)
+        prepared = prepare(job, queue, max_size)
         result.job_type = prepared.job_type.name
         result.user = prepared.user
         value = prepared.handler(prepared.payload, make_context(job))
@@ -103,6 +106,15 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
             _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
     result.ended = time.time()
     return result
+
+
+def job_type_of(job: ClaimedJob) -> str:
+    return str(job.meta.get("type", "unknown"))
+
+
+def user_of(job: ClaimedJob) -> str | None:
+    user = job.meta.get("user")
+    return None if user is None else str(user)
 
 
 def database_unavailable(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ class Completion:
     args: list[Any]  # the 12 per-job values of the COMPLETE script
     ended: Ended
     label: str  # finished | failed | retried | refused | stopped: the attempt's outcome, as recorded
+    attempt: int  # the attempt's number (1 for the first run)
 
 
 def _iso(ts: float) -> str:
@@ -86,7 +88,7 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         label = "refused"
     attempts = [*job.attempts, attempt_record(attempt, result, label, worker)]
     args = [
-        job.id,
+        job.key_id,
         job.execution_id,
         outcome,
         ttl,
@@ -99,4 +101,12 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         codec.rq_time(result.started),
         codec.rq_time(result.ended or result.started),
     ]
-    return Completion(args, Ended(result.job_type, kind, result.duration), label)
+    return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt)
+
+
+def refusal(job: ClaimedJob, reason: str, worker: str) -> Completion:
+    """Fail the job as refused, reading nothing from its hash (the last resort for odd data)."""
+    now = time.time()
+    clean = ClaimedJob(job.id, job.execution_id, {})
+    result = Result(ok=False, error_type="refused", error=reason, permanent=True, started=now, ended=now)
+    return decide(clean, result, QueueSettings(concurrency=1, timeout=1, attempts=1), worker)

@@ -37,9 +37,9 @@ def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worke
     reply: Any = Scripts(conn).recover(
         args=[queue, mode, worker, f"{now:.6f}", codec.rq_now(), qs.attempts - 1,
               codec.encode_exc_string(message), codec.DEFAULT_FAILURE_TTL, qs.keep_failed, message,
-              *(members or [])]
+              *(codec.wire(m) for m in members or [])]
     )
-    return [r.decode() if isinstance(r, bytes) else str(r) for r in reply]
+    return [codec.text_id(r) if isinstance(r, bytes) else str(r) for r in reply]
 
 
 def release(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
@@ -56,6 +56,15 @@ def release_members(conn: redis.Redis, settings: Settings, queue: str, worker: s
 def recover_dead(conn: redis.Redis, settings: Settings, queue: str, worker: str, how: str) -> list[str]:
     """``worker``'s process died: count a failed attempt for each of its jobs and retry them now."""
     ids = _recover(conn, settings, queue, "dead", worker, f"worker {worker} died ({how}) while running the job")
+    unregister(conn, worker, queue)
+    return ids
+
+
+def recover_stuck(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
+    """``worker`` exited to end job threads that ignored their timeout: now that the process is gone,
+    each job it still held counts a failed attempt and is retried (or failed)."""
+    ids = _recover(conn, settings, queue, "dead", worker, "the job ran past its timeout and its thread did not "
+                   "stop; the worker process was restarted before the job was handed back")
     unregister(conn, worker, queue)
     return ids
 
@@ -89,9 +98,10 @@ class Presence:
         self.queue = queue
         self.name = name
         self.owner = owner
-        self.scripts = Scripts(conn)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slimyq-heartbeat", daemon=True)
+        self._registration: list[bytes] = []
+        self.scripts = Scripts(conn)
 
     def register(self) -> None:
         from rq import Queue, Worker
@@ -107,7 +117,12 @@ class Presence:
         pipe.sadd(keys.QUEUES, keys.queue(self.queue))
         pipe.sadd(keys.claim_lists(self.queue), self.name)
         pipe.expire(keys.worker(self.name), int(self.settings.worker.abandoned_after))
-        pipe.execute()
+        pipe.hgetall(keys.worker(self.name))
+        registration: dict[bytes, bytes] = pipe.execute()[-1]
+        # What the heartbeat writes back should the key lapse (a stall, an outage): the whole
+        # registration, so `rq info` and the recovery scripts see this worker as it was.
+        self._registration = [v for k, val in registration.items()
+                              if k not in (b"last_heartbeat", b"state", b"death") for v in (k, val)]
 
     def unregister(self) -> None:
         unregister(self.conn, self.name, self.queue)
@@ -116,7 +131,11 @@ class Presence:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating; returns once a beat in progress is over (it must not re-register us after
+        we unregistered)."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         every = self.settings.worker.heartbeat
@@ -149,18 +168,15 @@ class Presence:
         with self.owner.lock:
             members = list(self.owner.inflight)
             busy = self.owner.busy
-        pipe = self.conn.pipeline(transaction=False)
-        if members:
-            self.scripts.heartbeat(args=[self.queue, f"{now:.6f}", codec.rq_now(), deadline,
-                                         record_ttl(self.settings), *members], client=pipe)
-        pipe.hset(keys.worker(self.name), mapping={"last_heartbeat": codec.rq_now(),
-                                                   "state": "busy" if busy else "idle"})
-        pipe.expire(keys.worker(self.name), ttl)
-        pipe.expire(keys.worker_executions(self.name), ttl)
+        reg = self._registration
+        lost: Any = self.scripts.heartbeat(args=[
+            self.queue, self.name, ttl, codec.rq_now(), "busy" if busy else "idle", deadline,
+            record_ttl(self.settings), f"{now:.6f}", len(reg), *reg, *(codec.wire(m) for m in members)])
+        if lost:
+            self.owner.taken_over([codec.text_id(m) for m in lost])
         completer = getattr(self.owner, "completer", None)
         if completer is not None and completer.history_dropped:
-            pipe.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)
-        pipe.execute()
+            self.conn.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)
 
     def _trim_throughput(self) -> None:
         key = keys.throughput(self.queue)

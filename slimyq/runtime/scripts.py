@@ -81,12 +81,17 @@ if ARGV[7] == '1' then
     end
   end
 end
+local claim = 'slimyq:claim:' .. w
+-- Claiming proves this worker alive: it is (again) a member of the queue's claim set, so that
+-- whatever its BLMOVE puts in its claim list is found should it die.
+redis.call('SADD', 'slimyq:claims:' .. q, w)
 if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
+  -- Paused: what a BLMOVE moved into the claim list goes back to the front of the queue.
+  while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end
   return {{1}}
 end
 local out = {{0}}
 local ids = {{}}
-local claim = 'slimyq:claim:' .. w
 local c = redis.call('LPOP', claim, n)
 if c then for _, id in ipairs(c) do table.insert(ids, id) end end
 if #ids < n then
@@ -97,9 +102,13 @@ local wexec = 'rq:worker:' .. w .. ':executions'
 local ttl = tonumber(ARGV[8])
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
-  local f = redis.call('HMGET', jk, 'status', {_HMGET_FIELDS})
-  -- A hash without data is still claimed: the worker fails it as refused (not dropped unseen).
-  if (f[1] or f[2]) and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
+  local kind = redis.call('TYPE', jk).ok
+  if kind ~= 'hash' and kind ~= 'none' then
+    table.insert(out, {{id, ''}})  -- not a job hash: reported and dropped, never touched
+  end
+  local f = kind == 'hash' and redis.call('HMGET', jk, 'status', {_HMGET_FIELDS}) or {{}}
+  -- Any hash is claimed, with or without data: the worker fails what it can't read as refused.
+  if kind == 'hash' and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
     local eid = ARGV[8 + i]
     local member = id .. ':' .. eid
     redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
@@ -123,7 +132,7 @@ return out
 """
 
 # Batch completion. ARGV: 1 queue, 2 worker, 3 now int, 4 now (RQ time), 5 keep_finished,
-# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, then per job 12 values:
+# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, 10 batch token, then per job 12 values:
 #   id, eid, outcome(ok|fail|stopped|retry), ttl, payload (b64), attempts json, delay, retries_left,
 #   started (float), ended (float), started (RQ time), ended (RQ time)
 # then per stat 4 values: key, field, kind (i|f), amount.
@@ -134,7 +143,12 @@ return out
 # ``Job.cancel``/``delete``, slimyq's recovery) keeps the answer it was given.
 # Returns a list: 1 applied, 2 applied and the job has dependents (``rq:job:<id>:dependents``)
 # to enqueue, 0 stale (nothing written).
+# The reply is kept under the batch token for a while: a call that redis-py repeats after a lost
+# reply returns the first call's answer and writes nothing twice (metrics included).
 COMPLETE = """
+local done_key = 'slimyq:done:' .. ARGV[10]
+local done = redis.call('GET', done_key)
+if done then return cjson.decode(done) end
 local q = ARGV[1]
 local w = ARGV[2]
 local now = tonumber(ARGV[3])
@@ -148,7 +162,14 @@ local wip = 'rq:wip:' .. q
 local wexec = 'rq:worker:' .. w .. ':executions'
 local out = {}
 local added_finished, added_failed = false, false
-local pos = 10
+local pos = 11
+-- A results key of another type (not written by RQ or slimyq) would fail XADD: it is replaced.
+local function results_key(id)
+  local rk = 'rq:results:' .. id
+  local t = redis.call('TYPE', rk).ok
+  if t ~= 'stream' and t ~= 'none' then redis.call('DEL', rk) end
+  return rk
+end
 -- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
 -- trimming drops the jobs that ended first even when many end within the same second.
 local function expiry(ended, ttl)
@@ -181,11 +202,12 @@ for i = 1, njobs do
   redis.call('SREM', wexec, member)
   local ek = 'rq:execution:' .. member
   local jk = 'rq:job:' .. id
-  if redis.call('ZREM', wip, member) == 1 and redis.call('HGET', jk, 'status') == 'started' then
+  -- pcall: a job key that is not a hash reads as stale, not as a script error.
+  if redis.call('ZREM', wip, member) == 1 and redis.pcall('HGET', jk, 'status') == 'started' then
     -- This is the job's one live execution: its per-job execution index goes with it.
     redis.call('UNLINK', ek, 'rq:executions:' .. id)
     out[i] = 1
-    local rk = 'rq:results:' .. id
+    local rk = results_key(id)
     if outcome == 'ok' then
       redis.call('HSET', jk, 'status', 'finished', 'started_at', started_iso, 'ended_at', ended_iso,
         'last_heartbeat', ended_iso, 'slimyq_attempts', attempts)
@@ -248,6 +270,7 @@ local function trim(registry, keep)
 end
 if added_finished then trim('rq:finished:' .. q, keep_finished) end
 if added_failed then trim('rq:failed:' .. q, keep_failed) end
+redis.call('SET', done_key, cjson.encode(out), 'EX', 600)
 return out
 """
 
@@ -306,10 +329,15 @@ else
   for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
     if not seen[m] then
       local id = string.match(m, '^(.*):[^:]*$') or m
-      if redis.call('HGET', 'rq:job:' .. id, 'worker_name') == w then table.insert(members, m) end
+      if redis.pcall('HGET', 'rq:job:' .. id, 'worker_name') == w then table.insert(members, m) end
     end
   end
 end
+-- Execution ids sort in claim order (a worker's ids count up): walking them from the last claimed
+-- to the first and pushing each to the front puts them back in the order they had in the queue.
+local function eid(m) return string.match(m, ':([^:]*)$') or '' end
+table.sort(members, function(a, b) return eid(a) > eid(b) end)
+local failed_any = false
 for _, m in ipairs(members) do
   local id, eid = string.match(m, '^(.*):([^:]*)$')
   id = id or m
@@ -340,41 +368,81 @@ for _, m in ipairs(members) do
         redis.call('LPUSH', qkey, id)
       else
         redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'slimyq_attempts', cjson.encode(attempts))
-        redis.call('XADD', 'rq:results:' .. id, 'MAXLEN', '~', '10', '*', 'type', '2',
+        local rk = 'rq:results:' .. id
+        local rt = redis.call('TYPE', rk).ok
+        if rt ~= 'stream' and rt ~= 'none' then redis.call('DEL', rk) end
+        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2',
           'worker_name', owner or '', 'exc_string', exc)
         redis.call('EXPIRE', 'rq:results:' .. id, failure_ttl)
         redis.call('EXPIRE', jk, failure_ttl)
         redis.call('ZADD', 'rq:failed:' .. q, math.floor(now) + failure_ttl, id)
+        failed_any = true
       end
     end
   end
 end
 if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
+-- Failures written here are trimmed to keep_failed like the ones COMPLETE writes.
+local fkey = 'rq:failed:' .. q
+local over = failed_any and redis.call('ZCARD', fkey) - keep_failed or 0
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', fkey, 0, over - 1)) do
+    redis.call('EXPIRE', 'rq:job:' .. id, 30)
+    redis.call('EXPIRE', 'rq:results:' .. id, 30)
+  end
+  redis.call('ZREMRANGEBYRANK', fkey, 0, over - 1)
+end
 return handled
 """
 
-# A worker's heartbeat for the executions it runs (RQ's ``Execution.heartbeat``): the execution
-# hash, its entry in ``rq:executions:<job>``, the started-registry deadline and the job's
-# ``last_heartbeat``. Only executions whose hash still exists are touched, so a heartbeat racing a
-# completion (or RQ's delete) never recreates a half record.
-# ARGV: 1 queue, 2 now (float), 3 now (RQ time), 4 started deadline, 5 record TTL, 6.. members.
+
+# A worker's heartbeat, self-healing. ARGV: 1 queue, 2 worker, 3 ttl, 4 now (RQ time), 5 state,
+# 6 deadline, 7 execution record TTL, 8 now (float), 9 n registration values, then field, value
+# pairs, then the members it holds.
+# Keeps the worker key, its hash fields, its registry and claim-set memberships and its
+# executions set as they were at registration, whatever expired or was removed meanwhile (a
+# stalled process, a long outage), and moves the deadline of every execution it still holds.
+# Each execution still held gets RQ's ``Execution.heartbeat``: its hash (recreated if it expired
+# meanwhile), its entry in ``rq:executions:<job>`` and the job's ``last_heartbeat``. A member no
+# longer in the started registry (completed, recovered, deleted) is never touched.
+# Returns the members that are no longer in the started registry (taken over by a recovery).
 HEARTBEAT = """
-local wip = 'rq:wip:' .. ARGV[1]
-local now, iso, deadline, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-for i = 6, #ARGV do
+local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local wk = 'rq:worker:' .. w
+local wexec = wk .. ':executions'
+local wip = 'rq:wip:' .. q
+local rttl, nowf = tonumber(ARGV[7]), ARGV[8]
+local nreg = tonumber(ARGV[9])
+local first = 10 + nreg
+if redis.call('EXISTS', wk) == 0 and nreg > 0 then
+  redis.call('HSET', wk, unpack(ARGV, 10, 9 + nreg))
+  for i = first, #ARGV do redis.call('SADD', wexec, ARGV[i]) end
+end
+redis.call('HSET', wk, 'last_heartbeat', iso, 'state', ARGV[5])
+redis.call('EXPIRE', wk, ttl)
+redis.call('SADD', 'rq:workers', wk)
+redis.call('SADD', 'rq:workers:' .. q, wk)
+redis.call('SADD', 'slimyq:claims:' .. q, w)
+if redis.call('EXISTS', wexec) == 1 then redis.call('EXPIRE', wexec, ttl) end
+local lost = {}
+for i = first, #ARGV do
   local m = ARGV[i]
-  local ek = 'rq:execution:' .. m
-  if redis.call('EXISTS', ek) == 1 then
+  if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], m) == 0 and not redis.call('ZSCORE', wip, m) then
+    table.insert(lost, m)
+  else
     local id, eid = string.match(m, '^(.*):([^:]*)$')
-    redis.call('HSET', ek, 'last_heartbeat', now)
-    redis.call('EXPIRE', ek, ttl)
-    redis.call('ZADD', wip, 'XX', deadline, m)
-    redis.call('ZADD', 'rq:executions:' .. id, 'XX', tonumber(now) + ttl + 60, eid)
-    redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
-    redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', iso)
+    local ek = 'rq:execution:' .. m
+    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'last_heartbeat', nowf, 'worker_name', w)
+    redis.call('HSETNX', ek, 'created_at', nowf)
+    redis.call('EXPIRE', ek, rttl)
+    redis.call('ZADD', 'rq:executions:' .. id, tonumber(nowf) + rttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, rttl + 60)
+    if redis.call('EXISTS', 'rq:job:' .. id) == 1 then
+      redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', iso)
+    end
   end
 end
-return 0
+return lost
 """
 
 

@@ -161,7 +161,7 @@ class Supervisor:
                     self._start(child)
 
     def _reap(self, conn: Any, child: Child) -> None:
-        from slimyq.runtime.presence import recover_dead, release, unregister
+        from slimyq.runtime.presence import recover_dead, recover_stuck, release, unregister
 
         proc = child.process
         proc.join(timeout=1)
@@ -169,7 +169,13 @@ class Supervisor:
         requested = self.signals > 0
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         try:
-            if requested or code in (EXIT_OK, EXIT_RESTART):
+            if code == EXIT_RESTART and not requested:
+                # It exited to end stuck job threads; only those jobs are left in its executions
+                # (it put back the rest itself). The process is gone: they may run again now.
+                retried = recover_stuck(conn, self.settings, child.queue, child.name)
+                if retried:
+                    log.warning("%d stuck job(s) of %s retried after its restart", len(retried), child.name)
+            elif requested or code == EXIT_OK:
                 released = release(conn, self.settings, child.queue, child.name)
                 unregister(conn, child.name, child.queue)
                 if released:

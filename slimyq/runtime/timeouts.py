@@ -3,8 +3,8 @@
 A thread cannot be killed, so a job past its deadline gets :class:`JobTimeout` raised inside its
 thread (``PyThreadState_SetAsyncExc``, what RQ's ``TimerDeathPenalty`` does). That lands at the
 next bytecode: pure-Python loops and short sleeps stop at once. A thread stuck in one long C call
-does not; the watchdog then reports the job as timed out anyway (so it is retried) and counts the
-thread as lost; the worker replaces it and, if lost threads pile up, restarts its process.
+does not; the watchdog then calls the job's ``on_stuck``: the worker keeps the job's slot and
+restarts its process, so that the job is retried only once the thread is gone.
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ class Watchdog:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(token), None)
             return True
         return False
+
+    def expire(self, token: int) -> None:
+        """End the watched job now, as if its time ran out (it runs elsewhere already)."""
+        with self._lock:
+            watch = self._watches.get(token)
+            if watch is not None:
+                watch.deadline = min(watch.deadline, time.monotonic())
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):

@@ -13,6 +13,7 @@ SIGUSR1) exits at once; the supervisor then puts the jobs back.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue as queue_mod
@@ -72,14 +73,15 @@ class QueueWorker:
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
         self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
-        self._running: set[str] = set()  # members whose handler runs right now
-        self._given_up: set[str] = set()  # members whose thread ignored its timeout
-        self._lost_threads = 0  # threads currently stuck in a job past its timeout
-        self._replaced_threads = 0
+        self._running: dict[str, int] = {}  # members whose handler runs right now -> thread ident
+        self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
+        self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
+        self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._db: Any = None
         self._db_lock = threading.Lock()
         self.watchdog = Watchdog()
+        self.max_size = settings.worker.max_job_size
 
     # ------------------------------------------------------------------ setup
 
@@ -216,9 +218,10 @@ class QueueWorker:
         (it is no longer in the started registry)."""
         from slimyq.runtime.presence import release_members
 
-        held = {m.decode() for m in self.conn.smembers(keys.worker_executions(self.name))}  # type: ignore[union-attr]
-        expired = [m.decode() for m in self.conn.zrangebyscore(  # type: ignore[union-attr]
-            keys.started(self.queue), "-inf", time.time(), start=0, num=1000)]
+        members: Any = self.conn.smembers(keys.worker_executions(self.name))
+        held = {codec.text_id(m) for m in members}
+        due: Any = self.conn.zrangebyscore(keys.started(self.queue), "-inf", time.time(), start=0, num=1000)
+        expired = [codec.text_id(m) for m in due]
         with self.lock:
             known = set(self.inflight)
         orphans = held - known
@@ -226,7 +229,7 @@ class QueueWorker:
         if candidates:
             pipe = self.conn.pipeline(transaction=False)
             for m in candidates:
-                pipe.hget(keys.job(m.rpartition(":")[0]), "worker_name")
+                pipe.hget(b"rq:job:" + codec.wire(m.rpartition(":")[0]), "worker_name")
             mine = self.name.encode()
             orphans |= {m for m, owner in zip(candidates, pipe.execute(), strict=True) if owner == mine}
         if orphans:
@@ -248,7 +251,7 @@ class QueueWorker:
         return bool(self.conn.zcount(keys.scheduled(self.queue), "-inf", time.time() + 60))
 
     def _claim(self, n: int, promote: bool, now: float) -> tuple[bool, list[ClaimedJob]]:
-        eids = [os.urandom(16).hex() for _ in range(n)]  # uuid4().hex's length, as RQ's
+        eids = [f"{next(self._seq):014x}{os.urandom(3).hex()}" for _ in range(n)]
         deadline = int(now + self.settings.worker.abandoned_after)
         reply: Any = self.scripts.claim(
             args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote),
@@ -257,7 +260,11 @@ class QueueWorker:
         paused = bool(int(reply[0][0])) if isinstance(reply[0], list) else bool(int(reply[0]))
         jobs = []
         for row in reply[1:]:
-            job_id, eid = row[0].decode(), row[1].decode()
+            # Ids are bytes in Redis and need not be UTF-8: such a job is claimed and refused.
+            job_id, eid = codec.text_id(row[0]), codec.text_id(row[1])
+            if not eid:  # the key is not a hash: nothing to run or to fail
+                log.error("dropped %r from %s: its key is not a job hash", codec.printable(job_id), self.queue)
+                continue
             raw = dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False))
             jobs.append(ClaimedJob(job_id, eid, raw))
         return paused, jobs
@@ -267,7 +274,7 @@ class QueueWorker:
             self._busy += len(jobs)
             self._claimed += len(jobs)
             for job in jobs:
-                self.inflight[f"{job.id}:{job.execution_id}"] = job
+                self.inflight[job.member] = job
         for job in jobs:
             self._todo.put(job)
 
@@ -278,30 +285,31 @@ class QueueWorker:
             job = self._todo.get()
             if job is None:
                 return
-            if self.stop_requested_at is not None:
-                with self.lock:  # not started: released back to the queue when we exit
+            member = job.member
+            with self.lock:
+                skip = self.stop_requested_at is not None or member in self._taken
+                if skip:  # not started: released back to the queue when we exit (or not ours)
                     self._busy -= 1
+                    if member in self._taken:
+                        self._taken.discard(member)
+                        self.inflight.pop(member, None)
                     self.lock.notify_all()
+                else:
+                    self._running[member] = threading.get_ident()
+            if skip:
                 continue
             started = time.time()
-            member = f"{job.id}:{job.execution_id}"
-            with self.lock:
-                self._running.add(member)
             try:
                 result = self._run_one(job)
             except BaseException as exc:
                 result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
                                 ended=time.time())
             if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
-                result.job_type = str(job.meta.get("type", "unknown"))
-                result.user = result.user or job.meta.get("user")
+                result.job_type = execute.job_type_of(job)
+                result.user = result.user or execute.user_of(job)
             with self.lock:
-                self._running.discard(member)
-                if member in self._given_up:
-                    # The watchdog already reported this job as timed out and replaced this thread.
-                    self._given_up.discard(member)
-                    self._lost_threads -= 1
-                    return
+                self._running.pop(member, None)
+                self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
                 self.completer.put(job, result)
                 self._busy -= 1
                 self.lock.notify_all()
@@ -311,11 +319,11 @@ class QueueWorker:
         if self.fork:
             from slimyq.runtime.forked import run_in_child
 
-            return run_in_child(lambda: execute.run(job, self.queue, self._context), timeout)
+            return run_in_child(lambda: execute.run(job, self.queue, self._context, self.max_size), timeout)
         started = time.time()
         token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
         try:
-            result = execute.run(job, self.queue, self._context)
+            result = execute.run(job, self.queue, self._context, self.max_size)
         except JobTimeout:
             result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
         finally:
@@ -327,26 +335,33 @@ class QueueWorker:
         return result
 
     def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:
-        """A thread ignored JobTimeout: report the timeout now, free its slot, replace the thread."""
-        result = Result(ok=False, error_type="timeout", error=f"job exceeded its timeout of {timeout:g} s "
-                        "(its thread did not stop)", job_type=str(job.meta.get("type", "unknown")),
-                        started=started, ended=time.time())
-        member = f"{job.id}:{job.execution_id}"
+        """A thread ignored JobTimeout (a long C call, a query blocked on a lock). It cannot be
+        stopped from here, and handing its job back while it runs would let a second attempt
+        overlap the first. So the job keeps its slot (and its heartbeat) and this process
+        restarts: running jobs get the shutdown grace, the rest go back, and the supervisor
+        retries the stuck job once the process, and with it the thread, is gone."""
         with self.lock:
-            if member not in self._running:
+            if job.member not in self._running:
                 return  # it stopped after all, and its outcome is on its way
-            self._given_up.add(member)
-            self.completer.put(job, result)
-            self._busy -= 1  # the stuck thread no longer counts against concurrency
-            self._lost_threads += 1
-            self._replaced_threads += 1
-            stuck = self._lost_threads
-            self.lock.notify_all()
-        self._spawn_executor(1000 + self._replaced_threads)
-        if stuck > self.concurrency:
-            log.error("%d job threads are stuck; restarting this worker process", stuck)
-            self.exit_code = EXIT_RESTART
-            self.request_stop()
+            self._stuck.add(job.member)
+        log.error("job %s ran past its timeout of %g s and its thread does not stop; restarting this worker "
+                  "process (the job is retried once it is gone)", codec.printable(job.id), timeout)
+        self.exit_code = EXIT_RESTART
+        self.request_stop()
+
+    def taken_over(self, members: list[str]) -> None:
+        """The heartbeat found executions we hold recovered by another worker (we lapsed: a stall
+        longer than ``abandoned_after``). They run elsewhere now: ones not started are skipped,
+        running ones are stopped like a timeout (a thread that ignores it restarts the process)."""
+        with self.lock:
+            mine = [m for m in members if m in self.inflight]
+            self._taken.update(m for m in mine if m not in self._running)
+            running = [self._running[m] for m in mine if m in self._running]
+        if mine:
+            log.warning("%d job(s) were recovered by another worker while this one was stalled; "
+                        "stopping them here", len(mine))
+        for ident in running:
+            self.watchdog.expire(ident)
 
     # ------------------------------------------------------------------ stopping
 
@@ -356,7 +371,7 @@ class QueueWorker:
         self.stopping.set()
         grace = self.settings.worker.shutdown_grace
         with self.lock:
-            while self._busy > 0:
+            while self._busy > len(self._stuck):
                 asked = self.stop_requested_at
                 if asked is not None and time.monotonic() >= asked + grace:
                     break
@@ -368,10 +383,11 @@ class QueueWorker:
             self._todo.put(None)
         self.presence.stop()
         if running:
-            # Jobs still running past the grace period: putting them back now would let another
-            # worker start them while they still run here. This process exits first; the
-            # supervisor puts them back once it is gone.
+            # Jobs still running (past the grace period, or stuck): putting them back now would let
+            # another worker start them while they still run here. This process exits first; the
+            # supervisor puts them back once it is gone. Jobs that never started go back now.
             log.warning("%d job(s) still running after %gs; the supervisor puts them back", running, grace)
+            self._release_unstarted()
         else:
             try:
                 release(self.conn, self.settings, self.queue, self.name)
@@ -379,3 +395,14 @@ class QueueWorker:
             except redis.RedisError as exc:
                 log.warning("could not put jobs back on %s (%s); they are recovered as abandoned", self.queue, exc)
         self.watchdog.stop()
+
+    def _release_unstarted(self) -> None:
+        from slimyq.runtime.presence import release_members
+
+        with self.lock:
+            unstarted = [m for m in self.inflight if m not in self._running]
+        if unstarted:
+            try:
+                release_members(self.conn, self.settings, self.queue, self.name, unstarted)
+            except redis.RedisError as exc:
+                log.warning("could not put back %d job(s) (%s)", len(unstarted), exc)

@@ -89,7 +89,7 @@ def complete(conn: redis.Redis, s: Settings, queue: str, worker: str, job: Claim
     stats = metrics.increments(queue, [c.ended])
     qs = s.queue(queue)
     args: list[Any] = [queue, worker, int(time.time()), codec.rq_now(), qs.keep_finished, qs.keep_failed, 0, 1,
-                       len(stats), *c.args]
+                       len(stats), os.urandom(8).hex(), *c.args]
     for stat in stats:
         args.extend(stat)
     wkey = keys.worker(worker)

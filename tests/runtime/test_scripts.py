@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -48,7 +49,7 @@ def _claim(r: redis.Redis, n: int, worker: str = W, deadline: float | None = Non
 def _complete(r: redis.Redis, jobs: list[tuple[ClaimedJob, Result]], qs: QueueSettings,
               worker: str = W) -> list[int]:
     args: list[Any] = [Q, worker, int(time.time()), codec.rq_now(), qs.keep_finished, qs.keep_failed, 30,
-                       len(jobs), 0]
+                       len(jobs), 0, os.urandom(8).hex()]
     for job, result in jobs:
         args.extend(decide(job, result, qs, worker).args)
     return [int(x) for x in Scripts(r).complete(args=args)]  # type: ignore[union-attr]

@@ -1,0 +1,76 @@
+"""Reading a claimed job hash: every field defensively, once; what can't be read names the field."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from slimyq.runtime import codec
+from slimyq.runtime.codec import ClaimedJob, UndecodableJob
+
+
+def _job(**raw: bytes) -> ClaimedJob:
+    return ClaimedJob("j1", "e1", {"data": codec.encode_data("f", {}), **raw})
+
+
+def test_plain_rq_fields_parse_and_missing_ones_take_defaults() -> None:
+    job = _job(retries_left=b"2", timeout=b"30", retry_intervals=b"[1, 2.5]", result_ttl=b"100",
+               meta=b'{"type": "canary", "user": "u1"}', enqueued_at=b"2026-01-02T03:04:05.000006Z")
+    assert job.problem is None
+    read = (job.retries_left(9), job.timeout(9), job.retry_intervals([7.0]), job.result_ttl())
+    assert read == (2, 30, [1.0, 2.5], 100)
+    assert job.meta == {"type": "canary", "user": "u1"} and job.enqueued_at is not None
+    empty = ClaimedJob("j2", "e2", {"retries_left": b"", "timeout": None})
+    assert empty.problem is None
+    assert (empty.retries_left(2), empty.timeout(30), empty.failure_ttl()) == (2, 30, codec.DEFAULT_FAILURE_TTL)
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("retries_left", b"1e999", "out of range"),
+    ("retries_left", b"-inf", "out of range"),
+    ("result_ttl", b"9" * 400, "out of range"),
+    ("failure_ttl", b"ten", "not a number"),
+    ("timeout", b"nan", "out of range"),
+    ("retry_intervals", b'["x"]', "not a JSON array of seconds"),
+    ("retry_intervals", b"[-1]", "not a JSON array of seconds"),
+    ("retry_intervals", b'{"a": 1}', "not a JSON array of seconds"),
+    ("slimyq_attempts", b"[1]", "not a JSON array of objects"),
+    ("slimyq_attempts", b"[" * 100_000, "not JSON"),
+    ("meta", b'{"user": {"id": 1}}', "'user' that is not a string"),
+    ("meta", b"\xff", "not valid UTF-8"),
+    ("enqueued_at", b"\xc3\x28", "not valid UTF-8"),
+])
+def test_an_unreadable_field_makes_the_job_refused_naming_it(name: str, value: bytes, says: str) -> None:
+    job = _job(**{name: value})
+    assert job.problem is not None and job.problem.startswith("refused: job field")
+    assert repr(name) in job.problem and says in job.problem
+    # The other accessors still answer (with defaults) so the refusal itself can be written.
+    assert job.retries_left(2) >= 0 and job.timeout(5) > 0 and job.result_ttl() > 0 and job.failure_ttl() > 0
+    assert isinstance(job.meta, dict) and isinstance(job.attempts, list)
+
+
+def test_an_id_that_is_not_utf8_is_refused_and_kept_as_its_bytes() -> None:
+    raw = b"id-\xff"
+    job = ClaimedJob(codec.text_id(raw), "e1", {"data": codec.encode_data("f", {})})
+    assert job.problem == "refused: the job id is not valid UTF-8; delete the job"
+    assert job.key_id == raw and codec.wire(job.member) == raw + b":e1"
+    assert codec.printable(job.id) == "id-\ufffd"
+    assert ClaimedJob("id-\u00e9-\U0001f600", "e1", {}).problem is None
+
+
+def test_decompression_is_bounded() -> None:
+    bomb = zlib.compress(b"[" + b" " * 5_000_000 + b"]", 9)
+    assert len(bomb) < 10_000
+    with pytest.raises(UndecodableJob, match="decompresses to more than max_job_size"):
+        ClaimedJob("j", "e", {"data": bomb}).call(1_000_000)
+    with pytest.raises(UndecodableJob, match="larger than max_job_size"):
+        ClaimedJob("j", "e", {"data": b"[" + b" " * 2000 + b"]"}).call(1024)
+    func, _, args, kwargs = ClaimedJob("j", "e", {"data": codec.encode_data("f", {"a": 1})}).call(1024)
+    assert (func, args, kwargs) == ("f", [], {"a": 1})
+
+
+@pytest.mark.parametrize("data", [b'["f", null, 5, {}]', b'["f", null, [], "x"]', b'["f", null, {}, []]'])
+def test_args_and_kwargs_must_be_containers(data: bytes) -> None:
+    with pytest.raises(UndecodableJob, match="args must be a JSON array and kwargs a JSON object"):
+        ClaimedJob("j", "e", {"data": zlib.compress(data)}).call()
