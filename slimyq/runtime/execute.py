@@ -25,6 +25,11 @@ class JobTimeout(Exception):
     error_type = "timeout"
 
 
+class JobStopped(JobTimeout):
+    """Raised inside a job's thread when RQ's stop-job command names it (handled like a timeout
+    that ends the job as ``stopped``, never retried)."""
+
+
 @dataclass
 class Result:
     ok: bool
