@@ -20,6 +20,7 @@ import queue as queue_mod
 import signal
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -40,6 +41,19 @@ EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
+
+
+_instances: weakref.WeakSet[QueueWorker] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    # ``--fork`` forks from a threaded worker: a lock another thread held at that moment would
+    # stay held in the child forever.
+    for worker in list(_instances):
+        worker._db_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class QueueWorker:
@@ -80,6 +94,7 @@ class QueueWorker:
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._db: Any = None
         self._db_lock = threading.Lock()
+        _instances.add(self)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
 
@@ -94,12 +109,19 @@ class QueueWorker:
         return self._conn
 
     def database(self) -> Any:
-        with self._db_lock:
-            if self._db is None:
-                from slimyq.db import open_database
+        """The process's database, opened by the first job that needs it. Others wait for that one
+        in short steps, so a job timeout still reaches a waiting thread."""
+        while self._db is None:
+            if not self._db_lock.acquire(timeout=0.1):
+                continue
+            try:
+                if self._db is None:
+                    from slimyq.db import open_database
 
-                self._db = open_database(self.settings)
-            return self._db
+                    self._db = open_database(self.settings)
+            finally:
+                self._db_lock.release()
+        return self._db
 
     @property
     def busy(self) -> int:
@@ -121,7 +143,7 @@ class QueueWorker:
                 log.debug("closing a dead database connection: %s", exc)
 
     def _context(self, job: ClaimedJob) -> JobContext:
-        return JobContext(job.id, self.queue, len(job.attempts) + 1, self.settings, db_factory=self.database)
+        return JobContext(job.id, self.queue, job.attempt, self.settings, db_factory=self.database)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the supervisor
@@ -327,8 +349,16 @@ class QueueWorker:
             result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
         finally:
             timed_out = self.watchdog.release(token)
-        if timed_out and result.error_type == "timeout":
-            result.error = f"job exceeded its timeout of {timeout:g} s"
+        if timed_out:
+            # The timeout was raised into this thread wherever it was: inside the database layer it
+            # may have left a transaction open or the SQLite writer lock held. Clean up before the
+            # thread takes its next job.
+            from slimyq.db.sqlite import release_thread_locks
+
+            if release_thread_locks():
+                log.warning("job %s timed out inside a database transaction; rolled back", codec.printable(job.id))
+            if result.error_type == "timeout":
+                result.error = f"job exceeded its timeout of {timeout:g} s"
         if result.infra:
             self._reset_database()
         return result
