@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Job history in the database: list, stats, prune.", no_args_is_help=True)
 
-STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned")  # = db.models.JOB_RUN_STATES
+STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned", "stopped")  # = db.models.JOB_RUN_STATES
 RUN_COLUMNS = ("ended_at", "job_id", "attempt", "queue", "job_type", "state", "user_id", "duration_ms", "error_type")
 JOB_COLUMNS = ("attempt", "state", "started_at", "ended_at", "duration_ms", "error_type", "error_message", "worker")
 

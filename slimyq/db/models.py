@@ -87,7 +87,7 @@ class AuditLog(BaseModel):
         )
 
 
-JOB_RUN_STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned")
+JOB_RUN_STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned", "stopped")
 
 
 class JobRun(BaseModel):

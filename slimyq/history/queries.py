@@ -32,7 +32,7 @@ from slimyq.db.models import JOB_RUN_STATES, JobRun
 from slimyq.timeparse import to_aware_utc, to_naive_utc
 
 MAX_LIMIT = 10_000
-FAILED_STATES = ("failed", "refused")
+FAILED_STATES = ("failed", "refused", "stopped")
 TABLE_COLUMNS = (
     "ended_at", "job_id", "attempt", "queue", "job_type", "state", "user_id", "duration_ms", "error_type",
 )

@@ -17,7 +17,7 @@ class RunRow:
     """One attempt's outcome, as the worker knows it. Never put payload content here.
 
     ``state`` is one of ``finished``, ``failed``, ``retried``, ``refused``, ``canceled``,
-    ``abandoned``. ``duration_ms`` defaults to ``ended - started`` when both are known.
+    ``abandoned``, ``stopped``. ``duration_ms`` defaults to ``ended - started`` when both are known.
     ``ended`` defaults to the moment the row is written.
     """
 

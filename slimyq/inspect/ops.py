@@ -41,7 +41,9 @@ local function unstart(q, id, w)
   for _, m in ipairs(wip_members(q, id)) do
     redis.call('ZREM', 'rq:wip:' .. q, m)
     if w and w ~= '' then redis.call('SREM', 'rq:worker:' .. w .. ':executions', m) end
+    redis.call('UNLINK', 'rq:execution:' .. m)
   end
+  redis.call('UNLINK', 'rq:executions:' .. id)
 end
 """
 

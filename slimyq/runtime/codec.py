@@ -46,6 +46,11 @@ def rq_now() -> str:
     return dt.datetime.now(dt.UTC).strftime(RQ_TIME)
 
 
+def rq_time(ts: float) -> str:
+    """An epoch time in RQ's format (``started_at``, ``ended_at``)."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(RQ_TIME)
+
+
 def parse_rq_time(value: str | bytes | None) -> dt.datetime | None:
     if not value:
         return None
@@ -226,9 +231,13 @@ class ClaimedJob:
             raise UndecodableJob("job data: args must be a JSON array and kwargs a JSON object")
         return func, instance, list(args or []), dict(kwargs or {})
 
-    def timeout(self, default: int) -> int:
+    def timeout(self, default: int) -> float:
+        """Seconds the job may run: RQ's meaning, ``-1`` (any negative) is no timeout (``inf``);
+        unset or 0 is the queue's default."""
         value = self._timeout
-        return default if value is None or value <= 0 else value
+        if value is None or value == 0:
+            return float(default)
+        return math.inf if value < 0 else float(value)
 
     def retries_left(self, default: int) -> int:
         value = self._retries_left
@@ -238,12 +247,18 @@ class ClaimedJob:
         return self._retry_intervals or default
 
     def result_ttl(self) -> int:
-        value = self._result_ttl
-        return DEFAULT_RESULT_TTL if value is None or value <= 0 else value
+        """RQ's meaning: -1 keeps the finished job forever, 0 not at all, N for N seconds."""
+        return _rq_ttl(self._result_ttl, DEFAULT_RESULT_TTL)
 
     def failure_ttl(self) -> int:
-        value = self._failure_ttl
-        return DEFAULT_FAILURE_TTL if value is None or value <= 0 else value
+        """The same for a failed job (unset: a week)."""
+        return _rq_ttl(self._failure_ttl, DEFAULT_FAILURE_TTL)
+
+
+def _rq_ttl(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    return -1 if value < 0 else value
 
 
 def _undecodable(text: str) -> bool:

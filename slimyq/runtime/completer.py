@@ -37,6 +37,22 @@ STATS_EVERY = 0.25  # seconds between metric flushes
 Item = tuple[ClaimedJob, Result]
 
 
+def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
+    """Enqueue the dependents (``depends_on``) of jobs that just ended, with RQ's own rules
+    (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent has
+    ``allow_failure``; canceled dependents stay). Rare, so it is RQ's code path, not Lua."""
+    from rq import Queue
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    for job_id in parent_ids:
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
+        except Exception as exc:  # rq's ReadyJobRegistry.cleanup() picks up what is left
+            log.warning("could not enqueue the dependents of %s: %s", job_id, exc)
+
+
 def script_error(exc: redis.RedisError) -> bool:
     """A Lua error raised by the script itself (not a connection, failover or memory condition)."""
     if not isinstance(exc, redis.ResponseError) or isinstance(
@@ -111,8 +127,9 @@ class Completer:
             return pending, []
         stats = increments(self.w.queue, pending, now)
         wkey = keys.worker(self.w.name)
+        # As RQ's worker counts them: every attempt that raised is a failed job, retried or not.
         ok = sum(1 for e in pending if e.outcome == "completed")
-        failed = sum(1 for e in pending if e.outcome == "failed")
+        failed = len(pending) - ok
         working = sum(e.seconds for e in pending)
         stats += [(wkey, "successful_job_count", "i", str(ok)), (wkey, "failed_job_count", "i", str(failed)),
                   (wkey, "total_working_time", "f", f"{working:.6f}")]
@@ -158,6 +175,9 @@ class Completer:
         else:
             self._pending_stats = pending
         self._record(batch, completions, applied)
+        parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
+        if parents:
+            enqueue_dependents(w.conn, parents)
         self._forget(batch)
 
     def _write_alone(self, batch: list[Item], exc: Exception, flush_stats: bool) -> None:

@@ -35,6 +35,7 @@ class Result:
     traceback: str = ""
     permanent: bool = False
     infra: bool = False  # the database was unreachable: not the job's fault, no attempt used up
+    stopped: bool = False  # stopped on request (RQ's stop-job command): never retried
     retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None

@@ -22,9 +22,9 @@ from slimyq.runtime.metrics import Ended
 
 @dataclass(frozen=True)
 class Completion:
-    args: list[Any]  # the 10 per-job values of the COMPLETE script
+    args: list[Any]  # the 12 per-job values of the COMPLETE script
     ended: Ended
-    label: str  # finished | failed | retried | refused: the attempt's outcome, as recorded
+    label: str  # finished | failed | retried | refused | stopped: the attempt's outcome, as recorded
     attempt: int  # the attempt's number (1 for the first run)
 
 
@@ -68,6 +68,11 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         outcome, kind = "ok", "completed"
         ttl = job.result_ttl()
         payload = codec.encode_return_value(result.value)
+    elif result.stopped:
+        # RQ's stop-job command: status ``stopped``, in the failed registry, never retried.
+        outcome, kind = "stopped", "failed"
+        ttl = job.failure_ttl()
+        payload = codec.encode_exc_string(result.error)
     elif result.permanent or retries_left <= 0:
         outcome, kind = "fail", "failed"
         ttl = job.failure_ttl()
@@ -80,7 +85,7 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         if result.retry_after:
             delay = max(delay, float(result.retry_after))
         retries_left -= 1
-    label = {"ok": "finished", "fail": "failed", "retry": "retried"}[outcome]
+    label = {"ok": "finished", "fail": "failed", "retry": "retried", "stopped": "stopped"}[outcome]
     if outcome == "fail" and result.error_type == "refused":
         label = "refused"
     record = attempt_record(attempt, result, label, worker)
@@ -105,6 +110,8 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         max(retries_left, 0),
         f"{result.started:.6f}",
         f"{(result.ended or result.started):.6f}",
+        codec.rq_time(result.started),
+        codec.rq_time(result.ended or result.started),
     ]
     return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt)
 

@@ -74,6 +74,12 @@ def recover_expired(conn: redis.Redis, settings: Settings, queue: str) -> list[s
     return _recover(conn, settings, queue, "expired", "", "worker stopped sending heartbeats (abandoned job)")
 
 
+def record_ttl(settings: Settings) -> int:
+    """Seconds an execution record lives without a heartbeat: past ``abandoned_after`` plus one
+    heartbeat, so RQ's monitors never see a live worker's record as stale."""
+    return int(settings.worker.abandoned_after + settings.worker.heartbeat) + 1
+
+
 def unregister(conn: redis.Redis, worker: str, queue: str) -> None:
     pipe = conn.pipeline()
     pipe.srem(keys.workers(), keys.worker(worker))
@@ -164,8 +170,8 @@ class Presence:
             busy = self.owner.busy
         reg = self._registration
         lost: Any = self.scripts.heartbeat(args=[
-            self.queue, self.name, ttl, codec.rq_now(), "busy" if busy else "idle", deadline, len(reg), *reg,
-            *(codec.wire(m) for m in members)])
+            self.queue, self.name, ttl, codec.rq_now(), "busy" if busy else "idle", deadline,
+            record_ttl(self.settings), f"{now:.6f}", len(reg), *reg, *(codec.wire(m) for m in members)])
         if lost:
             self.owner.taken_over([codec.text_id(m) for m in lost])
         completer = getattr(self.owner, "completer", None)

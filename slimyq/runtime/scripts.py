@@ -52,7 +52,10 @@ return out
 """
 
 # ARGV: 1 queue, 2 worker, 3 n, 4 now (float), 5 now (RQ time), 6 started deadline, 7 promote (0/1),
-#       8.. execution ids (n).
+#       8 execution record TTL (s), 9.. execution ids (n).
+# Each claimed job gets RQ 3's execution record, as ``rq.executions.Execution.create`` writes it:
+# the hash ``rq:execution:<job>:<eid>``, its id in ``rq:executions:<job>`` and the member
+# ``<job>:<eid>`` in ``rq:wip:<queue>`` and ``rq:worker:<name>:executions``.
 # Returns {paused(0/1), {id, eid, field values...}, ...}.
 CLAIM = f"""
 local q = ARGV[1]
@@ -96,6 +99,7 @@ if #ids < n then
   if more then for _, id in ipairs(more) do table.insert(ids, id) end end
 end
 local wexec = 'rq:worker:' .. w .. ':executions'
+local ttl = tonumber(ARGV[8])
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   local kind = redis.call('TYPE', jk).ok
@@ -105,12 +109,19 @@ for i, id in ipairs(ids) do
   local f = kind == 'hash' and redis.call('HMGET', jk, 'status', {_HMGET_FIELDS}) or {{}}
   -- Any hash is claimed, with or without data: the worker fails what it can't read as refused.
   if kind == 'hash' and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
-    local eid = ARGV[7 + i]
+    local eid = ARGV[8 + i]
     local member = id .. ':' .. eid
-    redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'last_heartbeat', iso, 'worker_name', w)
+    redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
+      'worker_name', w)
     redis.call('PERSIST', jk)
     redis.call('ZADD', 'rq:wip:' .. q, deadline, member)
     redis.call('SADD', wexec, member)
+    local ek = 'rq:execution:' .. member
+    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'created_at', ARGV[4], 'last_heartbeat', ARGV[4],
+      'worker_name', w)
+    redis.call('EXPIRE', ek, ttl)
+    redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
     table.remove(f, 1)
     table.insert(f, 1, eid)
     table.insert(f, 1, id)
@@ -121,11 +132,17 @@ return out
 """
 
 # Batch completion. ARGV: 1 queue, 2 worker, 3 now int, 4 now (RQ time), 5 keep_finished,
-# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, 10 batch token, then per job 10 values:
-#   id, eid, outcome(ok|fail|retry), ttl, payload (b64), attempts json, delay, retries_left,
-#   started (float), ended (float)
+# 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, 10 batch token, then per job 12 values:
+#   id, eid, outcome(ok|fail|stopped|retry), ttl, payload (b64), attempts json, delay, retries_left,
+#   started (float), ended (float), started (RQ time), ended (RQ time)
 # then per stat 4 values: key, field, kind (i|f), amount.
-# Returns a list: 1 applied, 0 stale (the job was recovered or deleted meanwhile: nothing written).
+# TTLs mean what they mean to RQ: -1 keeps the job and its result forever (registry score +inf,
+# never trimmed), 0 keeps nothing (the job is deleted once done), N keeps it N seconds.
+# The execution record is removed whatever happens. An outcome is written only while the job is
+# still ``started`` under this execution: a job canceled or deleted meanwhile (RQ's
+# ``Job.cancel``/``delete``, slimyq's recovery) keeps the answer it was given.
+# Returns a list: 1 applied, 2 applied and the job has dependents (``rq:job:<id>:dependents``)
+# to enqueue, 0 stale (nothing written).
 # The reply is kept under the batch token for a while: a call that redis-py repeats after a lost
 # reply returns the first call's answer and writes nothing twice (metrics included).
 COMPLETE = """
@@ -160,49 +177,69 @@ local function expiry(ended, ttl)
   if not int then return now + ttl end
   return tostring(tonumber(int) + ttl) .. '.' .. frac
 end
+-- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
+local function keep(jk, rk, registry, id, ttl, ended)
+  if ttl == 0 then
+    redis.call('UNLINK', jk, rk)
+    return false
+  elseif ttl < 0 then
+    redis.call('PERSIST', rk)
+    redis.call('ZADD', registry, '+inf', id)
+  else
+    redis.call('EXPIRE', rk, ttl)
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('ZADD', registry, expiry(ended, ttl), id)
+  end
+  return true
+end
 for i = 1, njobs do
   local id, eid, outcome, ttl = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
   local payload, attempts, delay = ARGV[pos + 4], ARGV[pos + 5], tonumber(ARGV[pos + 6])
   local retries_left, started, ended = ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9]
-  pos = pos + 10
+  local started_iso, ended_iso = ARGV[pos + 10], ARGV[pos + 11]
+  pos = pos + 12
   local member = id .. ':' .. eid
   redis.call('SREM', wexec, member)
+  local ek = 'rq:execution:' .. member
   local jk = 'rq:job:' .. id
-  if redis.call('ZREM', wip, member) == 1 and redis.call('TYPE', jk).ok == 'hash' then
+  -- pcall: a job key that is not a hash reads as stale, not as a script error.
+  if redis.call('ZREM', wip, member) == 1 and redis.pcall('HGET', jk, 'status') == 'started' then
+    -- This is the job's one live execution: its per-job execution index goes with it.
+    redis.call('UNLINK', ek, 'rq:executions:' .. id)
     out[i] = 1
     local rk = results_key(id)
     if outcome == 'ok' then
-      redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso, 'last_heartbeat', iso,
-        'slimyq_attempts', attempts)
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
-        'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+      redis.call('HSET', jk, 'status', 'finished', 'started_at', started_iso, 'ended_at', ended_iso,
+        'last_heartbeat', ended_iso, 'slimyq_attempts', attempts)
+      if ttl ~= 0 then
+        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+          'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
+          'execution_ended_at', ended)
+      end
+      if keep(jk, rk, 'rq:finished:' .. q, id, ttl, ended) then added_finished = true end
+    elseif outcome == 'fail' or outcome == 'stopped' then
+      redis.call('HSET', jk, 'status', outcome == 'fail' and 'failed' or 'stopped', 'started_at', started_iso,
+        'ended_at', ended_iso, 'last_heartbeat', ended_iso, 'slimyq_attempts', attempts,
+        'retries_left', retries_left)
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', outcome == 'fail' and '2' or '3',
+        'worker_name', w, 'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
-      redis.call('EXPIRE', rk, ttl)
-      redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:finished:' .. q, expiry(ended, ttl), id)
-      added_finished = true
-    elseif outcome == 'fail' then
-      redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'last_heartbeat', iso,
-        'slimyq_attempts', attempts, 'retries_left', retries_left)
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w,
-        'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
-        'execution_ended_at', ended)
-      redis.call('EXPIRE', rk, ttl)
-      redis.call('EXPIRE', jk, ttl)
-      redis.call('ZADD', 'rq:failed:' .. q, expiry(ended, ttl), id)
-      added_failed = true
+      if keep(jk, rk, 'rq:failed:' .. q, id, ttl, ended) then added_failed = true end
     else
       if delay > 0 then
-        redis.call('HSET', jk, 'status', 'scheduled', 'ended_at', iso, 'slimyq_attempts', attempts,
-          'retries_left', retries_left)
+        redis.call('HSET', jk, 'status', 'scheduled', 'started_at', started_iso, 'ended_at', ended_iso,
+          'slimyq_attempts', attempts, 'retries_left', retries_left)
         redis.call('ZADD', 'rq:scheduled:' .. q, now + delay, id)
       else
-        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'ended_at', iso,
-          'slimyq_attempts', attempts, 'retries_left', retries_left)
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'started_at', started_iso,
+          'ended_at', ended_iso, 'slimyq_attempts', attempts, 'retries_left', retries_left)
         redis.call('LPUSH', 'rq:queue:' .. q, id)
       end
     end
+    if outcome ~= 'retry' and redis.call('EXISTS', jk .. ':dependents') == 1 then out[i] = 2 end
   else
+    redis.call('UNLINK', ek)
+    redis.call('ZREM', 'rq:executions:' .. id, eid)
     out[i] = 0
   end
 end
@@ -215,8 +252,9 @@ for i = 1, nstats do
     redis.call('HINCRBY', key, field, amount)
   end
 end
+-- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs are never trimmed).
 local function trim(registry, keep)
-  local count = redis.call('ZCARD', registry)
+  local count = redis.call('ZCOUNT', registry, '-inf', '(+inf')
   if count > keep then
     local old = redis.call('ZRANGE', registry, 0, count - keep - 1)
     redis.call('ZREMRANGEBYRANK', registry, 0, count - keep - 1)
@@ -284,6 +322,16 @@ elseif mode == 'orphans' then
 else
   return_claims(w)
   members = redis.call('SMEMBERS', 'rq:worker:' .. w .. ':executions')
+  -- The executions set is RQ's too (its monitors prune it): the started registry and the job's
+  -- worker_name are the record recovery trusts, so a pruned member is still found.
+  local seen = {}
+  for _, m in ipairs(members) do seen[m] = true end
+  for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    if not seen[m] then
+      local id = string.match(m, '^(.*):[^:]*$') or m
+      if redis.pcall('HGET', 'rq:job:' .. id, 'worker_name') == w then table.insert(members, m) end
+    end
+  end
 end
 -- Execution ids sort in claim order (a worker's ids count up): walking them from the last claimed
 -- to the first and pushing each to the front puts them back in the order they had in the queue.
@@ -291,10 +339,13 @@ local function eid(m) return string.match(m, ':([^:]*)$') or '' end
 table.sort(members, function(a, b) return eid(a) > eid(b) end)
 local failed_any = false
 for _, m in ipairs(members) do
-  local id = string.match(m, '^(.*):[^:]*$') or m
+  local id, eid = string.match(m, '^(.*):([^:]*)$')
+  id = id or m
   local jk = 'rq:job:' .. id
   local owner = redis.call('HGET', jk, 'worker_name')
   if owner then redis.call('SREM', 'rq:worker:' .. owner .. ':executions', m) end
+  redis.call('UNLINK', 'rq:execution:' .. m)
+  if eid then redis.call('ZREM', 'rq:executions:' .. id, eid) end
   if redis.call('ZREM', wip, m) == 1 and redis.call('HGET', jk, 'status') == 'started' then
     table.insert(handled, id)
     if mode == 'release' or mode == 'orphans' then
@@ -350,20 +401,25 @@ return handled
 
 
 # A worker's heartbeat, self-healing. ARGV: 1 queue, 2 worker, 3 ttl, 4 now (RQ time), 5 state,
-# 6 deadline, 7 n registration values, then field, value pairs, then the members it holds.
+# 6 deadline, 7 execution record TTL, 8 now (float), 9 n registration values, then field, value
+# pairs, then the members it holds.
 # Keeps the worker key, its hash fields, its registry and claim-set memberships and its
 # executions set as they were at registration, whatever expired or was removed meanwhile (a
 # stalled process, a long outage), and moves the deadline of every execution it still holds.
+# Each execution still held gets RQ's ``Execution.heartbeat``: its hash (recreated if it expired
+# meanwhile), its entry in ``rq:executions:<job>`` and the job's ``last_heartbeat``. A member no
+# longer in the started registry (completed, recovered, deleted) is never touched.
 # Returns the members that are no longer in the started registry (taken over by a recovery).
 HEARTBEAT = """
 local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local wk = 'rq:worker:' .. w
 local wexec = wk .. ':executions'
 local wip = 'rq:wip:' .. q
-local nreg = tonumber(ARGV[7])
-local first = 8 + nreg
+local rttl, nowf = tonumber(ARGV[7]), ARGV[8]
+local nreg = tonumber(ARGV[9])
+local first = 10 + nreg
 if redis.call('EXISTS', wk) == 0 and nreg > 0 then
-  redis.call('HSET', wk, unpack(ARGV, 8, 7 + nreg))
+  redis.call('HSET', wk, unpack(ARGV, 10, 9 + nreg))
   for i = first, #ARGV do redis.call('SADD', wexec, ARGV[i]) end
 end
 redis.call('HSET', wk, 'last_heartbeat', iso, 'state', ARGV[5])
@@ -374,9 +430,20 @@ redis.call('SADD', 'slimyq:claims:' .. q, w)
 if redis.call('EXISTS', wexec) == 1 then redis.call('EXPIRE', wexec, ttl) end
 local lost = {}
 for i = first, #ARGV do
-  if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], ARGV[i]) == 0
-      and not redis.call('ZSCORE', wip, ARGV[i]) then
-    table.insert(lost, ARGV[i])
+  local m = ARGV[i]
+  if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], m) == 0 and not redis.call('ZSCORE', wip, m) then
+    table.insert(lost, m)
+  else
+    local id, eid = string.match(m, '^(.*):([^:]*)$')
+    local ek = 'rq:execution:' .. m
+    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'last_heartbeat', nowf, 'worker_name', w)
+    redis.call('HSETNX', ek, 'created_at', nowf)
+    redis.call('EXPIRE', ek, rttl)
+    redis.call('ZADD', 'rq:executions:' .. id, tonumber(nowf) + rttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, rttl + 60)
+    if redis.call('EXISTS', 'rq:job:' .. id) == 1 then
+      redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', iso)
+    end
   end
 end
 return lost

@@ -31,7 +31,7 @@ from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.execute import JobTimeout, Result
-from slimyq.runtime.presence import Presence, release
+from slimyq.runtime.presence import Presence, record_ttl, release
 from slimyq.runtime.scripts import Scripts
 from slimyq.runtime.timeouts import Watchdog
 
@@ -276,7 +276,8 @@ class QueueWorker:
         eids = [f"{next(self._seq):014x}{os.urandom(3).hex()}" for _ in range(n)]
         deadline = int(now + self.settings.worker.abandoned_after)
         reply: Any = self.scripts.claim(
-            args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote), *eids]
+            args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote),
+                  record_ttl(self.settings), *eids]
         )
         paused = bool(int(reply[0][0])) if isinstance(reply[0], list) else bool(int(reply[0]))
         jobs = []

@@ -40,7 +40,7 @@ def _claim(r: redis.Redis, n: int, worker: str = W, deadline: float | None = Non
     now = time.time()
     eids = [f"e{i}{int(now * 1000) % 100000}" for i in range(n)]
     reply: Any = Scripts(r).claim(args=[queue, worker, n, f"{now:.6f}", codec.rq_now(),
-                                        int(deadline if deadline is not None else now + 60), 1, *eids])
+                                        int(deadline if deadline is not None else now + 60), 1, 60, *eids])
     jobs = [ClaimedJob(row[0].decode(), row[1].decode(), dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False)))
             for row in reply[1:]]
     return int(reply[0]), jobs
