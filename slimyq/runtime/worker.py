@@ -20,7 +20,6 @@ import queue as queue_mod
 import signal
 import threading
 import time
-import weakref
 from typing import Any
 
 import redis
@@ -30,6 +29,7 @@ from slimyq.jobs.base import JobContext
 from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.completer import Completer
+from slimyq.runtime.dbhandle import JobDatabase
 from slimyq.runtime.execute import JobTimeout, Result
 from slimyq.runtime.presence import Presence, record_ttl, release
 from slimyq.runtime.scripts import Scripts
@@ -41,19 +41,6 @@ EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
-
-
-_instances: weakref.WeakSet[QueueWorker] = weakref.WeakSet()
-
-
-def _fresh_locks_in_child() -> None:
-    # ``--fork`` forks from a threaded worker: a lock another thread held at that moment would
-    # stay held in the child forever.
-    for worker in list(_instances):
-        worker._db_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class QueueWorker:
@@ -92,9 +79,7 @@ class QueueWorker:
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
-        self._db: Any = None
-        self._db_lock = threading.Lock()
-        _instances.add(self)
+        self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
 
@@ -109,38 +94,12 @@ class QueueWorker:
         return self._conn
 
     def database(self) -> Any:
-        """The process's database, opened by the first job that needs it. Others wait for that one
-        in short steps, so a job timeout still reaches a waiting thread."""
-        while self._db is None:
-            if not self._db_lock.acquire(timeout=0.1):
-                continue
-            try:
-                if self._db is None:
-                    from slimyq.db import open_database
-
-                    self._db = open_database(self.settings)
-            finally:
-                self._db_lock.release()
-        return self._db
+        return self.db.get()
 
     @property
     def busy(self) -> int:
         """Jobs claimed and not yet finished running (the slots in use)."""
         return self._busy
-
-    def _reset_database(self) -> None:
-        """Drop this thread's database connection after the database went away, so the next job
-        connects afresh instead of failing on a dead socket (peewee does not reconnect by itself)."""
-        db = self._db
-        if db is None:
-            return
-        conn = getattr(db._state, "conn", None)
-        db._state.reset()
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception as exc:  # the socket is gone already
-                log.debug("closing a dead database connection: %s", exc)
 
     def _context(self, job: ClaimedJob) -> JobContext:
         return JobContext(job.id, self.queue, job.attempt, self.settings, db_factory=self.database)
@@ -232,32 +191,14 @@ class QueueWorker:
                 self.wait_for_redis(exc, errors)
 
     def _release_orphans(self) -> None:
-        """Put back jobs Redis says we hold but we never received (a claim whose reply was lost).
+        """Put back jobs Redis says we hold but we never received (a claim whose reply was lost)."""
+        from slimyq.runtime.presence import release_orphans
 
-        Only this thread claims, so an execution registered to us (in our executions set, or past
-        its deadline in the started registry with our name on the job) that is not in
-        ``inflight`` is such an orphan. One that completed meanwhile is left alone by the script
-        (it is no longer in the started registry)."""
-        from slimyq.runtime.presence import release_members
-
-        members: Any = self.conn.smembers(keys.worker_executions(self.name))
-        held = {codec.text_id(m) for m in members}
-        due: Any = self.conn.zrangebyscore(keys.started(self.queue), "-inf", time.time(), start=0, num=1000)
-        expired = [codec.text_id(m) for m in due]
         with self.lock:
             known = set(self.inflight)
-        orphans = held - known
-        candidates = [m for m in expired if m not in known and m not in orphans]
-        if candidates:
-            pipe = self.conn.pipeline(transaction=False)
-            for m in candidates:
-                pipe.hget(b"rq:job:" + codec.wire(m.rpartition(":")[0]), "worker_name")
-            mine = self.name.encode()
-            orphans |= {m for m, owner in zip(candidates, pipe.execute(), strict=True) if owner == mine}
-        if orphans:
-            released = release_members(self.conn, self.settings, self.queue, self.name, sorted(orphans))
-            if released:
-                log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
+        released = release_orphans(self.conn, self.settings, self.queue, self.name, known)
+        if released:
+            log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
         self._claim_unsure = False
 
     def wait_for_redis(self, exc: Exception, errors: int) -> None:
@@ -361,7 +302,7 @@ class QueueWorker:
             if result.error_type == "timeout":
                 result.error = f"job exceeded its timeout of {timeout:g} s"
         if result.infra:
-            self._reset_database()
+            self.db.reset()
         return result
 
     def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:
