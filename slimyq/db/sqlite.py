@@ -27,25 +27,53 @@ def _fresh_locks_in_child() -> None:
     # A child forked while another thread held the lock (``--fork`` forks from a threaded
     # worker) would inherit it held, with nobody left to release it.
     for db in list(_instances):
-        db._writer = threading.Lock()
-        db._holder = threading.local()
+        db._writer = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
+def release_thread_locks() -> int:
+    """After a job: roll back a transaction this thread left open and give up the writer lock if
+    it still holds it (a timeout raised at the wrong moment, inside peewee's own code). Returns how
+    many databases had something to clean up."""
+    cleaned = 0
+    for db in list(_instances):
+        state: Any = db._state  # type: ignore[attr-defined]
+        conn = state.conn
+        open_tx = conn is not None and conn.in_transaction
+        if not (db._owned() or open_tx or state.transactions):
+            continue
+        cleaned += 1
+        try:
+            if open_tx:
+                conn.rollback()
+        except Exception:  # the connection is unusable: drop it, the next job reconnects
+            state.reset()
+        state.transactions.clear()  # no atomic() of this thread is running: the stack is stale
+        while db._owned():
+            db._writer.release()
+    return cleaned
+
+
 class SerializedSqliteDatabase(peewee.SqliteDatabase):
+    """The writer lock is an ``RLock`` because it knows its owner: whether this thread holds it is
+    asked of the lock, never of a flag that a job timeout (an exception raised asynchronously into
+    the thread) could interrupt between the acquire and the assignment."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._writer = threading.Lock()
-        self._holder = threading.local()
+        self._writer = threading.RLock()
         _instances.add(self)
+
+    def _owned(self) -> bool:
+        return bool(self._writer._is_owned())  # type: ignore[attr-defined]
 
     def begin(self, lock_type: str | None = "IMMEDIATE") -> None:
         # A bounded wait: should a holder ever fail to release (a thread killed at the wrong
         # moment), writers fall back to SQLite's own locking instead of waiting forever.
-        self._holder.held = self._writer.acquire(timeout=WAIT)
         try:
+            self._writer.acquire(timeout=WAIT)
             super().begin(lock_type or "IMMEDIATE")
         except BaseException:
             self._release()
@@ -64,6 +92,5 @@ class SerializedSqliteDatabase(peewee.SqliteDatabase):
             self._release()
 
     def _release(self) -> None:
-        if getattr(self._holder, "held", False):
-            self._holder.held = False
+        if self._owned():
             self._writer.release()

@@ -37,6 +37,7 @@ CLAIM_FIELDS = (
     "created_at",
 )
 
+INFRA_ERROR = "database_unavailable"  # the error type of an attempt that met an unreachable database
 DEFAULT_RESULT_TTL = 86_400  # finished jobs beyond keep_finished are trimmed long before this
 DEFAULT_FAILURE_TTL = 7 * 86_400
 
@@ -169,6 +170,12 @@ class ClaimedJob:
         self._failure_ttl: int | None = self._parse("failure_ttl", _integer, None)
         self.enqueued_at: dt.datetime | None = self._parse("enqueued_at", parse_rq_time, None)
         self._parse("created_at", parse_rq_time, None)
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number: 1 + the attempts recorded, not counting retries for an unreachable
+        database (they use up no attempt and share one record, the one with ``tries``)."""
+        return 1 + sum(1 for a in self.attempts if "tries" not in a)
 
     @property
     def member(self) -> str:

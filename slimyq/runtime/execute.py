@@ -6,6 +6,7 @@ a job naming ``os.system`` (or anything outside the registry) is refused and nev
 
 from __future__ import annotations
 
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -133,7 +134,15 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, Unreachable):
         return True
     cls = type(exc)
-    return cls.__module__.startswith("peewee") and cls.__name__ in {"OperationalError", "InterfaceError"}
+    if not (cls.__module__.startswith("peewee") and cls.__name__ in {"OperationalError", "InterfaceError"}):
+        return False
+    # SQLite (and MySQL) report a code or schema bug as OperationalError too: such a job fails by
+    # the normal rules instead of ten minutes of infrastructure retries.
+    return not SCHEMA_ERRORS.search(str(exc))
+
+
+SCHEMA_ERRORS = re.compile(r"no such (table|column|function)|has no column|syntax error|unknown column|"
+                           r"already exists|datatype mismatch", re.IGNORECASE)
 
 
 def _fill(result: Result, exc: BaseException, error_type: str, *, permanent: bool) -> None:

@@ -52,11 +52,13 @@ INFRA_RETRIES = 120  # ...for at most this many tries (10 minutes), then the nor
 
 
 def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> Completion:
-    attempt = len(job.attempts) + 1
+    attempt = job.attempt
     retries_left = job.retries_left(qs.attempts - 1)
     delay = 0.0
-    infra_tries = sum(1 for a in job.attempts if a.get("errorType") == "database_unavailable")
-    if result.infra and not result.ok and infra_tries < INFRA_RETRIES:
+    earlier = job.attempts
+    infra_tries = sum(_tries(a) for a in earlier if a.get("errorType") == codec.INFRA_ERROR)
+    infra = result.infra and not result.ok and infra_tries < INFRA_RETRIES
+    if infra:
         # Not the job's fault: run it again later without using up one of its attempts.
         outcome, kind = "retry", "retried"
         ttl = job.failure_ttl()
@@ -86,7 +88,17 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
     label = {"ok": "finished", "fail": "failed", "retry": "retried", "stopped": "stopped"}[outcome]
     if outcome == "fail" and result.error_type == "refused":
         label = "refused"
-    attempts = [*job.attempts, attempt_record(attempt, result, label, worker)]
+    record = attempt_record(attempt, result, label, worker)
+    if infra:
+        # Retries for an unreachable database share one record (with a count), so a long outage
+        # does not grow the hash by a record per try or make the attempt numbers mislead.
+        if earlier and "tries" in earlier[-1]:
+            record["startedAt"] = earlier[-1].get("startedAt", record["startedAt"])
+            record["tries"] = _tries(earlier[-1]) + 1
+            earlier = earlier[:-1]
+        else:
+            record["tries"] = 1
+    attempts = [*earlier, record]
     args = [
         job.key_id,
         job.execution_id,
@@ -102,6 +114,11 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         codec.rq_time(result.ended or result.started),
     ]
     return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt)
+
+
+def _tries(record: dict[str, Any]) -> int:
+    tries = record.get("tries", 1)
+    return tries if isinstance(tries, int) and tries > 0 else 1
 
 
 def refusal(job: ClaimedJob, reason: str, worker: str) -> Completion:

@@ -53,6 +53,26 @@ def release_members(conn: redis.Redis, settings: Settings, queue: str, worker: s
     return _recover(conn, settings, queue, "orphans", worker, "", members)
 
 
+def release_orphans(conn: redis.Redis, settings: Settings, queue: str, worker: str, known: set[str]) -> list[str]:
+    """Put back executions Redis says ``worker`` holds that it never received (``known``: what it
+    did receive). Only the worker's one claiming thread calls this, so an execution registered to
+    it (in its executions set, or past its deadline in the started registry with its name on the
+    job) that it does not know is such an orphan. One that completed meanwhile is left alone by
+    the script (it is no longer in the started registry)."""
+    members: Any = conn.smembers(keys.worker_executions(worker))
+    held = {codec.text_id(m) for m in members}
+    due: Any = conn.zrangebyscore(keys.started(queue), "-inf", time.time(), start=0, num=1000)
+    orphans = held - known
+    candidates = [m for m in (codec.text_id(d) for d in due) if m not in known and m not in orphans]
+    if candidates:
+        pipe = conn.pipeline(transaction=False)
+        for m in candidates:
+            pipe.hget(b"rq:job:" + codec.wire(m.rpartition(":")[0]), "worker_name")
+        mine = worker.encode()
+        orphans |= {m for m, owner in zip(candidates, pipe.execute(), strict=True) if owner == mine}
+    return release_members(conn, settings, queue, worker, sorted(orphans)) if orphans else []
+
+
 def recover_dead(conn: redis.Redis, settings: Settings, queue: str, worker: str, how: str) -> list[str]:
     """``worker``'s process died: count a failed attempt for each of its jobs and retry them now."""
     ids = _recover(conn, settings, queue, "dead", worker, f"worker {worker} died ({how}) while running the job")

@@ -359,7 +359,11 @@ for _, m in ipairs(members) do
         if ok and type(decoded) == 'table' then attempts = decoded end
       end
       local started = redis.call('HGET', jk, 'started_at')
-      table.insert(attempts, {attempt = #attempts + 1, startedAt = started, endedAt = iso,
+      local number = 1
+      for _, a in ipairs(attempts) do
+        if type(a) ~= 'table' or a.tries == nil then number = number + 1 end
+      end
+      table.insert(attempts, {attempt = number, startedAt = started, endedAt = iso,
         outcome = 'abandoned', error = message})
       local left = tonumber(redis.call('HGET', jk, 'retries_left') or default_retries) or default_retries
       if left > 0 then

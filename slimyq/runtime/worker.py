@@ -30,6 +30,7 @@ from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
+from slimyq.runtime.dbhandle import JobDatabase
 from slimyq.runtime.execute import JobTimeout, Result
 from slimyq.runtime.presence import Presence, record_ttl, release
 from slimyq.runtime.scripts import Scripts
@@ -79,8 +80,7 @@ class QueueWorker:
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
-        self._db: Any = None
-        self._db_lock = threading.Lock()
+        self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
 
@@ -95,34 +95,15 @@ class QueueWorker:
         return self._conn
 
     def database(self) -> Any:
-        with self._db_lock:
-            if self._db is None:
-                from slimyq.db import open_database
-
-                self._db = open_database(self.settings)
-            return self._db
+        return self.db.get()
 
     @property
     def busy(self) -> int:
         """Jobs claimed and not yet finished running (the slots in use)."""
         return self._busy
 
-    def _reset_database(self) -> None:
-        """Drop this thread's database connection after the database went away, so the next job
-        connects afresh instead of failing on a dead socket (peewee does not reconnect by itself)."""
-        db = self._db
-        if db is None:
-            return
-        conn = getattr(db._state, "conn", None)
-        db._state.reset()
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception as exc:  # the socket is gone already
-                log.debug("closing a dead database connection: %s", exc)
-
     def _context(self, job: ClaimedJob) -> JobContext:
-        return JobContext(job.id, self.queue, len(job.attempts) + 1, self.settings, db_factory=self.database)
+        return JobContext(job.id, self.queue, job.attempt, self.settings, db_factory=self.database)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the supervisor
@@ -213,32 +194,14 @@ class QueueWorker:
                 self.wait_for_redis(exc, errors)
 
     def _release_orphans(self) -> None:
-        """Put back jobs Redis says we hold but we never received (a claim whose reply was lost).
+        """Put back jobs Redis says we hold but we never received (a claim whose reply was lost)."""
+        from slimyq.runtime.presence import release_orphans
 
-        Only this thread claims, so an execution registered to us (in our executions set, or past
-        its deadline in the started registry with our name on the job) that is not in
-        ``inflight`` is such an orphan. One that completed meanwhile is left alone by the script
-        (it is no longer in the started registry)."""
-        from slimyq.runtime.presence import release_members
-
-        members: Any = self.conn.smembers(keys.worker_executions(self.name))
-        held = {codec.text_id(m) for m in members}
-        due: Any = self.conn.zrangebyscore(keys.started(self.queue), "-inf", time.time(), start=0, num=1000)
-        expired = [codec.text_id(m) for m in due]
         with self.lock:
             known = set(self.inflight)
-        orphans = held - known
-        candidates = [m for m in expired if m not in known and m not in orphans]
-        if candidates:
-            pipe = self.conn.pipeline(transaction=False)
-            for m in candidates:
-                pipe.hget(b"rq:job:" + codec.wire(m.rpartition(":")[0]), "worker_name")
-            mine = self.name.encode()
-            orphans |= {m for m, owner in zip(candidates, pipe.execute(), strict=True) if owner == mine}
-        if orphans:
-            released = release_members(self.conn, self.settings, self.queue, self.name, sorted(orphans))
-            if released:
-                log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
+        released = release_orphans(self.conn, self.settings, self.queue, self.name, known)
+        if released:
+            log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
         self._claim_unsure = False
 
     def wait_for_redis(self, exc: Exception, errors: int) -> None:
@@ -333,10 +296,18 @@ class QueueWorker:
             result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
         finally:
             timed_out = self.watchdog.release(token)
-        if timed_out and result.error_type == "timeout":
-            result.error = f"job exceeded its timeout of {timeout:g} s"
+        if timed_out:
+            # The timeout was raised into this thread wherever it was: inside the database layer it
+            # may have left a transaction open or the SQLite writer lock held. Clean up before the
+            # thread takes its next job.
+            from slimyq.db.sqlite import release_thread_locks
+
+            if release_thread_locks():
+                log.warning("job %s timed out inside a database transaction; rolled back", codec.printable(job.id))
+            if result.error_type == "timeout":
+                result.error = f"job exceeded its timeout of {timeout:g} s"
         if result.infra:
-            self._reset_database()
+            self.db.reset()
         return result
 
     def _on_stuck(self, job: ClaimedJob, started: float, timeout: float) -> None:

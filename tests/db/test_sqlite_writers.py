@@ -58,3 +58,66 @@ def test_lock_is_released_after_rollback_and_failed_commit(sqlite_db) -> None:
     with sqlite_db.atomic():
         Conversation.insert(id="ok", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute()
     assert Conversation.select().count() == 1
+
+
+def _free_elsewhere(db: SerializedSqliteDatabase) -> bool:
+    """Can another thread take the writer lock right now?"""
+    got: list[bool] = []
+
+    def take() -> None:
+        ok = db._writer.acquire(timeout=0.2)
+        got.append(ok)
+        if ok:
+            db._writer.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    t.join()
+    return got == [True]
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _InterruptedRightAfterAcquire:
+    """The writer lock, with a job timeout landing the instant ``acquire`` returns (where an
+    exception raised asynchronously into the thread arrives: after the C call, before the next
+    statement)."""
+
+    def __init__(self, lock: object) -> None:
+        self.lock = lock
+
+    def acquire(self, timeout: float = -1) -> bool:
+        self.lock.acquire(timeout=timeout)  # type: ignore[attr-defined]
+        raise _Timeout
+
+    def release(self) -> None:
+        self.lock.release()  # type: ignore[attr-defined]
+
+    def _is_owned(self) -> bool:
+        return bool(self.lock._is_owned())  # type: ignore[attr-defined]
+
+
+def test_a_timeout_landing_right_after_the_acquire_does_not_leak_the_lock(sqlite_db) -> None:
+    real = sqlite_db._writer
+    sqlite_db._writer = _InterruptedRightAfterAcquire(real)
+    with pytest.raises(_Timeout), sqlite_db.atomic():
+        Conversation.insert(id="never", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute()
+    sqlite_db._writer = real
+    assert _free_elsewhere(sqlite_db)
+    with sqlite_db.atomic():
+        Conversation.insert(id="ok", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute()
+    assert Conversation.select().count() == 1
+
+
+def test_release_thread_locks_cleans_up_a_transaction_left_open(sqlite_db) -> None:
+    from slimyq.db.sqlite import release_thread_locks
+
+    sqlite_db.begin()  # as if a timeout hit peewee's atomic() between its body and its rollback
+    Conversation.insert(id="half", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute()
+    assert not _free_elsewhere(sqlite_db)
+    assert release_thread_locks() == 1
+    assert _free_elsewhere(sqlite_db) and not sqlite_db.in_transaction()
+    assert Conversation.select().count() == 0  # rolled back
+    assert release_thread_locks() == 0

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from harness import Env, WorkerProc, attempts, canaries, enqueue, leftovers, tally, wait_done, wait_until
+from harness import Env, WorkerProc, attempts, canaries, conversations, enqueue, leftovers, tally, wait_done, wait_until
 
 
 @pytest.mark.parametrize("fork", [False, True], ids=["threads", "fork"])
@@ -41,3 +41,39 @@ def test_timeout_fails_retries_and_worker_keeps_serving(env: Env, conn: redis.Re
     assert worker.wait(30) == 0
     assert tally(conn, [slow, *quick, late]).duplicated == 0
     assert leftovers(conn) == {}
+
+
+def test_timeouts_landing_at_the_sqlite_writer_lock_leak_nothing(env: Env, conn: redis.Redis,
+                                                                 start: Callable[..., WorkerProc]) -> None:
+    """Job threads queue on the process's SQLite writer lock while another process holds the
+    database; their timeouts land the moment the lock is handed to them. Afterwards every
+    transaction takes the lock at once (a leaked lock would make each wait sqlite.WAIT seconds
+    and, with a 1 s timeout, fail)."""
+    import sqlite3
+    import time
+
+    from slimyq.db.sqlite import WAIT
+
+    env.reconfigure(queues={"database": {"timeout": 1, "attempts": 5, "backoff_base": 0.2, "concurrency": 4}})
+    (warm,) = conversations(env, 1)  # creates and migrates the SQLite file
+    worker = start("database")
+    assert wait_done(conn, [warm], 30).finished == 1
+    holder = sqlite3.connect(env.db_url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        contended = conversations(env, 8)
+        wait_until(lambda: sum(1 for j in contended if attempts(conn, j)) >= 4, 30,
+                   what="timeouts while the database is held")
+    finally:
+        time.sleep(1.5)  # let timeouts pile up on threads waiting for the lock
+        holder.execute("ROLLBACK")
+        holder.close()
+    after = conversations(env, 20)
+    t = wait_done(conn, [*contended, *after], 90)
+    assert (t.finished, t.failed) == (28, 0), t
+    for job_id in after:
+        for a in attempts(conn, job_id):
+            assert a["durationMs"] < WAIT * 1000, (job_id, a)
+    assert worker.proc.poll() is None
+    worker.signal(15)
+    assert worker.wait(30) == 0

@@ -1,0 +1,63 @@
+"""The database a worker process's jobs share: opened by the first job that needs it.
+
+Opening may take a network round trip (or a connect timeout): the lock that makes one thread
+open it is waited for in short steps, so a job timeout still reaches a waiting thread, and it is
+made anew in a child forked while another thread held it (``--fork``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+from slimyq.config import Settings
+
+log = logging.getLogger("slimyq.worker")
+
+_instances: weakref.WeakSet[JobDatabase] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for handle in list(_instances):
+        handle._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+class JobDatabase:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._db: Any = None
+        self._lock = threading.Lock()
+        _instances.add(self)
+
+    def get(self) -> Any:
+        while self._db is None:
+            if not self._lock.acquire(timeout=0.1):
+                continue
+            try:
+                if self._db is None:
+                    from slimyq.db import open_database
+
+                    self._db = open_database(self.settings)
+            finally:
+                self._lock.release()
+        return self._db
+
+    def reset(self) -> None:
+        """Drop this thread's database connection after the database went away, so the next job
+        connects afresh instead of failing on a dead socket (peewee does not reconnect by itself)."""
+        db = self._db
+        if db is None:
+            return
+        conn = getattr(db._state, "conn", None)
+        db._state.reset()
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # the socket is gone already
+                log.debug("closing a dead database connection: %s", exc)

@@ -1,0 +1,55 @@
+"""Deciding an attempt's outcome: infrastructure retries share one record; schema bugs are not
+infrastructure; a job the rules can't be applied to is refused."""
+
+from __future__ import annotations
+
+import json
+
+import peewee
+
+from slimyq.config import QueueSettings
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.execute import Result, database_unavailable
+from slimyq.runtime.outcome import decide, refusal
+
+QS = QueueSettings(concurrency=1, timeout=10, attempts=3)
+INFRA = Result(ok=False, error_type="database_unavailable", error="connection refused", infra=True,
+               started=100.0, ended=100.5)
+
+
+def _next(job: ClaimedJob, result: Result) -> ClaimedJob:
+    """The job as the next claim sees it, after ``result`` was written."""
+    c = decide(job, result, QS, "w")
+    raw = {"retries_left": str(c.args[7]).encode(), "slimyq_attempts": c.args[5].encode()}
+    return ClaimedJob(job.id, "e", raw)
+
+
+def test_retries_for_an_unreachable_database_share_one_record_and_no_attempt_number() -> None:
+    job = ClaimedJob("j1", "e", {"retries_left": b"2"})
+    for _ in range(120):
+        job = _next(job, INFRA)
+    (record,) = job.attempts
+    assert record["tries"] == 120 and record["errorType"] == "database_unavailable"
+    assert job.attempt == 1 and job.retries_left(0) == 2
+    # Past INFRA_RETRIES the normal rules apply: a real attempt is used and numbered 1.
+    job = _next(job, INFRA)
+    assert [a["attempt"] for a in job.attempts] == [1, 1] and job.retries_left(0) == 1
+    assert job.attempt == 2
+    done = decide(job, Result(ok=True, value=1, started=200.0, ended=201.0), QS, "w")
+    assert [a["outcome"] for a in json.loads(done.args[5])] == ["retried", "retried", "finished"]
+    assert done.attempt == 2
+
+
+def test_a_missing_table_is_a_code_bug_not_an_outage() -> None:
+    assert database_unavailable(peewee.OperationalError("unable to open database file"))
+    assert database_unavailable(peewee.OperationalError("database is locked"))
+    assert not database_unavailable(peewee.OperationalError("no such table: chat_conversations"))
+    assert not database_unavailable(peewee.OperationalError("table x has no column named y"))
+    assert not database_unavailable(ValueError("no such table"))
+
+
+def test_refusal_reads_nothing_from_the_hash() -> None:
+    job = ClaimedJob("j1", "e1", {"retries_left": b"inf", "slimyq_attempts": b"[1]"})
+    c = refusal(job, "refused: odd", "w")
+    assert c.args[2] == "fail" and c.label == "refused"
+    assert json.loads(c.args[5])[0]["error"] == "refused: odd"
