@@ -69,6 +69,10 @@ def test_ttl_meanings(env: Env, conn: redis.Redis, start: Callable[..., WorkerPr
     assert status(conn, no_timeout.id) == "finished", attempts(conn, no_timeout.id)
     assert status(conn, queued_long.id) == "finished"
     # A job whose queued TTL ran out is gone, as under RQ: skipped, not refused, nowhere left.
+    # Worker counters as RQ counts them: every attempt that raised is a failed job, retries too.
+    (wkey,) = [k for k in conn.scan_iter("rq:worker:*") if not k.endswith(b":executions")]
+    counts = conn.hmget(wkey, "successful_job_count", "failed_job_count")
+    assert [int(c) for c in counts] == [5, 6], counts  # type: ignore[union-attr]
     for registry in ("finished", "failed", "wip"):
         assert not any(m.decode().startswith(expired.id) for m in conn.zrange(f"rq:{registry}:database", 0, -1))  # type: ignore[union-attr]
     assert leftovers(conn) == {}
