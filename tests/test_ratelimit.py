@@ -140,3 +140,11 @@ def test_show_and_reset(r: redis.Redis) -> None:
     assert ratelimit.reset(r, s, "u:1*?[x]") is True
     assert ratelimit.show(r, s, "u:1*?[x]").count == 0
     ratelimit.admit_many(r, s, {"u:1*?[x]": 10})
+
+
+def test_an_admission_repeated_after_a_lost_reply_counts_once(r: redis.Redis) -> None:
+    admit: Any = r.register_script(ratelimit._ADMIT)
+    args = [10, 60_000, 3, "same-token"]
+    assert [int(v) for v in admit(keys=[ratelimit.key("u1")], args=args)] == [1, 0, 0]
+    assert [int(v) for v in admit(keys=[ratelimit.key("u1")], args=args)] == [1, 0, 0]
+    assert r.get(ratelimit.key("u1")) == b"3"

@@ -204,3 +204,53 @@ def test_claim_skips_canceled_and_missing_but_refuses_dataless(r: redis.Redis, s
     _, jobs = _claim(r, 10)
     assert [j.id for j in jobs] == [b, "dataless"]
     assert r.llen(f"rq:queue:{Q}") == 0
+
+
+def test_claim_on_a_paused_queue_returns_the_claim_list_to_the_front(r: redis.Redis, settings: Settings) -> None:
+    ids = _enqueue(r, settings, 4)
+    r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "LEFT", "RIGHT")  # what a BLMOVE would have done
+    r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "LEFT", "RIGHT")
+    r.set(f"slimyq:paused:{Q}", 1)
+    paused, jobs = _claim(r, 2)
+    assert (paused, jobs) == (1, [])
+    assert r.llen(f"slimyq:claim:{W}") == 0
+    assert [i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)] == ids  # type: ignore[union-attr]
+    assert r.sismember(f"slimyq:claims:{Q}", W)  # claiming (re)registers the claim list
+
+
+def test_complete_repeated_with_its_token_writes_nothing_twice(r: redis.Redis, settings: Settings) -> None:
+    """redis-py repeats a command whose reply was lost: the repeat answers as the first call did."""
+    from slimyq.runtime import metrics
+
+    qs = settings.queue(Q)
+    _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    c = decide(job, _ok(), qs, W)
+    stats = metrics.increments(Q, [c.ended])
+    args: list[Any] = [Q, W, int(time.time()), codec.rq_now(), qs.keep_finished, qs.keep_failed, 30, 1,
+                       len(stats), "token-1", *c.args]
+    for stat in stats:
+        args.extend(stat)
+    assert Scripts(r).complete(args=args) == [1]
+    assert Scripts(r).complete(args=args) == [1]  # same answer: the history row is still written
+    assert r.hget(f"slimyq:counts:{Q}", "*:completed") == b"1"
+    assert len(r.xrange(f"rq:results:{job.id}")) == 1  # type: ignore[arg-type]
+
+
+def test_release_puts_jobs_back_in_queue_order(r: redis.Redis, settings: Settings) -> None:
+    ids = _enqueue(r, settings, 6)
+    now = time.time()
+    eids = [f"{i:014x}aa" for i in (5, 1, 9, 3)]  # ascending = claim order, whatever the set order
+    reply: Any = Scripts(r).claim(args=[Q, W, 4, f"{now:.6f}", codec.rq_now(), int(now + 60), 0, 60,
+                                        *sorted(eids)])
+    assert len(reply) == 5
+    presence.release(r, settings, Q, W)
+    assert [i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)] == ids  # type: ignore[union-attr]
+
+
+def test_recover_trims_the_failed_registry(r: redis.Redis) -> None:
+    s = Settings(queues={"database": QueueSettings(concurrency=1, timeout=10, attempts=1, keep_failed=2)})
+    ids = _enqueue(r, s, 4)
+    _claim(r, 4)
+    assert sorted(presence.recover_dead(r, s, Q, W, "SIGKILL")) == sorted(ids)
+    assert r.zcard(f"rq:failed:{Q}") == 2
