@@ -98,5 +98,19 @@ def worker_alive(fields: Mapping[str, str], heartbeat: float, now: float | None 
     return (now or time.time()) - beat.timestamp() <= stale_after(heartbeat)
 
 
+def type_of(info: Mapping[str, Any], description: str | None) -> str | None:
+    """The job's type: slimyq's ``meta.type``, or, for a job a plain RQ client enqueued, the
+    registered type of the function its RQ ``description`` (the call string) names."""
+    if info.get("type") is not None:
+        return str(info["type"])
+    func = (description or "").partition("(")[0].strip()
+    if not func:
+        return None
+    from slimyq.jobs import registry
+
+    found = registry.by_func(func)
+    return found.name if found is not None else None
+
+
 def norm_type(name: str | None) -> str | None:
     return name.strip().replace("-", "_") if name else None

@@ -18,12 +18,13 @@ from typing import Any
 
 import redis
 
-from slimyq.inspect._common import STATES, attempts, job_id_of, meta, norm_type, text, when
+from slimyq.inspect._common import STATES, attempts, job_id_of, meta, norm_type, text, type_of, when
 from slimyq.runtime import keys
 
 SCAN_FACTOR = 10
 SCAN_MAX = 10_000
-_FIELDS = ("status", "meta", "created_at", "enqueued_at", "started_at", "ended_at", "slimyq_attempts", "origin")
+_FIELDS = ("status", "meta", "created_at", "enqueued_at", "started_at", "ended_at", "slimyq_attempts", "origin",
+           "description")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _row(queue: str, state: str, job_id: str, values: list[Any]) -> JobRow | Non
         id=job_id,
         queue=queue,
         state=state,
-        type=info.get("type"),
+        type=type_of(info, f["description"]),
         user=str(info["user"]) if info.get("user") is not None else None,
         at=at,
         attempts=len(tries),
@@ -264,7 +265,7 @@ def show_job(conn: redis.Redis, job_id: str, *, user: str | None = None, traceba
         error = tries[-1].error
     return JobDetail(
         id=job_id,
-        type=info.get("type"),
+        type=type_of(info, f.get("description")),
         queue=f.get("origin") or "",
         state=f.get("status") or "unknown",
         user=owner,

@@ -16,7 +16,7 @@ from slimyq.audit._sql import rows_of
 from slimyq.audit.cleanup import BUSY_MESSAGE, cleanup
 from slimyq.audit.report import build_report
 from slimyq.db.models import AuditLog, utcnow
-from slimyq.jobs.base import JobContext, iso, write_transaction
+from slimyq.jobs.base import JobContext, iso, rq_callable, write_transaction
 from slimyq.payloads.audit import AuditCleanup, AuditReport, BulkLogEvents, LogEvent, check_event
 
 _REQUEST_NAMESPACE = uuid.UUID("8f6f7b7e-2f43-4f0e-9d0c-1d3a8c7e5b21")
@@ -53,6 +53,7 @@ def _row(row_id: str, p: LogEvent, now: Any) -> dict[str, Any]:
     }
 
 
+@rq_callable
 def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
     row_id = request_row_id(p) if p.request_id else ctx.derived_id("audit_log")
     with write_transaction(ctx.db):
@@ -61,6 +62,7 @@ def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
     return {"success": True, "auditLogId": row_id, "loggedAt": iso(logged_at)}
 
 
+@rq_callable
 def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
     checked = [check_event(event) for event in p.events]
     rows: list[dict[str, Any]] = []
@@ -97,6 +99,7 @@ def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
     }
 
 
+@rq_callable
 def audit_cleanup(p: AuditCleanup, ctx: JobContext) -> dict[str, Any]:
     result = cleanup(ctx.db, p.before_date, p.exclude_actions, batch_size=p.batch_size, wait=CLEANUP_LOCK_WAIT)
     if result.skipped:
@@ -104,6 +107,7 @@ def audit_cleanup(p: AuditCleanup, ctx: JobContext) -> dict[str, Any]:
     return {"success": True, "deletedCount": result.deleted}
 
 
+@rq_callable
 def audit_report(p: AuditReport, ctx: JobContext) -> dict[str, Any]:
     report = build_report(ctx.db, p.start_date, p.end_date, top=p.top).wire()
     if p.report_type:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import peewee
 
     from slimyq.config import Settings
 
+R = TypeVar("R")
 _NAMESPACE = uuid.UUID("5d0c2a9e-7f3e-4f59-9a53-3b1e8f0c6a11")
 
 
@@ -57,6 +60,22 @@ class JobContext:
     def derived_id(self, kind: str) -> str:
         """A row id derived from the job id: the same job always produces the same id."""
         return str(uuid.uuid5(_NAMESPACE, f"{self.job_id}:{kind}"))
+
+
+def rq_callable(handler: Callable[[Any, JobContext], R]) -> Callable[..., R]:
+    """Declare a handler: ``handler(payload, ctx)`` for ``slimyq worker``, and also callable as a
+    plain RQ worker calls a job, ``handler(**payload_fields)`` (see :mod:`slimyq.jobs.rqcall`)."""
+
+    @functools.wraps(handler)
+    def entry(*args: Any, **kwargs: Any) -> R:
+        if len(args) == 2 and not kwargs and isinstance(args[1], JobContext):
+            return handler(args[0], args[1])
+        from slimyq.jobs.rqcall import run_from_rq
+
+        result: R = run_from_rq(handler, args, kwargs)
+        return result
+
+    return entry
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from slimyq.jobs.base import JobContext
+from slimyq.jobs.base import JobContext, rq_callable
 from slimyq.payloads.canary import Canary
 
 
@@ -12,6 +12,7 @@ class CanaryFailure(Exception):
     error_type = "canary_failure"
 
 
+@rq_callable
 def canary(p: Canary, ctx: JobContext) -> dict[str, object]:
     deadline = time.monotonic() + p.sleep_seconds
     # Sleep in short steps so a timeout (an exception raised in this thread) lands promptly.

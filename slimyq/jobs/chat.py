@@ -18,7 +18,7 @@ from typing import Any
 from slimyq import llm
 from slimyq.config import Settings
 from slimyq.db.models import AuditLog, utcnow
-from slimyq.jobs.base import InvalidPayload, JobContext, iso, write_transaction
+from slimyq.jobs.base import InvalidPayload, JobContext, iso, rq_callable, write_transaction
 from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def preload(settings: Settings) -> None:
 # ---------------------------------------------------------------- chat_bot_interaction
 
 
+@rq_callable
 def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, Any]:
     chat = ctx.settings.chat
     used_fallback = not chat.api_key
@@ -126,10 +127,12 @@ def validate_message(message: Any) -> dict[str, Any]:
     return {**message, "content": content}
 
 
+@rq_callable
 def message_validation(p: MessageValidation, ctx: JobContext) -> dict[str, Any]:
     return {"success": True, "validatedMessage": validate_message(p.message)}
 
 
+@rq_callable
 def bulk_messages(p: BulkMessages, ctx: JobContext) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     for index, message in enumerate(p.messages):

@@ -12,7 +12,7 @@ from typing import Any
 import peewee
 
 from slimyq.db.models import AuditLog, Conversation, Message, utcnow
-from slimyq.jobs.base import AccessDenied, JobContext, iso, write_transaction
+from slimyq.jobs.base import AccessDenied, JobContext, iso, rq_callable, write_transaction
 from slimyq.payloads.database import (
     CreateConversation,
     DeleteConversation,
@@ -32,6 +32,7 @@ def _owned(conversation_id: str, user_id: str) -> Conversation:
     return conv
 
 
+@rq_callable
 def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any]:
     conv_id = ctx.derived_id("conversation")
     now = utcnow()
@@ -48,6 +49,7 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
     return {"success": True, "conversationId": conv_id, "createdAt": iso(row.created_at)}
 
 
+@rq_callable
 def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     msg_id = ctx.derived_id("message")
     conversation_id = str(p.conversation_id)
@@ -72,6 +74,7 @@ def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     return {"success": True, "savedAt": iso(saved_at)}
 
 
+@rq_callable
 def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any]:
     conversation_id = str(p.conversation_id)
     with write_transaction(ctx.db):
@@ -83,6 +86,7 @@ def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any
     return {"success": True, "updatedAt": iso(now)}
 
 
+@rq_callable
 def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any]:
     """Delete a conversation (messages cascade) and leave an audit entry in the same transaction.
 
@@ -109,6 +113,7 @@ def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any
     return {"success": True, "deletedAt": iso(now)}
 
 
+@rq_callable
 def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, Any]]:
     ctx.db  # noqa: B018 - opens the connection for this thread
     convs = list(
@@ -139,6 +144,7 @@ def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, An
     ]
 
 
+@rq_callable
 def get_messages(p: GetMessages, ctx: JobContext) -> list[dict[str, Any]]:
     conversation_id = str(p.conversation_id)
     with write_transaction(ctx.db):

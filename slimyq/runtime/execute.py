@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimyq.errors import ValidationFailed
 from slimyq.jobs import registry
-from slimyq.jobs.base import InvalidPayload, JobContext, PermanentError, Refused
-from slimyq.payloads.common import validate_payload
+from slimyq.jobs.base import JobContext, PermanentError, Refused
+from slimyq.jobs.calls import check_call
 from slimyq.runtime.codec import MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
 
@@ -24,6 +23,11 @@ class JobTimeout(Exception):
     """Raised inside a job's thread (or reported for its forked child) when it runs too long."""
 
     error_type = "timeout"
+
+
+class JobStopped(JobTimeout):
+    """Raised inside a job's thread when RQ's stop-job command names it (handled like a timeout
+    that ends the job as ``stopped``, never retried)."""
 
 
 @dataclass
@@ -65,22 +69,7 @@ def prepare(job: ClaimedJob, queue: str, max_size: int = MAX_JOB_SIZE) -> Prepar
         func_name, instance, args, kwargs = job.call(max_size)
     except UndecodableJob as exc:
         raise Refused(str(exc)) from None
-    job_type = registry.by_func(func_name)
-    if job_type is None:
-        raise Refused(f"refused: {func_name!r} is not a registered slimyq job type")
-    if instance is not None:
-        raise Refused(f"refused: {func_name!r} called on an instance")
-    if job_type.queue not in (registry.ANY_QUEUE, queue):
-        raise Refused(f"refused: {job_type.name} jobs belong on the {job_type.queue!r} queue, not {queue!r}")
-    if args:
-        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
-            kwargs = args[0]
-        else:
-            raise InvalidPayload("payload: pass the payload as keyword arguments (a JSON object)")
-    try:
-        payload = validate_payload(job_type.payload, kwargs)
-    except ValidationFailed as exc:
-        raise InvalidPayload("; ".join(exc.problems)) from None
+    job_type, payload = check_call(func_name, instance, args, kwargs, queue)
     user = getattr(payload, "user_id", None)
     return Prepared(job_type, payload, job_type.handler(), str(user) if user is not None else None)
 

@@ -31,8 +31,9 @@ def _reset_database_after_fork() -> None:
             state.reset()
 
 
-def run_in_child(run: Callable[[], Result], timeout: float) -> Result:
-    """Fork, call ``run()`` in the child, return its :class:`Result` (or a timeout/crash result)."""
+def run_in_child(run: Callable[[], Result], timeout: float, on_fork: Callable[[int], None] | None = None) -> Result:
+    """Fork, call ``run()`` in the child, return its :class:`Result` (or a timeout/crash result);
+    ``on_fork`` gets the child's pid (so a stop request can kill it)."""
     read_fd, write_fd = os.pipe()
     started = time.time()
     parent = os.getpid()
@@ -60,6 +61,8 @@ def run_in_child(run: Callable[[], Result], timeout: float) -> Result:
         finally:
             os._exit(code)
     os.close(write_fd)
+    if on_fork is not None:
+        on_fork(pid)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
     timed_out = False

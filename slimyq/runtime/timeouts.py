@@ -26,6 +26,7 @@ class _Watch:
     deadline: float
     on_stuck: Callable[[], None]
     raised: bool = False
+    exc: type[JobTimeout] = JobTimeout
 
 
 class Watchdog:
@@ -59,12 +60,14 @@ class Watchdog:
             return True
         return False
 
-    def expire(self, token: int) -> None:
-        """End the watched job now, as if its time ran out (it runs elsewhere already)."""
+    def expire(self, token: int, exc: type[JobTimeout] = JobTimeout) -> None:
+        """End the watched job now, as if its time ran out (it runs elsewhere already, or it was
+        asked to stop: ``exc`` is what its thread gets)."""
         with self._lock:
             watch = self._watches.get(token)
             if watch is not None:
                 watch.deadline = min(watch.deadline, time.monotonic())
+                watch.exc = exc
 
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
@@ -77,7 +80,7 @@ class Watchdog:
                     if not watch.raised:
                         watch.raised = True
                         ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                            ctypes.c_ulong(watch.thread_id), ctypes.py_object(JobTimeout)
+                            ctypes.c_ulong(watch.thread_id), ctypes.py_object(watch.exc)
                         )
                     elif now > watch.deadline + STUCK_AFTER:
                         del self._watches[watch.thread_id]

@@ -28,6 +28,7 @@ from slimyq.config import Settings
 from slimyq.jobs.base import JobContext
 from slimyq.runtime import codec, execute, keys
 from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.dbhandle import JobDatabase
 from slimyq.runtime.execute import JobTimeout, Result
@@ -137,6 +138,8 @@ class QueueWorker:
             self._spawn_executor(i)
         self.completer = Completer(self)
         self.completer.start()
+        self.commands = Commands(self)
+        self.commands.start()
         self.presence.start()
         try:
             self._fetch_loop()
@@ -272,6 +275,7 @@ class QueueWorker:
                 result.user = result.user or execute.user_of(job)
             with self.lock:
                 self._running.pop(member, None)
+                result = self.commands.outcome(member, result)
                 self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
                 self.completer.put(job, result)
                 self._busy -= 1
@@ -282,7 +286,8 @@ class QueueWorker:
         if self.fork:
             from slimyq.runtime.forked import run_in_child
 
-            return run_in_child(lambda: execute.run(job, self.queue, self._context, self.max_size), timeout)
+            return run_in_child(lambda: execute.run(job, self.queue, self._context, self.max_size), timeout,
+                                on_fork=lambda pid: self.commands.children.__setitem__(job.member, pid))
         started = time.time()
         token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
         try:
@@ -320,6 +325,12 @@ class QueueWorker:
         self.exit_code = EXIT_RESTART
         self.request_stop()
 
+    def running_members(self) -> list[str]:
+        return list(self._running)
+
+    def thread_of(self, member: str) -> int | None:
+        return self._running.get(member)
+
     def taken_over(self, members: list[str]) -> None:
         """The heartbeat found executions we hold recovered by another worker (we lapsed: a stall
         longer than ``abandoned_after``). They run elsewhere now: ones not started are skipped,
@@ -353,6 +364,7 @@ class QueueWorker:
         for _ in range(self.concurrency):
             self._todo.put(None)
         self.presence.stop()
+        self.commands.close()
         if running:
             # Jobs still running (past the grace period, or stuck): putting them back now would let
             # another worker start them while they still run here. This process exits first; the

@@ -93,3 +93,16 @@ def test_secrets_redacted(r: redis.Redis) -> None:
     r.hset(keys.job("sec"), mapping=mapping)  # type: ignore[arg-type]
     job = show_job(r, "sec")
     assert job.payload == {"userId": "u", "accessToken": "***"}
+
+
+def test_type_of_a_job_a_plain_rq_client_enqueued(r: redis.Redis) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    q = Queue("database", connection=r, serializer=JSONSerializer)
+    job = q.enqueue("slimyq.jobs.database.create_conversation", kwargs={"userId": "carol"})
+    other = q.enqueue("json.dumps", kwargs={})  # not a slimyq type: no type, not a guess
+    page = list_jobs(r, ["database"], job_type="create-conversation")
+    assert [row.id for row in page.rows] == [job.id] and page.rows[0].type == "create_conversation"
+    assert show_job(r, job.id).type == "create_conversation"
+    assert show_job(r, other.id).type is None
