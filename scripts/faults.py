@@ -33,6 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "runti
 
 import itertools
 
+from faults_hardening import (
+    s15_bad_fields,
+    s16_stall_then_host_death,
+    s17_stuck_thread,
+    s18_sqlite_lock_timeouts,
+    s19_lost_replies,
+)
 from harness import (
     Env,
     Valkey,
@@ -422,7 +429,7 @@ def s14_enqueue_redis_down(run: Run, n: int, valkey: Valkey) -> Row:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default="1-14", help="e.g. 1,4,8 or 1-14 (default: all)")
+    parser.add_argument("--scenarios", default="1-19", help="e.g. 1,4,8 or 1-19 (default: all)")
     parser.add_argument("--jobs", type=int, default=2000, help="baseline job count (others scale from it)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) afterwards")
@@ -450,6 +457,11 @@ def main() -> int:
         12: lambda r: s12_retention(r, n),
         13: lambda r: s13_secrets(r, n, root),
         14: lambda r: s14_enqueue_redis_down(r, n, valkey),
+        15: lambda r: s15_bad_fields(r, n // 4, _row),
+        16: lambda r: s16_stall_then_host_death(r, n // 10, _row),
+        17: lambda r: s17_stuck_thread(r, n // 20, _row, args.database),
+        18: lambda r: s18_sqlite_lock_timeouts(r, n // 20, _row, args.database),
+        19: lambda r: s19_lost_replies(r, n // 2, _row, valkey),
     }
     rows: list[Row] = []
     try:

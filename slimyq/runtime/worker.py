@@ -13,6 +13,7 @@ SIGUSR1) exits at once; the supervisor then puts the jobs back.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -344,6 +345,11 @@ class QueueWorker:
                         "stopping them here", len(mine))
         for ident in running:
             self.watchdog.expire(ident)
+        for m in mine:  # --fork: the job's own process
+            pid = self.commands.children.get(m)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ stopping
 

@@ -8,8 +8,9 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
-from harness import Env, WorkerProc, canaries, leftovers, tally, wait_done, wait_until
+from harness import Env, WorkerProc, attempts, canaries, leftovers, tally, wait_done, wait_until
 
 CLAIMS = "slimyq:claims:database"
 
@@ -60,4 +61,31 @@ def test_stall_then_resume_then_host_death_loses_nothing(env: Env, conn: redis.R
     b.signal(signal.SIGTERM)
     assert b.wait(30) == 0
     assert tally(conn, [job, *more]).duplicated == 0
+    assert leftovers(conn) == {}
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["threads", "fork"])
+def test_a_resumed_worker_stops_the_jobs_recovered_from_it(env: Env, conn: redis.Redis,
+                                                           start: Callable[..., WorkerProc], fork: bool) -> None:
+    (job,) = canaries(env, 1, sleep=8)
+    a = start("database", *(["--fork"] if fork else []))
+    name_a = _name(conn, a)
+    wait_until(lambda: conn.hget(f"rq:job:{job}", "worker_name") == name_a.encode(), 30, what="a to start it")
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        b = start("database")
+        name_b = _name(conn, b)
+        wait_until(lambda: conn.hget(f"rq:job:{job}", "worker_name") == name_b.encode(), 60,
+                   what="b to recover and start the job")
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    wait_until(lambda: "recovered by another worker while this one was stalled" in a.log(), 30,
+               what="a to stop its copy")
+    assert wait_done(conn, [job], 60).finished == 1
+    outcomes = [x["outcome"] for x in attempts(conn, job)]
+    assert outcomes == ["abandoned", "finished"], outcomes
+    for w in (a, b):
+        w.signal(signal.SIGTERM)
+        assert w.wait(30) == 0
+    assert tally(conn, [job]).duplicated == 0
     assert leftovers(conn) == {}

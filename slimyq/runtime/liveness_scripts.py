@@ -1,0 +1,183 @@
+"""Lua scripts of liveness: a worker's self-healing heartbeat and the recovery of the jobs of
+workers that stopped, died or lapsed. Registered with the hot-path scripts in ``scripts.py``.
+
+Key layout follows RQ 3 (see ``keys.py``); like the others, these scripts are for a single
+Redis/Valkey server.
+"""
+
+from __future__ import annotations
+
+# Put jobs a worker holds back on their queue, or retry/fail them when the worker died.
+# ARGV: 1 queue, 2 mode ('release' | 'dead' | 'expired' | 'orphans'), 3 worker ('' for expired),
+#       4 now float, 5 now (RQ time), 6 default retries, 7 b64(zlib(message)) for failures,
+#       8 failure ttl, 9 keep_failed, 10 message text, 11.. members (orphans only).
+# release: the worker is alive and stopping; its jobs go back to the front of the queue as they
+#          were (no attempt is counted).
+# dead:    the worker process is gone (its supervisor saw it die): each job counts a failed
+#          attempt and is retried at once, or failed when no retries are left.
+# expired: started-registry entries past their deadline whose worker key has expired.
+# orphans: the given executions of a live worker that never received them (a claim whose reply
+#          was lost): back to the front of the queue as they were, like release.
+# Returns the ids handled.
+RECOVER = """
+local q, mode, w = ARGV[1], ARGV[2], ARGV[3]
+local now, iso, default_retries = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local exc, failure_ttl, keep_failed, message = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local wip = 'rq:wip:' .. q
+local qkey = 'rq:queue:' .. q
+local handled = {}
+local members = {}
+-- A worker's claim list goes back to the front of the queue, in its order.
+local function return_claims(worker)
+  local claim = 'slimyq:claim:' .. worker
+  local c = redis.call('LRANGE', claim, 0, -1)
+  for i = #c, 1, -1 do
+    redis.call('LPUSH', qkey, c[i])
+    table.insert(handled, c[i])
+  end
+  redis.call('DEL', claim)
+  redis.call('SREM', 'slimyq:claims:' .. q, worker)
+end
+if mode == 'expired' then
+  for _, cw in ipairs(redis.call('SMEMBERS', 'slimyq:claims:' .. q)) do
+    if redis.call('EXISTS', 'rq:worker:' .. cw) == 0 then return_claims(cw) end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(expired) do
+    local id = string.match(m, '^(.*):[^:]*$') or m
+    local owner = redis.call('HGET', 'rq:job:' .. id, 'worker_name')
+    if not owner or redis.call('EXISTS', 'rq:worker:' .. owner) == 0 then
+      table.insert(members, m)
+    end
+  end
+elseif mode == 'orphans' then
+  for i = 11, #ARGV do table.insert(members, ARGV[i]) end
+else
+  return_claims(w)
+  members = redis.call('SMEMBERS', 'rq:worker:' .. w .. ':executions')
+  -- The executions set is RQ's too (its monitors prune it): the started registry and the job's
+  -- worker_name are the record recovery trusts, so a pruned member is still found.
+  local seen = {}
+  for _, m in ipairs(members) do seen[m] = true end
+  for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    if not seen[m] then
+      local id = string.match(m, '^(.*):[^:]*$') or m
+      if redis.pcall('HGET', 'rq:job:' .. id, 'worker_name') == w then table.insert(members, m) end
+    end
+  end
+end
+-- Execution ids sort in claim order (a worker's ids count up): walking them from the last claimed
+-- to the first and pushing each to the front puts them back in the order they had in the queue.
+local function eid(m) return string.match(m, ':([^:]*)$') or '' end
+table.sort(members, function(a, b) return eid(a) > eid(b) end)
+local failed_any = false
+for _, m in ipairs(members) do
+  local id, eid = string.match(m, '^(.*):([^:]*)$')
+  id = id or m
+  local jk = 'rq:job:' .. id
+  local owner = redis.call('HGET', jk, 'worker_name')
+  if owner then redis.call('SREM', 'rq:worker:' .. owner .. ':executions', m) end
+  redis.call('UNLINK', 'rq:execution:' .. m)
+  if eid then redis.call('ZREM', 'rq:executions:' .. id, eid) end
+  if redis.call('ZREM', wip, m) == 1 and redis.call('HGET', jk, 'status') == 'started' then
+    table.insert(handled, id)
+    if mode == 'release' or mode == 'orphans' then
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso)
+      redis.call('LPUSH', qkey, id)
+    else
+      local attempts = {}
+      local raw = redis.call('HGET', jk, 'slimyq_attempts')
+      if raw then
+        local ok, decoded = pcall(cjson.decode, raw)
+        if ok and type(decoded) == 'table' then attempts = decoded end
+      end
+      local started = redis.call('HGET', jk, 'started_at')
+      local number = 1
+      for _, a in ipairs(attempts) do
+        if type(a) ~= 'table' or a.tries == nil then number = number + 1 end
+      end
+      table.insert(attempts, {attempt = number, startedAt = started, endedAt = iso,
+        outcome = 'abandoned', error = message})
+      local left = tonumber(redis.call('HGET', jk, 'retries_left') or default_retries) or default_retries
+      if left > 0 then
+        redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'retries_left', left - 1,
+          'slimyq_attempts', cjson.encode(attempts))
+        redis.call('LPUSH', qkey, id)
+      else
+        redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'slimyq_attempts', cjson.encode(attempts))
+        local rk = 'rq:results:' .. id
+        local rt = redis.call('TYPE', rk).ok
+        if rt ~= 'stream' and rt ~= 'none' then redis.call('DEL', rk) end
+        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2',
+          'worker_name', owner or '', 'exc_string', exc)
+        redis.call('EXPIRE', 'rq:results:' .. id, failure_ttl)
+        redis.call('EXPIRE', jk, failure_ttl)
+        redis.call('ZADD', 'rq:failed:' .. q, math.floor(now) + failure_ttl, id)
+        failed_any = true
+      end
+    end
+  end
+end
+if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
+-- Failures written here are trimmed to keep_failed like the ones COMPLETE writes.
+local fkey = 'rq:failed:' .. q
+local over = failed_any and redis.call('ZCARD', fkey) - keep_failed or 0
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', fkey, 0, over - 1)) do
+    redis.call('EXPIRE', 'rq:job:' .. id, 30)
+    redis.call('EXPIRE', 'rq:results:' .. id, 30)
+  end
+  redis.call('ZREMRANGEBYRANK', fkey, 0, over - 1)
+end
+return handled
+"""
+
+
+# A worker's heartbeat, self-healing. ARGV: 1 queue, 2 worker, 3 ttl, 4 now (RQ time), 5 state,
+# 6 deadline, 7 execution record TTL, 8 now (float), 9 n registration values, then field, value
+# pairs, then the members it holds.
+# Keeps the worker key, its hash fields, its registry and claim-set memberships and its
+# executions set as they were at registration, whatever expired or was removed meanwhile (a
+# stalled process, a long outage), and moves the deadline of every execution it still holds.
+# Each execution still held gets RQ's ``Execution.heartbeat``: its hash (recreated if it expired
+# meanwhile), its entry in ``rq:executions:<job>`` and the job's ``last_heartbeat``. A member no
+# longer in the started registry (completed, recovered, deleted) is never touched.
+# Returns the members that are no longer in the started registry (taken over by a recovery).
+HEARTBEAT = """
+local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local wk = 'rq:worker:' .. w
+local wexec = wk .. ':executions'
+local wip = 'rq:wip:' .. q
+local rttl, nowf = tonumber(ARGV[7]), ARGV[8]
+local nreg = tonumber(ARGV[9])
+local first = 10 + nreg
+if redis.call('EXISTS', wk) == 0 and nreg > 0 then
+  redis.call('HSET', wk, unpack(ARGV, 10, 9 + nreg))
+  for i = first, #ARGV do redis.call('SADD', wexec, ARGV[i]) end
+end
+redis.call('HSET', wk, 'last_heartbeat', iso, 'state', ARGV[5])
+redis.call('EXPIRE', wk, ttl)
+redis.call('SADD', 'rq:workers', wk)
+redis.call('SADD', 'rq:workers:' .. q, wk)
+redis.call('SADD', 'slimyq:claims:' .. q, w)
+if redis.call('EXISTS', wexec) == 1 then redis.call('EXPIRE', wexec, ttl) end
+local lost = {}
+for i = first, #ARGV do
+  local m = ARGV[i]
+  if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], m) == 0 and not redis.call('ZSCORE', wip, m) then
+    table.insert(lost, m)
+  else
+    local id, eid = string.match(m, '^(.*):([^:]*)$')
+    local ek = 'rq:execution:' .. m
+    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'last_heartbeat', nowf, 'worker_name', w)
+    redis.call('HSETNX', ek, 'created_at', nowf)
+    redis.call('EXPIRE', ek, rttl)
+    redis.call('ZADD', 'rq:executions:' .. id, tonumber(nowf) + rttl + 60, eid)
+    redis.call('EXPIRE', 'rq:executions:' .. id, rttl + 60)
+    if redis.call('EXISTS', 'rq:job:' .. id) == 1 then
+      redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', iso)
+    end
+  end
+end
+return lost
+"""
