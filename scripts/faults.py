@@ -44,6 +44,7 @@ from harness import (
     Env,
     Valkey,
     WorkerProc,
+    at,
     attempts,
     canaries,
     conversation_rows,
@@ -156,10 +157,7 @@ def s2_always_failing(run: Run, n: int) -> Row:
     a = attempts(run.conn, ids[0])
     gaps = []
     for prev, cur in itertools.pairwise(a):
-        from datetime import datetime
-
-        gaps.append((datetime.fromisoformat(cur["startedAt"].replace("Z", "+00:00"))
-                     - datetime.fromisoformat(prev["endedAt"].replace("Z", "+00:00"))).total_seconds())
+        gaps.append((at(cur["startedAt"]) - at(prev["endedAt"])).total_seconds())
     ok = [x["outcome"] for x in a] == ["retried", "retried", "failed"]
     note = f"attempts {len(a)}, gaps {', '.join(f'{g:.1f} s' for g in gaps)}"
     return _row("2 always failing", run, ids, None, "-", expect_failed=1, note=note, extra_ok=ok)

@@ -16,10 +16,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from harness import attempts, canaries, conversations, tally, wait_done, wait_until
+from harness import at, attempts, canaries, conversations, tally, wait_done, wait_until
 
 from slimyq.runtime import codec
 
@@ -43,10 +42,6 @@ def _raw_job(conn: Any, job_id: bytes, **fields: bytes) -> None:
     conn.hset(b"rq:job:" + job_id, mapping={"status": "queued", "origin": "database", "data": CANARY,
                                             "meta": '{"type":"canary"}', **fields})
     conn.rpush("rq:queue:database", job_id)
-
-
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def s15_bad_fields(run: Any, n: int, row: RowFn) -> Any:
@@ -136,7 +131,7 @@ def s17_stuck_thread(run: Any, n: int, row: RowFn, database: str) -> Any:
     wait_done(run.conn, [job, *others], 300)
     a = attempts(run.conn, job)
     # The stuck attempt's record is written by the supervisor once the process is gone.
-    ok = len(a) > 1 and all(_at(x["endedAt"]) <= _at(y["startedAt"]) for x, y in itertools.pairwise(a))
+    ok = len(a) > 1 and all(at(x["endedAt"]) <= at(y["startedAt"]) for x, y in itertools.pairwise(a))
     note = f"attempts: {', '.join(x['outcome'] for x in a)}; no two attempts overlapped: {ok}"
     return row("17 thread ignores its timeout", run, [job, *others], 1, "-", note=note, extra_ok=ok)
 

@@ -33,7 +33,7 @@ from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.dbhandle import JobDatabase
 from slimyq.runtime.execute import JobTimeout, Result
-from slimyq.runtime.presence import Presence, record_ttl, release
+from slimyq.runtime.presence import Presence, record_ttl, release, release_members
 from slimyq.runtime.scripts import Scripts
 from slimyq.runtime.timeouts import Watchdog
 
@@ -78,6 +78,7 @@ class QueueWorker:
         self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
         self._running: dict[str, int] = {}  # members whose handler runs right now -> thread ident
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
+        self._queued: set[str] = set()  # members claimed and not started yet
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
@@ -242,6 +243,7 @@ class QueueWorker:
             self._claimed += len(jobs)
             for job in jobs:
                 self.inflight[job.member] = job
+                self._queued.add(job.member)
         for job in jobs:
             self._todo.put(job)
 
@@ -254,6 +256,7 @@ class QueueWorker:
                 return
             member = job.member
             with self.lock:
+                self._queued.discard(member)
                 skip = self.stop_requested_at is not None or member in self._taken
                 if skip:  # not started: released back to the queue when we exit (or not ours)
                     self._busy -= 1
@@ -337,8 +340,10 @@ class QueueWorker:
         longer than ``abandoned_after``). They run elsewhere now: ones not started are skipped,
         running ones are stopped like a timeout (a thread that ignores it restarts the process)."""
         with self.lock:
-            mine = [m for m in members if m in self.inflight]
-            self._taken.update(m for m in mine if m not in self._running)
+            # Only what has not ended here: a job that just completed is missing from the started
+            # registry for that reason.
+            mine = [m for m in members if m in self._running or m in self._queued]
+            self._taken.update(m for m in mine if m in self._queued)
             running = [self._running[m] for m in mine if m in self._running]
         if mine:
             log.warning("%d job(s) were recovered by another worker while this one was stalled; "
@@ -376,7 +381,10 @@ class QueueWorker:
             # another worker start them while they still run here. This process exits first; the
             # supervisor puts them back once it is gone. Jobs that never started go back now.
             log.warning("%d job(s) still running after %gs; the supervisor puts them back", running, grace)
-            self._release_unstarted()
+            with self.lock:  # the completer has written (and forgotten) what ended
+                unstarted = [m for m in self.inflight if m not in self._running]
+            with contextlib.suppress(redis.RedisError):  # else the supervisor puts them back too
+                release_members(self.conn, self.settings, self.queue, self.name, unstarted)
         else:
             try:
                 release(self.conn, self.settings, self.queue, self.name)
@@ -384,14 +392,3 @@ class QueueWorker:
             except redis.RedisError as exc:
                 log.warning("could not put jobs back on %s (%s); they are recovered as abandoned", self.queue, exc)
         self.watchdog.stop()
-
-    def _release_unstarted(self) -> None:
-        from slimyq.runtime.presence import release_members
-
-        with self.lock:
-            unstarted = [m for m in self.inflight if m not in self._running]
-        if unstarted:
-            try:
-                release_members(self.conn, self.settings, self.queue, self.name, unstarted)
-            except redis.RedisError as exc:
-                log.warning("could not put back %d job(s) (%s)", len(unstarted), exc)

@@ -7,6 +7,7 @@ Nothing here imports pytest: ``scripts/faults.py`` uses it as a plain module.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -288,6 +289,11 @@ def results(conn: redis.Redis, job_id: str) -> list[dict[bytes, bytes]]:
 def attempts(conn: redis.Redis, job_id: str) -> list[dict[str, Any]]:
     raw = conn.hget(f"rq:job:{job_id}", "slimyq_attempts")
     return json.loads(raw) if raw else []  # type: ignore[arg-type]
+
+
+def at(text: str) -> dt.datetime:
+    """An attempt record's ``startedAt``/``endedAt`` as an aware datetime."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def status(conn: redis.Redis, job_id: str) -> str:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
 import redis
-from harness import Env, WorkerProc, attempts, canaries, leftovers, results, tally
+from harness import Env, WorkerProc, at, attempts, canaries, leftovers, results, tally
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from slimyq.runtime import codec
-
-
-def _ts(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_fails_twice_then_finishes_on_attempt_3(env: Env, conn: redis.Redis,
@@ -29,8 +24,8 @@ def test_fails_twice_then_finishes_on_attempt_3(env: Env, conn: redis.Redis,
     assert [x["attempt"] for x in a] == [1, 2, 3]
     assert a[0]["errorType"] == "canary_failure" and "attempt 1" in a[0]["error"]
     # Backoff 0.5 s then 1 s (backoff_base * 2**i); promotion runs once a second, so allow slack.
-    gap1 = (_ts(a[1]["startedAt"]) - _ts(a[0]["endedAt"])).total_seconds()
-    gap2 = (_ts(a[2]["startedAt"]) - _ts(a[1]["endedAt"])).total_seconds()
+    gap1 = (at(a[1]["startedAt"]) - at(a[0]["endedAt"])).total_seconds()
+    gap2 = (at(a[2]["startedAt"]) - at(a[1]["endedAt"])).total_seconds()
     assert 0.45 <= gap1 < 3.0 and 0.95 <= gap2 < 4.0, (gap1, gap2)
     job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     assert job.get_status() == "finished"

@@ -3,7 +3,6 @@ worker process restarts and only then is the job retried: two attempts never ove
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import redis
 from harness import (
     Env,
     WorkerProc,
+    at,
     attempts,
     canaries,
     conversation_rows,
@@ -24,10 +24,6 @@ from harness import (
 )
 
 pytestmark = pytest.mark.postgres
-
-
-def _at(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_a_stuck_attempt_is_retried_only_after_its_process_is_gone(
@@ -55,7 +51,7 @@ def test_a_stuck_attempt_is_retried_only_after_its_process_is_gone(
     stuck = a[0]
     assert stuck["outcome"] == "abandoned" and "thread did not stop" in stuck["error"], a
     for earlier, later in itertools.pairwise(a):
-        assert _at(earlier["endedAt"]) <= _at(later["startedAt"]), a  # no overlap
+        assert at(earlier["endedAt"]) <= at(later["startedAt"]), a  # no overlap
     assert conversation_rows(private_pg_url) == 1
     assert "ran past its timeout" in worker.log()
     worker.signal(15)
