@@ -127,12 +127,13 @@ return #ids
 """
 
 # ARGV: queue, keep_finished, keep_failed, now. Trims each registry to its retention count and
-# drops entries past their expiry; returns {finished removed, failed removed}.
+# drops entries past their expiry (never those kept forever); returns {finished removed, failed removed}.
 PRUNE = """
 local q, now = ARGV[1], tonumber(ARGV[4])
 local function trim(registry, keep)
   local gone = redis.call('ZRANGEBYSCORE', registry, '-inf', now)
-  local count = redis.call('ZCARD', registry) - #gone
+  -- Jobs kept forever (RQ's ttl -1, score +inf) are neither expired nor counted nor trimmed.
+  local count = redis.call('ZCOUNT', registry, '-inf', '(+inf') - #gone
   if count > keep then
     local old = redis.call('ZRANGE', registry, #gone, #gone + count - keep - 1)
     for _, id in ipairs(old) do table.insert(gone, id) end

@@ -124,8 +124,8 @@ for i, id in ipairs(ids) do
     redis.call('HSET', ek, 'id', eid, 'job_id', id, 'created_at', ARGV[4], 'last_heartbeat', ARGV[4],
       'worker_name', w)
     redis.call('EXPIRE', ek, ttl)
+    -- (its TTL is left to the heartbeat: a job done before one has its index deleted with it)
     redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, eid)
-    redis.call('EXPIRE', 'rq:executions:' .. id, ttl + 60)
     table.remove(f, 1)
     table.insert(f, 1, eid)
     table.insert(f, 1, id)
@@ -166,6 +166,7 @@ local wip = 'rq:wip:' .. q
 local wexec = 'rq:worker:' .. w .. ':executions'
 local out = {}
 local added_finished, added_failed = false, false
+local ended_idx, ended_deps = {}, {}
 local pos = 11
 -- A results key of another type (not written by RQ or slimyq) would fail XADD: it is replaced.
 local function xadd(rk, ...)
@@ -241,11 +242,20 @@ for i = 1, njobs do
         redis.call('LPUSH', 'rq:queue:' .. q, id)
       end
     end
-    if outcome ~= 'retry' and redis.call('EXISTS', jk .. ':dependents') == 1 then out[i] = 2 end
+    if outcome ~= 'retry' then
+      table.insert(ended_idx, i)
+      table.insert(ended_deps, jk .. ':dependents')
+    end
   else
     redis.call('UNLINK', ek)
     redis.call('ZREM', 'rq:executions:' .. id, eid)
     out[i] = 0
+  end
+end
+-- Which ended jobs have dependents: one EXISTS for the batch, one per job only when some have.
+if #ended_deps > 0 and redis.call('EXISTS', unpack(ended_deps)) > 0 then
+  for k, key in ipairs(ended_deps) do
+    if redis.call('EXISTS', key) == 1 then out[ended_idx[k]] = 2 end
   end
 end
 for i = 1, nstats do

@@ -148,3 +148,19 @@ def test_health_database_unreachable(r: redis.Redis, tmp_path: Path) -> None:
     pg = settings().model_copy(update={"database_url": "postgresql://bob:hunter2@127.0.0.1:1/x"})
     (problem,) = [p for p in check(pg, lambda: r).problems if p.level == "error"]
     assert "hunter2" not in problem.message and "database" in problem.message
+
+
+def test_prune_keeps_jobs_kept_forever(r: redis.Redis) -> None:
+    s = settings()
+    now = time.time()
+    pipe = r.pipeline()
+    for i in range(55):
+        pipe.zadd(keys.finished("database"), {f"fin-{i}": now + 1000 + i})
+        pipe.hset(keys.job(f"fin-{i}"), "status", "finished")
+    for i in range(60):  # result_ttl=-1 (RQ: keep forever)
+        pipe.zadd(keys.finished("database"), {f"forever-{i}": "+inf"})
+        pipe.hset(keys.job(f"forever-{i}"), "status", "finished")
+    pipe.execute()
+    done = ops.prune(r, s, "database")
+    assert done.finished_removed == 5
+    assert all(r.zscore(keys.finished("database"), f"forever-{i}") is not None for i in range(60))

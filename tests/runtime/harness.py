@@ -413,3 +413,22 @@ def dump(conn: redis.Redis, job_ids: Iterable[str], queues: Iterable[str] = QUEU
     for key in conn.scan_iter("rq:worker:*:executions"):
         lines.append(f"{key.decode()}: {conn.smembers(key)}")
     return "\n".join(lines)
+
+
+def dashboard(env: Env) -> Any:
+    """rq-dashboard's real Flask app (a test client), configured as `rq-dashboard --json` is."""
+    from rq.serializers import JSONSerializer
+    from rq_dashboard import web
+    from rq_dashboard.cli import make_flask_app
+
+    app = make_flask_app(None, None, None, "")
+    app.config["RQ_DASHBOARD_REDIS_URL"] = env.redis_url
+    web.config.serializer = JSONSerializer
+    web.setup_rq_connection(app)
+    return app.test_client()
+
+
+def dashboard_status(client: Any, job_id: str) -> str:
+    reply = client.get(f"/0/data/job/{job_id}.json")
+    assert reply.status_code == 200, reply.data
+    return str(reply.get_json()["status"])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from harness import Env, WorkerProc, attempts, canaries, leftovers, status, wait_done, wait_until
+from harness import Env, WorkerProc, attempts, canaries, dashboard, leftovers, status, wait_done, wait_until
 from rq import Worker
 from rq.executions import Execution
 from rq.job import Job
@@ -83,17 +83,6 @@ def test_recovery_finds_jobs_whose_executions_set_rq_pruned(
     assert leftovers(conn) == {}
 
 
-def _dashboard(env: Env) -> Any:
-    from rq_dashboard import web
-    from rq_dashboard.cli import make_flask_app
-
-    app = make_flask_app(None, None, None, "")
-    app.config["RQ_DASHBOARD_REDIS_URL"] = env.redis_url
-    web.config.serializer = JSONSerializer  # what `rq-dashboard --json` sets
-    web.setup_rq_connection(app)
-    return app.test_client()
-
-
 def test_rq_dashboard_polling_changes_nothing_and_shows_jobs_and_workers(
         env: Env, conn: redis.Redis, start: Callable[..., WorkerProc]) -> None:
     """rq-dashboard 0.9's real app, as `rq-dashboard --json` runs it. Its workers page reads each
@@ -104,7 +93,7 @@ def test_rq_dashboard_polling_changes_nothing_and_shows_jobs_and_workers(
     (job_id,) = canaries(env, 1, "database", sleep=3)
     worker = start("database")
     wait_until(lambda: status(conn, job_id) == "started", 30, what="the job to start")
-    client = _dashboard(env)
+    client = dashboard(env)
     (rq_worker,) = wait_until(lambda: _rq_workers_running(conn, job_id), 30, what="RQ to see the job")
     wait_until(lambda: [w.get_state() for w in _rq_workers_running(conn, job_id)] == ["busy"], 30,
                what="the heartbeat to mark the worker busy")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from harness import Env, WorkerProc, attempts, leftovers, status, wait_until
+from harness import Env, WorkerProc, attempts, dashboard, dashboard_status, leftovers, status, wait_until
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.job import Dependency, Job
@@ -54,6 +54,7 @@ def test_ttl_meanings(env: Env, conn: redis.Redis, start: Callable[..., WorkerPr
     assert conn.ttl(f"rq:results:{forever.id}") == -1
     assert conn.zscore("rq:finished:database", forever.id) == math.inf
     assert _fetch(conn, forever.id).return_value() == {"success": True, "attempt": 1}
+    assert dashboard_status(dashboard(env), forever.id) == "finished"
 
     assert not conn.exists(f"rq:job:{gone.id}", f"rq:results:{gone.id}")
     assert conn.zscore("rq:finished:database", gone.id) is None
@@ -94,6 +95,16 @@ def test_dependents_enqueued_on_success_and_allowed_failure(
     assert status(conn, child.id) == "finished"
     assert status(conn, tolerant.id) == "finished"
     assert status(conn, strict.id) == "deferred" and status(conn, both.id) == "deferred"
+    # rq-dashboard's registry pages list them where they are (its job page fails on any job with
+    # dependencies under rq 3: it decodes dependency ids that are already text).
+    client = dashboard(env)
+
+    def listed(registry: str) -> set[str]:
+        reply = client.get(f"/0/data/jobs/database/{registry}/100/asc/1.json")
+        assert reply.status_code == 200, reply.data
+        return {j["id"] for j in reply.get_json()["jobs"]}
+
+    assert {child.id, tolerant.id} <= listed("finished") and {strict.id, both.id} <= listed("deferred")
     assert conn.zscore("rq:deferred:database", child.id) is None
 
 
@@ -106,7 +117,7 @@ def test_cancel_mid_run_ends_canceled_only(env: Env, conn: redis.Redis, start: C
     # The attempt runs to its end; its result is discarded and its execution record removed.
     wait_until(lambda: not list(conn.scan_iter("rq:execution:*")), 30, what="the execution to end")
     time.sleep(0.5)  # the completion batch that found the job canceled has been written
-    assert status(conn, job.id) == "canceled"
+    assert status(conn, job.id) == "canceled" and dashboard_status(dashboard(env), job.id) == "canceled"
     assert conn.zscore("rq:canceled:database", job.id) is not None
     assert conn.zscore("rq:finished:database", job.id) is None and conn.zscore("rq:failed:database", job.id) is None
     assert not conn.exists(f"rq:results:{job.id}")
@@ -126,13 +137,30 @@ def test_rq_stop_job_command(env: Env, conn: redis.Redis, start: Callable[..., W
         wait_until(lambda: any(c.children() for c in worker.children()), 20, what="the forked job process")
     send_stop_job_command(conn, job.id, serializer=JSONSerializer)
     wait_until(lambda: status(conn, job.id) == "stopped", 30, what="the job to stop")
-    assert _fetch(conn, job.id).get_status() == "stopped"
+    assert _fetch(conn, job.id).get_status() == "stopped" and dashboard_status(dashboard(env), job.id) == "stopped"
     assert conn.zscore("rq:failed:database", job.id) is not None
     assert [a["outcome"] for a in attempts(conn, job.id)] == ["stopped"]
     # Not retried, and the worker goes on serving.
     (after,) = [_canary(q)]
     wait_until(lambda: status(conn, after.id) == "finished", 30, what="the next job")
     assert status(conn, job.id) == "stopped" and conn.llen("rq:queue:database") == 0
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
+
+
+def test_rq_delete_mid_run_leaves_nothing(env: Env, conn: redis.Redis, start: Callable[..., WorkerProc]) -> None:
+    q = _queue(conn)
+    job = _canary(q, sleep=2)
+    worker = start("database")
+    wait_until(lambda: _fetch(conn, job.id).get_executions(), 30, what="the job to start")
+    _fetch(conn, job.id).delete()
+    after = _canary(q)
+    wait_until(lambda: status(conn, after.id) == "finished", 30, what="the next job")
+    wait_until(lambda: not list(conn.scan_iter("rq:execution:*")), 30, what="the execution to end")
+    time.sleep(0.5)  # the completion batch that found the job gone has been written
+    assert not conn.exists(f"rq:job:{job.id}", f"rq:results:{job.id}", f"rq:executions:{job.id}")
+    assert conn.zscore("rq:finished:database", job.id) is None and conn.zcard("rq:wip:database") == 0
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert leftovers(conn) == {}

@@ -254,3 +254,68 @@ def test_recover_trims_the_failed_registry(r: redis.Redis) -> None:
     _claim(r, 4)
     assert sorted(presence.recover_dead(r, s, Q, W, "SIGKILL")) == sorted(ids)
     assert r.zcard(f"rq:failed:{Q}") == 2
+
+
+def test_execution_records_live_from_claim_to_completion(r: redis.Redis, settings: Settings) -> None:
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    qs = settings.queue(Q)
+    (job_id,) = _enqueue(r, settings, 1)
+    r.hset(f"rq:job:{job_id}", "ended_at", "2020-01-01T00:00:00.000000Z")  # a previous attempt's end
+    _, (job,) = _claim(r, 1)
+    assert r.hget(f"rq:job:{job_id}", "ended_at") == b""
+    (execution,) = Job.fetch(job_id, connection=r, serializer=JSONSerializer).get_executions()
+    assert (execution.id, execution.worker_name) == (job.execution_id, W)
+    assert 0 < int(r.ttl(execution.key)) <= 60  # type: ignore[arg-type]
+    started = time.time() - 2
+    result = Result(ok=True, value={"success": True}, started=started, ended=started + 1.5)
+    assert _complete(r, [(job, result)], qs) == [1]
+    assert not r.exists(execution.key, f"rq:executions:{job_id}")
+    assert not r.sismember(f"rq:worker:{W}:executions", job.member)
+    done = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+    assert done.started_at is not None and abs(done.started_at.timestamp() - started) < 0.01
+    assert done.ended_at is not None and abs(done.ended_at.timestamp() - (started + 1.5)) < 0.01
+
+
+def test_complete_after_a_cancel_discards_the_result_and_the_record(r: redis.Redis, settings: Settings) -> None:
+    qs = settings.queue(Q)
+    (job_id,) = _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    r.hset(f"rq:job:{job_id}", "status", "canceled")  # RQ's cancel, its wip entry left behind
+    assert _complete(r, [(job, _ok())], qs) == [0]
+    assert r.hget(f"rq:job:{job_id}", "status") == b"canceled"
+    assert r.zscore(f"rq:finished:{Q}", job_id) is None and not r.exists(f"rq:results:{job_id}")
+    assert not r.exists(f"rq:execution:{job.member}") and not r.exists(f"rq:executions:{job_id}")
+
+
+@pytest.mark.parametrize(("ttl", "kept"), [(-1, "forever"), (0, "not at all"), (50, "50 s")])
+def test_result_ttl_meanings(r: redis.Redis, settings: Settings, ttl: int, kept: str) -> None:
+    qs = QueueSettings(concurrency=1, timeout=10, attempts=1, keep_finished=1, keep_failed=1)
+    ids = _enqueue(r, settings, 3)
+    for job_id in ids:
+        r.hset(f"rq:job:{job_id}", "result_ttl", ttl)
+    _, jobs = _claim(r, 3)
+    assert _complete(r, [(j, _ok()) for j in jobs], qs) == [1, 1, 1]
+    if kept == "forever":  # never trimmed by keep_finished, no expiry
+        assert _members(r, f"rq:finished:{Q}") == set(ids)
+        assert all(r.ttl(f"rq:job:{i}") == -1 and r.ttl(f"rq:results:{i}") == -1 for i in ids)
+    elif kept == "not at all":
+        assert r.zcard(f"rq:finished:{Q}") == 0 and not any(r.exists(f"rq:job:{i}") for i in ids)
+    else:
+        assert r.zcard(f"rq:finished:{Q}") == 1  # trimmed to keep_finished
+        assert 0 < int(r.ttl(f"rq:job:{ids[-1]}")) <= 50  # type: ignore[arg-type]
+
+
+def test_stopped_outcome(r: redis.Redis, settings: Settings) -> None:
+    qs = settings.queue(Q)
+    (job_id,) = _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    result = Result(ok=False, error_type="stopped", error="stopped on request", stopped=True, permanent=True,
+                    ended=time.time())
+    assert decide(job, result, qs, W).label == "stopped"
+    assert _complete(r, [(job, result)], qs) == [1]
+    assert r.hget(f"rq:job:{job_id}", "status") == b"stopped"
+    assert r.zscore(f"rq:failed:{Q}", job_id) is not None
+    (entry,) = [f for _, f in r.xrange(f"rq:results:{job_id}")]  # type: ignore[union-attr]
+    assert entry[b"type"] == b"3"  # RQ's Result.Type.STOPPED
