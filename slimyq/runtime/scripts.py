@@ -103,13 +103,16 @@ local wexec = 'rq:worker:' .. w .. ':executions'
 local ttl = tonumber(ARGV[8])
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
-  local kind = redis.call('TYPE', jk).ok
-  if kind ~= 'hash' and kind ~= 'none' then
-    table.insert(out, {{id, ''}})  -- not a job hash: reported and dropped, never touched
+  -- pcall: a key that is not a hash is reported and dropped, never touched. Any hash is claimed,
+  -- with or without data: the worker fails what it can't read as refused.
+  local f = redis.pcall('HMGET', jk, 'status', {_HMGET_FIELDS})
+  local hash = not f.err
+  if not hash then
+    table.insert(out, {{id, ''}})
+  elseif not (f[1] or f[2] or f[3]) then
+    hash = redis.call('EXISTS', jk) == 1  -- rare: no status, data nor meta (a deleted job is skipped)
   end
-  local f = kind == 'hash' and redis.call('HMGET', jk, 'status', {_HMGET_FIELDS}) or {{}}
-  -- Any hash is claimed, with or without data: the worker fails what it can't read as refused.
-  if kind == 'hash' and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
+  if hash and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
     local eid = ARGV[8 + i]
     local member = id .. ':' .. eid
     redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
@@ -166,11 +169,12 @@ local added_finished, added_failed = false, false
 local ended_idx, ended_deps = {}, {}
 local pos = 11
 -- A results key of another type (not written by RQ or slimyq) would fail XADD: it is replaced.
-local function results_key(id)
-  local rk = 'rq:results:' .. id
-  local t = redis.call('TYPE', rk).ok
-  if t ~= 'stream' and t ~= 'none' then redis.call('DEL', rk) end
-  return rk
+local function xadd(rk, ...)
+  local r = redis.pcall('XADD', rk, 'MAXLEN', '~', '10', '*', ...)
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', rk)
+    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', ...)
+  end
 end
 -- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
 -- trimming drops the jobs that ended first even when many end within the same second.
@@ -209,12 +213,12 @@ for i = 1, njobs do
     -- This is the job's one live execution: its per-job execution index goes with it.
     redis.call('UNLINK', ek, 'rq:executions:' .. id)
     out[i] = 1
-    local rk = results_key(id)
+    local rk = 'rq:results:' .. id
     if outcome == 'ok' then
       redis.call('HSET', jk, 'status', 'finished', 'started_at', started_iso, 'ended_at', ended_iso,
         'last_heartbeat', ended_iso, 'slimyq_attempts', attempts)
       if ttl ~= 0 then
-        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+        xadd(rk, 'type', '1', 'worker_name', w,
           'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
           'execution_ended_at', ended)
       end
@@ -223,7 +227,7 @@ for i = 1, njobs do
       redis.call('HSET', jk, 'status', outcome == 'fail' and 'failed' or 'stopped', 'started_at', started_iso,
         'ended_at', ended_iso, 'last_heartbeat', ended_iso, 'slimyq_attempts', attempts,
         'retries_left', retries_left)
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', outcome == 'fail' and '2' or '3',
+      xadd(rk, 'type', outcome == 'fail' and '2' or '3',
         'worker_name', w, 'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
       if keep(jk, rk, 'rq:failed:' .. q, id, ttl, ended) then added_failed = true end
