@@ -205,6 +205,16 @@ def line(text: str = "") -> None:
     sys.stdout.flush()
 
 
+def summary(text: str, verbose: bool = False) -> None:
+    """A success summary for a person: stdout on a terminal or with ``-v``; nothing in cron or a pipe.
+
+    The rule for commands meant for cron and scripts: silent on success without a terminal,
+    errors one line on stderr, the exit code tells the outcome.
+    """
+    if verbose or sys.stdout.isatty():
+        line(text)
+
+
 def note(text: str) -> None:
     """Informational text for a person: stderr, only on a terminal."""
     if is_tty():

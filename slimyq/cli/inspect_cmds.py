@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, parsed, pick_format, since_option
+from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
+from slimyq.text import count
 
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
 
@@ -198,8 +199,13 @@ def check(
     ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
 ) -> None:
-    """Health check: exit 0 healthy, 1 not, with one line per problem (cron, systemd, probes)."""
+    """Health check: exit 0 healthy, 1 not (cron, systemd, probes).
+
+    Healthy: nothing printed without a terminal (the warnings and a summary on a terminal or with
+    -v). Unhealthy: one line per problem on stderr, exit 1.
+    """
     from slimyq.inspect.health import check as run_check
 
     app_ = app_of(ctx)
@@ -210,17 +216,24 @@ def check(
     health = run_check(app_.settings, lambda: app_.redis, max_age=age, max_backlog=max_backlog,
                        max_failure_rate=max_failure_rate)
     if fmt is Format.table:
-        for p in health.problems:
-            render.line(f"{p.level}: {p.message}")
-        errors = sum(1 for p in health.problems if p.level == "error")
-        render.line(f"unhealthy: {errors} problem(s)" if errors else
-                    f"healthy: {health.queues} queue(s), {health.workers} live worker(s)")
+        _report_health(health, verbose)
     elif fmt is Format.json:
         render.show(health, fmt)
     else:
         render.show(health.problems, fmt)
     if not health.healthy:
         raise typer.Exit(1)
+
+
+def _report_health(health: Any, verbose: bool) -> None:
+    errors = sum(1 for p in health.problems if p.level == "error")
+    if errors:
+        for p in health.problems:
+            (render.error if p.level == "error" else render.warn)(p.message)
+        return
+    for p in health.problems:
+        render.summary(f"{p.level}: {p.message}", verbose)
+    render.summary(f"healthy: {count(health.queues, 'queue')}, {count(health.workers, 'live worker')}", verbose)
 
 
 def register(app: typer.Typer) -> None:

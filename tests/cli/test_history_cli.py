@@ -130,10 +130,12 @@ def test_stats_empty_and_bad_since(cli, db):
 # ----------------------------------------------------------------- prune
 
 
-def test_prune_prints_one_line_and_nothing_else(cli, runs):
-    result = cli("history", "prune", "--days", "30")
+def test_prune_is_silent_without_a_terminal_and_one_line_with_v(cli, runs):
+    quiet = cli("history", "prune", "--days", "400")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    result = cli("history", "prune", "--days", "30", "-v")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("deleted 1 job history rows older than ")
+    assert result.stdout.startswith("deleted 1 job history row older than ")
     assert result.stdout.count("\n") == 1
     assert result.stderr == ""
     assert JobRun.select().count() == 4

@@ -92,18 +92,19 @@ def test_jobs_listing(cli: Cli, scenario: Scenario) -> None:
 def test_check_exit_codes(cli: Cli, scenario: Scenario, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     result = cli("check")
-    assert result.exit_code == 1
-    lines = result.stdout.splitlines()
-    assert "error: queue database: 1 started job(s) whose worker is gone: db-5 (slimyq job requeue ID)" in lines
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert "error: queue database: 1 started job whose worker is gone: db-5 (slimyq job requeue ID)" in lines
     assert any(x.startswith("warning: chat runs in fallback mode") for x in lines)
-    assert lines[-1] == "unhealthy: 1 problem(s)"
     data = json.loads(cli("check", "--json").stdout)
     assert data["healthy"] is False and [p["check"] for p in data["problems"] if p["level"] == "error"] == ["stuck"]
     scenario.conn.delete("rq:wip:database")
+    quiet = cli("check", "--max-age", "10m")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    ok = cli("check", "--max-age", "10m")
+    ok = cli("check", "--max-age", "10m", "-v")
     assert ok.exit_code == 0, ok.stdout
-    assert ok.stdout.splitlines()[-1] == "healthy: 3 queue(s), 1 live worker(s)"
+    assert ok.stdout.splitlines()[-1] == "healthy: 3 queues, 1 live worker" and ok.stderr == ""
     assert cli("check", "--max-backlog", "1").exit_code == 1
     assert cli("check", "--max-age", "soon").exit_code == 2
 
@@ -112,8 +113,8 @@ def test_check_redis_unreachable(cli: Cli, tmp_path: Path) -> None:
     result = cli("--redis-url", "redis://:pw-secret@127.0.0.1:1/0", "--database-url", f"sqlite:///{tmp_path}/x.db",
                  "check")
     assert result.exit_code == 1
-    errors = [x for x in result.stdout.splitlines() if x.startswith("error:")]
-    assert len(errors) == 1 and "cannot reach Redis" in errors[0] and "pw-secret" not in result.stdout
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach Redis" in errors[0] and "pw-secret" not in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
