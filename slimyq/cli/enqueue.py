@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,15 +24,17 @@ from slimyq import render
 from slimyq.cli._fields import FieldSpec, build_payload, field_specs
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.cli._when import run_at
-from slimyq.errors import SlimyqError, UsageError, ValidationFailed
+from slimyq.errors import Interrupted, SlimyqError, UsageError, ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.registry import ANY_QUEUE, JobType
 from slimyq.render import Format
+from slimyq.text import count
 
 if TYPE_CHECKING:
     import redis
 
     from slimyq.app import App
+    from slimyq.bulk import BulkStopped
     from slimyq.config import Settings
     from slimyq.payloads.common import Payload
     from slimyq.producer import Enqueued
@@ -41,7 +45,9 @@ BULK_HELP = (
     'Bulk lines look like {"type": "create_conversation", "payload": {...}, "jobId": "...", "queue": "..."} '
     "(jobId and queue optional). Every line is validated first; any bad line is reported as "
     "`line N: field: problem` and nothing is enqueued (exit 2). With --skip-invalid the valid lines "
-    "are enqueued, the bad ones reported as warnings, and the exit code is 0 (2 if no line is valid)."
+    "are enqueued, the bad ones reported as warnings, and the exit code is 0 (2 if no line is valid).\n\n"
+    "Ctrl-C or SIGTERM while enqueueing finishes the chunk in flight and stops (exit 130), printing how "
+    "many jobs are queued and the command that continues (--resume RUN:LINE); nothing is enqueued twice."
 )
 
 QueueOpt = Annotated[str | None, typer.Option("--queue", help="Queue for the canary (other types have their own).")]
@@ -234,57 +240,113 @@ def _bulk(
         bool, typer.Option("--skip-invalid", help="Enqueue the valid lines, report the bad ones (exit 0).")
     ] = False,
     queue: Annotated[str | None, typer.Option("--queue", metavar="QUEUE", help="Queue for lines without one.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", metavar="RUN:LINE", help="Continue a stopped bulk run from LINE with its run id "
+                     "(the command to run is printed when a run stops); nothing is enqueued twice."),
+    ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
     quiet: QuietOpt = False,
 ) -> None:
     fmt = pick_format(fmt, as_json)
     if ctx.invoked_subcommand is not None:
-        if file is not None or skip_invalid or queue is not None:
-            raise UsageError("--file, --skip-invalid and --queue go either with a job type or with --file, not both")
+        if file is not None or skip_invalid or queue is not None or resume is not None:
+            raise UsageError(
+                "--file, --skip-invalid, --queue and --resume go either with a job type or with --file, not both"
+            )
         ctx.meta["slimyq.enqueue.output"] = (fmt, quiet)
         return
     if file is None:
         raise UsageError("give a job type (see slimyq enqueue --help) or --file PATH")
     from slimyq import bulk
 
+    run, start = _resume_point(resume) if resume is not None else (bulk.new_run(), 1)
+    job = BulkJob(file, skip_invalid, queue, run, start)
     app_ = app_of(ctx)
     if file == "-":
         with bulk.spooled(sys.stdin.buffer) as path:
-            _run_bulk(app_, path, "stdin", skip_invalid, queue, fmt, quiet)
+            _run_bulk(app_, path, job, fmt, quiet)
     else:
         path = Path(file)
         if not path.is_file():
             raise UsageError(f"--file: {file} does not exist or is not a file")
-        _run_bulk(app_, path, file, skip_invalid, queue, fmt, quiet)
+        _run_bulk(app_, path, job, fmt, quiet)
 
 
-def _run_bulk(
-    app_: App, path: Path, name: str, skip_invalid: bool, queue: str | None, fmt: Format, quiet: bool
-) -> None:
+@dataclass(frozen=True)
+class BulkJob:
+    name: str  # as given to --file ('-' for stdin)
+    skip_invalid: bool
+    queue: str | None
+    run: str
+    start: int
+
+    def resume_command(self, line: int) -> str:
+        parts = ["slimyq", "enqueue", "--file", shlex.quote(self.name)]
+        parts += ["--queue", shlex.quote(self.queue)] if self.queue else []
+        parts += ["--skip-invalid"] if self.skip_invalid else []
+        return " ".join([*parts, "--resume", f"{self.run}:{line}"])
+
+
+def _resume_point(text: str) -> tuple[str, int]:
+    run, sep, line = text.partition(":")
+    if not sep or not run or not line.isdigit() or int(line) < 1 or not all(c in "0123456789abcdef" for c in run):
+        raise UsageError(f"--resume: {text!r} is not RUN:LINE (copy it from the message of the stopped run)")
+    return run, int(line)
+
+
+def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> None:
     from slimyq import bulk
 
     settings = app_.settings
-    parser = bulk.LineParser(settings.queue_names, default_queue=queue)
-    with render.progress(f"checking {name}") as advance:
-        found = bulk.scan(path, parser)
-        advance(found.lines)
-    problems = found.problems + ([f"... and {found.unreported} more invalid lines"] if found.unreported else [])
-    if found.invalid and not (skip_invalid and found.valid):
-        what = "no line is valid" if skip_invalid else f"{found.invalid} of {found.lines} lines are invalid"
-        raise ValidationFailed([*problems, f"{name}: {what}; nothing was enqueued"])
+    parser = bulk.LineParser(settings.queue_names, default_queue=job.queue)
+    try:
+        with render.progress(f"checking {job.name}") as advance:
+            found = bulk.scan(path, parser, job.start)
+            advance(found.lines)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while checking {job.name}; nothing was enqueued") from None
+    more = [f"... and {count(found.unreported, 'more invalid line')}"] if found.unreported else []
+    problems = found.problems + more
+    if found.invalid and not (job.skip_invalid and found.valid):
+        what = "no line is valid" if job.skip_invalid else f"{found.invalid:,} of {count(found.lines, 'line')} " + (
+            "is invalid" if found.invalid == 1 else "are invalid")
+        raise ValidationFailed([*problems, f"{job.name}: {what}; nothing was enqueued"])
     for problem in problems:
         render.warn(problem)
     conn = app_.redis
     admit_many(conn, settings, found.rate_counts)
-    with render.progress("enqueueing", total=found.valid) as advance:
-        result = bulk.enqueue_file(conn, settings, path, parser, advance=advance)
-    skipped = result.invalid
-    summary = {"enqueued": result.enqueued, "existed": result.existed, "invalid": skipped, "lines": found.lines}
+    try:
+        with bulk.StopFlag() as stop, render.progress("enqueueing", total=found.valid) as advance:
+            result = bulk.enqueue_file(conn, settings, path, parser, run=job.run, start_line=job.start,
+                                       advance=advance, stop=stop)
+    except bulk.BulkStopped as stopped:
+        raise _stopped(job, found.valid, stopped) from None
     if quiet:
         return
     if fmt is Format.table:
-        extra = f", skipped {skipped} invalid lines" if skipped else ""
-        render.line(f"enqueued {result.enqueued} jobs ({result.existed} already existed){extra}")
+        extra = f", skipped {count(result.invalid, 'invalid line')}" if result.invalid else ""
+        render.line(f"enqueued {count(result.enqueued, 'job')} ({result.existed:,} already existed){extra}")
     else:
-        render.show(summary, fmt)
+        render.show({"enqueued": result.enqueued, "existed": result.existed, "invalid": result.invalid,
+                     "lines": found.lines, "run": job.run}, fmt)
+
+
+def _stopped(job: BulkJob, total: int, stopped: BulkStopped) -> SlimyqError:
+    """The one-line message of a stopped bulk run: what is queued for sure, and the command that continues."""
+    from slimyq.cli._group import translate
+
+    done = stopped.result
+    cont = f"continue with: {job.resume_command(done.next_line)}"
+    sure = f"{done.done:,} of {count(total, 'job')} enqueued ({done.existed:,} already existed) through line " \
+           f"{done.next_line - 1:,} of {job.name}"
+    if stopped.uncertain:
+        lo, hi = stopped.uncertain
+        sure += f"; lines {lo:,}-{hi:,} were being sent and may be queued (the command skips them if so)"
+    cause = stopped.cause
+    if cause is None or isinstance(cause, KeyboardInterrupt):
+        return Interrupted(f"interrupted: {sure}; {cont}")
+    known = cause if isinstance(cause, SlimyqError) else translate(cause)
+    reason = str(known) if known is not None else f"{type(cause).__name__}: {cause}"
+    return SlimyqError(f"bulk enqueue stopped ({reason}): {sure}; {cont}")
