@@ -1,6 +1,7 @@
 """The only module that imports Rich: turns plain data into tables, JSON, NDJSON or CSV.
 
-Commands hand over dataclasses, dicts or lists of them. Tables are for people; JSON keys are
+Commands hand over dataclasses, dicts or lists of them. Tables are for people (Rich boxes on a
+terminal; plain space-aligned columns that never wrap a field in a pipe); JSON keys are
 snake_case; ``ndjson`` and ``csv`` print one record a line for scripts. Everything long shows
 progress on a terminal (stderr) and nothing extra without one, so cron stays quiet.
 """
@@ -135,6 +136,9 @@ def show(
             writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in cols])
         sys.stdout.write(buf.getvalue())
         return
+    if not sys.stdout.isatty():
+        _plain(data, rows, cols, title=title, empty=empty)
+        return
     if isinstance(jsonable(data), dict):
         out().print(kv_table(rows[0], title=title))
         return
@@ -142,6 +146,27 @@ def show(
         out().print(empty)
         return
     out().print(table(rows, cols, title=title))
+
+
+def _plain(data: Any, rows: list[dict[str, Any]], cols: list[str], *, title: str | None, empty: str) -> None:
+    """A table without a terminal: plain columns, one record a line, never wrapped or cut (for grep, awk).
+
+    Columns are separated by two spaces and padded to their widest cell; headers keep their
+    snake_case names (one word each); a cell's own line breaks are written as ``\\n``. One record
+    (a mapping) prints as ``key  value`` lines.
+    """
+    if isinstance(jsonable(data), dict):
+        grid = [[k, _cell(v)] for k, v in rows[0].items()]
+    elif not rows:
+        line(empty)
+        return
+    else:
+        grid = [list(cols), *([_cell(row.get(c)) for c in cols] for row in rows)]
+    grid = [[cell.replace("\r", "\\r").replace("\n", "\\n") for cell in r] for r in grid]
+    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))] if grid else []
+    text = [title] if title else []
+    text += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in grid]
+    sys.stdout.write("\n".join(text) + "\n")
 
 
 def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table) -> None:

@@ -38,10 +38,12 @@ def stats(
 ) -> None:
     """Show depth, speed and health of each queue.
 
-    Queued, started, scheduled, deferred, finished and failed jobs, live workers and configured
-    concurrency, paused, the oldest queued job's age, success rate, p50/p95 duration (seconds) and
-    jobs per minute over the last 1, 5 and 15 minutes. With --since, per queue and job type
-    figures computed in SQL from the job_runs table, which outlives Redis retention.
+    Queued, started and scheduled jobs; done and failed: every job that finished or failed since the
+    counters began (the finished/failed registries keep only the newest 50/100: `finished` and
+    `failed` in JSON); live workers and configured concurrency, paused, the oldest queued job's
+    age, success rate, p50/p95 duration and jobs per minute over the last 1, 5 and 15 minutes.
+    With --since, per queue and job type figures computed in SQL from the job_runs table, which
+    outlives Redis retention.
     """
     from slimyq.inspect.stats import queue_stats
 
@@ -61,6 +63,9 @@ def stats(
         render.live(read, fmt, interval=interval, title="queues")
         return
     data = queue_stats(app_.redis, app_.settings, names, by_type=by_type)
+    if fmt in (Format.json, Format.ndjson):  # always one record per queue; --by-type nests a by_type list
+        render.show(data if by_type else _without_types(data), fmt)
+        return
     queues_part: Any = [_table_row(s) for s in data] if fmt is Format.table else _without_types(data)
     if not by_type:
         render.show(queues_part, fmt, empty="no queues")
@@ -68,20 +73,25 @@ def stats(
     types: Any = [t for s in data for t in s.by_type]
     if fmt is Format.table:
         types = [{"queue": t.queue, "type": t.type, "done": t.completed, "failed": t.failed, "retried": t.retried,
-                  "ok %": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
-                  "p95": _secs(t.p95_seconds), "per min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
+                  "ok%": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
+                  "p95": _secs(t.p95_seconds), "per_min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
                  for t in types]
-    render.show_sections({"queues": queues_part, "by_type": types}, fmt)
+    render.show_sections({"queues": queues_part, "by_type": types}, fmt)  # csv: flat rows with a section column
 
 
 def _secs(value: float | None) -> str | None:
+    """A duration for tables: ``12.5ms``, ``3.0s``, ``2.99s``, ``4.5m``, ``1.2h`` (JSON keeps seconds)."""
     if value is None:
         return None
     if value >= 3600:
         return f"{value / 3600:.1f}h"
     if value >= 60:
         return f"{value / 60:.1f}m"
-    return f"{value:.3g}s"
+    if value < 1:
+        ms = value * 1000
+        return f"{ms:.3g}ms" if ms < 100 else f"{ms:.0f}ms"
+    text = f"{value:.3g}"
+    return f"{text}{'' if '.' in text else '.0'}s"
 
 
 def _table_row(s: Any) -> dict[str, Any]:
@@ -90,14 +100,14 @@ def _table_row(s: Any) -> dict[str, Any]:
         "queued": s.queued,
         "started": s.started,
         "sched": s.scheduled + s.deferred,
-        "done": s.finished,
-        "failed": s.failed,
-        "workers": f"{s.workers} x {s.concurrency}",
+        "done": s.completed_total,
+        "failed": s.failed_total,
+        "workers": f"{s.workers}x{s.concurrency}",
         "oldest": _secs(s.oldest_age_seconds),
-        "ok %": s.success_rate,
+        "ok%": s.success_rate,
         "p50": _secs(s.p50_seconds),
         "p95": _secs(s.p95_seconds),
-        "per min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
+        "per_min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
     }
 
 
