@@ -6,9 +6,13 @@ what a user sees.
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -35,6 +39,26 @@ def _debug(ctx: Any) -> bool:
 
 
 class SlimyqGroup(TyperGroup):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Typer's own usage errors (a bad flag, a missing option, an unknown command) become the same
+        one-line ``error: ...`` as every other error, exit 2, instead of Typer's boxed panel."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except ClickException as exc:
+            from slimyq import render
+
+            render.error(usage_message(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from slimyq import render
+
+            render.error("aborted; nothing was done")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
@@ -73,6 +97,21 @@ class SlimyqGroup(TyperGroup):
                 raise typer.Exit(1) from None
             render.error(str(translated))
             raise typer.Exit(translated.exit_code) from None
+
+
+def usage_message(exc: ClickException) -> str:
+    """Click's message on one line, naming the option and how to get help (``see slimyq X --help``)."""
+    message = " ".join(exc.format_message().split())
+    message = re.sub(r"^Invalid value for '([^']+)': ", r"\1: ", message).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    command = ctx.command
+    if message.startswith("No such command") and hasattr(command, "list_commands"):
+        names = [n for n in command.list_commands(ctx) if not getattr(command.get_command(ctx, n), "hidden", False)]
+        if names:
+            message += f" (one of: {', '.join(names)})"
+    return f"{message}; see `{ctx.command_path} --help`"
 
 
 def translate(exc: BaseException) -> SlimyqError | None:
