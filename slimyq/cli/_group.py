@@ -43,6 +43,9 @@ class SlimyqGroup(TyperGroup):
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         """Typer's own usage errors (a bad flag, a missing option, an unknown command) become the same
         one-line ``error: ...`` as every other error, exit 2, instead of Typer's boxed panel."""
+        from slimyq.cli._help import honest
+
+        honest(self)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -62,8 +65,11 @@ class SlimyqGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
+            from slimyq.cli._help import honest
+
             cmd = load_lazy(name)
             cmd._slimyq_real = True
+            honest(cmd)
             self.commands[name] = cmd
         return name, cmd, rest
 
@@ -103,6 +109,9 @@ def usage_message(exc: ClickException) -> str:
     """Click's message on one line, naming the option and how to get help (``see slimyq X --help``)."""
     message = " ".join(exc.format_message().split())
     message = re.sub(r"^Invalid value for '([^']+)': ", r"\1: ", message).rstrip(".")
+    extra = re.match(r"Got unexpected extra argument\S* \(([^ )]+)", message)
+    if extra and extra.group(1).lower() in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
+        message += " (flags such as --json take no value)"
     ctx = getattr(exc, "ctx", None)
     if ctx is None:
         return message

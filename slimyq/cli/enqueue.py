@@ -55,7 +55,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the jo
 
 
 def build() -> typer.Typer:
-    group = typer.Typer(name="enqueue", help=BULK_HELP, no_args_is_help=True)
+    group = typer.Typer(name="enqueue", help=BULK_HELP, no_args_is_help=True, add_completion=False)
     group.callback(invoke_without_command=True)(_bulk)
     for jt in registry.all_types():
         group.command(jt.cli_name, help=jt.help, no_args_is_help=False)(_command_for(jt))
@@ -79,7 +79,7 @@ def _command_for(jt: JobType) -> Any:
         arg = typer.Argument(metavar=positional.name.upper(), help=positional.help, show_default=False)
         params.append(("argument", Annotated[str | None, arg], None))
     for spec in specs:
-        info = opt(spec.option, help=spec.help, metavar=_metavar(spec), show_default=False)
+        info = opt(spec.option, help=spec.help, metavar=_metavar(jt, spec), show_default=False)
         params.append((spec.param, Annotated[str | None, info], None))
     queue_help = "The queue to run on (required)." if jt.queue == ANY_QUEUE else f"Always {jt.queue!r}."
     params += [
@@ -119,8 +119,22 @@ def _command_for(jt: JobType) -> Any:
     return command
 
 
-def _metavar(spec: FieldSpec) -> str:
-    return {"json": "JSON", "any": "JSON|TEXT"}.get(spec.kind, "TEXT")
+def _metavar(jt: JobType, spec: FieldSpec) -> str:
+    """What the value looks like: ``INTEGER``, ``NUMBER``, ``true|false``, ``a|b|c``, ``UUID``, ``JSON``, ``TEXT``."""
+    if spec.kind != "text":
+        return {"json": "JSON", "any": "JSON|TEXT"}[spec.kind]
+    from typing import Literal, get_args, get_origin
+    from uuid import UUID
+
+    info = jt.payload.model_fields.get(spec.name)
+    annotation = info.annotation if info is not None else str
+    options = [a for a in (get_args(annotation) if get_origin(annotation) is not Literal else (annotation,))
+               if a is not type(None)] or [annotation]
+    ann = options[0]
+    if get_origin(ann) is Literal:
+        choices = "|".join(str(v) for v in get_args(ann))
+        return choices if len(choices) <= 24 else "CHOICE"  # the help lists them: "one of ..."
+    return {bool: "true|false", int: "INTEGER", float: "NUMBER", UUID: "UUID"}.get(ann, "TEXT")
 
 
 def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: dict[str, Any]) -> None:

@@ -16,8 +16,14 @@ from slimyq.text import count
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
 
 
+BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
 def _queues(settings: Any, names: list[str] | None) -> list[str]:
     for name in names or []:
+        if name.lower() in BOOL_WORDS and name not in settings.queues:
+            raise UsageError(f"{name!r} is not a queue: flags such as --json take no value (write --json, "
+                             f"not --json {name})")
         if name not in settings.queues:
             raise UsageError(f"unknown queue {name!r}; known queues: {', '.join(settings.queue_names)}")
     return list(names or settings.queue_names)
