@@ -116,8 +116,12 @@ def show(
     title: str | None = None,
     columns: Sequence[str] | None = None,
     empty: str = "nothing to show",
+    record: type | None = None,
 ) -> None:
-    """Print records (a list) or one record (a mapping or dataclass) in the chosen format."""
+    """Print records (a list) or one record (a mapping or dataclass) in the chosen format.
+
+    ``record`` is the dataclass of the records: an empty list still gets its CSV header from it.
+    """
     fmt = Format(fmt)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(jsonable(data), ensure_ascii=False, indent=2) + "\n")
@@ -128,10 +132,13 @@ def show(
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
     cols = list(columns) if columns else _columns(rows)
+    if not cols and record is not None and dataclasses.is_dataclass(record):
+        cols = [f.name for f in dataclasses.fields(record)]
     if fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+        if cols:
+            writer.writerow(cols)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in cols])
         sys.stdout.write(buf.getvalue())

@@ -116,7 +116,7 @@ def report_cmd(
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
 ) -> None:
-    """Summary, action breakdown, top users/actions/resources and failures, computed in SQL."""
+    """Summary, every action with its failures, top users and resources, failure analysis: in SQL."""
     fmt = pick_format(fmt, as_json)
     if since is not None and (start is not None or end is not None):
         raise UsageError("--since cannot be combined with --start/--end")
@@ -157,10 +157,10 @@ def list_cmd(
     """Recent audit entries, newest first."""
     fmt = pick_format(fmt, as_json)
     lo = parsed("--since", since, parse_since) if since is not None else None
-    from slimyq.audit.listing import TABLE_COLUMNS, list_entries
+    from slimyq.audit.listing import TABLE_COLUMNS, AuditEntry, list_entries
 
     entries = list_entries(
         app_of(ctx).db, user=user, action=action, resource_type=resource_type, since=lo, failed=failed, limit=limit
     )
     columns = TABLE_COLUMNS if fmt is Format.table else None
-    render.show(entries, fmt, columns=columns, empty="no audit entries match")
+    render.show(entries, fmt, columns=columns, empty="no audit entries match", record=AuditEntry)

@@ -69,13 +69,13 @@ def show_runs(
     limit: int = 50,
 ) -> int:
     """Print recorded attempts, newest first; returns how many were shown."""
-    from slimyq.history.queries import list_runs
+    from slimyq.history.queries import RunRecord, list_runs
 
     runs = list_runs(db, since=since, state=state, job_type=job_type, user=user, queue=queue, limit=limit)
     if fmt is Format.table:
         render.show([_for_table(r) for r in runs], fmt, columns=RUN_COLUMNS, empty="no job runs match")
     else:
-        render.show(runs, fmt)
+        render.show(runs, fmt, record=RunRecord)
     return len(runs)
 
 

@@ -149,7 +149,9 @@ def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
                 for w in data]
         render.show(rows, fmt, empty="no live workers")
         return
-    render.show(data, fmt)
+    from slimyq.inspect.workers import WorkerInfo
+
+    render.show(data, fmt, record=WorkerInfo)
 
 
 def jobs(
@@ -201,7 +203,9 @@ def jobs(
                       "age": ago(j.at), "tries": j.attempts, "error": j.error} for j in page.rows]
     else:
         rows = page.rows
-    render.show(rows, fmt, empty="no jobs")
+    from slimyq.inspect.jobs import JobRow
+
+    render.show(rows, fmt, empty="no jobs", record=JobRow)
     if page.truncated:
         render.note(f"note: stopped after examining {page.scanned} jobs; narrow with --state/--since or raise --limit")
 
@@ -236,7 +240,9 @@ def check(
     elif fmt is Format.json:
         render.show(health, fmt)
     else:
-        render.show(health.problems, fmt)
+        from slimyq.inspect.health import Problem
+
+        render.show(health.problems, fmt, record=Problem)
     if not health.healthy:
         raise typer.Exit(1)
 
