@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import pty
 import re
 import subprocess
 import sys
@@ -80,29 +78,10 @@ def test_usage_errors_are_one_line_exit_2(env: dict[str, str], line: str, expect
     assert "╭" not in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_terminal_gets_the_same_one_line_error(env: dict[str, str]) -> None:
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run(["slimyq", "enqueue", "bogus-type"], env=env, stdin=follower, stdout=follower,
-                              stderr=follower, timeout=120)
-        os.close(follower)
-        follower = -1
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        if follower != -1:
-            os.close(follower)
-        os.close(leader)
-    assert proc.returncode == 2
-    text = seen.decode()
-    assert text.startswith("error: No such command 'bogus-type'") and "╭" not in text
+def test_a_terminal_gets_the_same_one_line_error(env: dict[str, str], on_tty) -> None:
+    code, shown, _ = on_tty(["slimyq", "enqueue", "bogus-type"], env, {"stdin", "stdout", "stderr"})
+    assert code == 2
+    assert shown.startswith("error: No such command 'bogus-type'") and "╭" not in shown
 
 
 # ----------------------------------------------------------------- version, help
@@ -184,33 +163,15 @@ def test_workers_state_follows_current_jobs(env: dict[str, str], r: redis_lib.Re
 # ----------------------------------------------------------------- the embedded server
 
 
-def test_embedded_server_says_it_stays_only_on_a_terminal(tmp_path: Path) -> None:
+def test_embedded_server_says_it_stays_only_on_a_terminal(tmp_path: Path, on_tty) -> None:
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8", "NO_COLOR": "1",
            "SLIMYQ_DATA_DIR": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "x"),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'e.sqlite3'}"}
     try:
-        leader, follower = pty.openpty()
-        try:
-            proc = subprocess.run(["slimyq", "stats", "--json"], env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=follower, timeout=120)
-            os.close(follower)
-            follower = -1
-            seen = b""
-            while True:
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-        finally:
-            if follower != -1:
-                os.close(follower)
-            os.close(leader)
-        assert proc.returncode == 0
-        note = b" ".join(seen.split())
-        assert b"started the embedded Valkey server" in note and b"slimyq server stop" in note
+        code, shown, _ = on_tty(["slimyq", "stats", "--json"], env, {"stderr"})
+        assert code == 0
+        note = " ".join(shown.split())
+        assert "started the embedded Valkey server" in note and "slimyq server stop" in note
         again = sh("slimyq stats --json", env)  # already running: nothing to say, and cron sees nothing anyway
         assert again.returncode == 0 and again.stderr == ""
     finally:
