@@ -339,3 +339,25 @@ def test_cli_bad_resume_is_a_usage_error(cli, r, tmp_path, bad):
     result = cli("enqueue", "--file", str(path), "--resume", bad)
     assert result.exit_code == 2 and "--resume:" in result.stderr
     assert r.keys("rq:*") == []
+
+
+def test_a_refusal_mid_run_keeps_its_exit_code(cli, r, tmp_path, monkeypatch):
+    """A chunk refused for the rate limit (exit 75) still says what is queued and how to continue."""
+    from slimyq.errors import RateLimited
+
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(700)])
+    real = bulk.enqueue_many
+    calls = {"n": 0}
+
+    def refusing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RateLimited(12)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "enqueue_many", refusing)
+    result = cli("enqueue", "--file", str(path))
+    assert result.exit_code == 75
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: bulk enqueue stopped (rate limited: retry in 12 s): 500 of 700 jobs enqueued")
+    assert r.llen(keys.queue("database")) == 500

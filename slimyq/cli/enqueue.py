@@ -363,4 +363,6 @@ def _stopped(job: BulkJob, total: int, stopped: BulkStopped) -> SlimyqError:
         return Interrupted(f"interrupted: {sure}; {cont}")
     known = cause if isinstance(cause, SlimyqError) else translate(cause)
     reason = str(known) if known is not None else f"{type(cause).__name__}: {cause}"
-    return SlimyqError(f"bulk enqueue stopped ({reason}): {sure}; {cont}")
+    stopped_error = SlimyqError(f"bulk enqueue stopped ({reason}): {sure}; {cont}")
+    stopped_error.exit_code = known.exit_code if known is not None else 1  # e.g. 75 when rate limited
+    return stopped_error
