@@ -361,3 +361,15 @@ def test_a_refusal_mid_run_keeps_its_exit_code(cli, r, tmp_path, monkeypatch):
     [line] = result.stderr.splitlines()
     assert line.startswith("error: bulk enqueue stopped (rate limited: retry in 12 s): 500 of 700 jobs enqueued")
     assert r.llen(keys.queue("database")) == 500
+
+
+def test_stdin_is_named_stdin_and_resumes_from_the_same_input(cli, r):
+    text = json.dumps(conv("a")) + "\n{\n"
+    bad = cli("enqueue", "--file", "-", input=text)
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines()[-1] == "error: stdin: 1 of 2 lines is invalid; nothing was enqueued"
+    good = "\n".join(json.dumps(conv(f"u{i}")) for i in range(3)) + "\n"
+    first = json.loads(cli("enqueue", "--file", "-", "--json", input=good).stdout)
+    rest = cli("enqueue", "--file", "-", "--resume", f"{first['run']}:2", input=good)
+    assert rest.stdout == "enqueued 0 jobs (2 already existed)\n"
+    assert r.llen(keys.queue("database")) == 3

@@ -296,11 +296,16 @@ class BulkJob:
     run: str
     start: int
 
+    @property
+    def shown(self) -> str:
+        return "stdin" if self.name == "-" else self.name
+
     def resume_command(self, line: int) -> str:
         parts = ["slimyq", "enqueue", "--file", shlex.quote(self.name)]
         parts += ["--queue", shlex.quote(self.queue)] if self.queue else []
         parts += ["--skip-invalid"] if self.skip_invalid else []
-        return " ".join([*parts, "--resume", f"{self.run}:{line}"])
+        again = " (with the same input on stdin)" if self.name == "-" else ""
+        return " ".join([*parts, "--resume", f"{self.run}:{line}"]) + again
 
 
 def _resume_point(text: str) -> tuple[str, int]:
@@ -316,17 +321,17 @@ def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> 
     settings = app_.settings
     parser = bulk.LineParser(settings.queue_names, default_queue=job.queue)
     try:
-        with render.progress(f"checking {job.name}") as advance:
+        with render.progress(f"checking {job.shown}") as advance:
             found = bulk.scan(path, parser, job.start)
             advance(found.lines)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while checking {job.name}; nothing was enqueued") from None
+        raise Interrupted(f"interrupted while checking {job.shown}; nothing was enqueued") from None
     more = [f"... and {count(found.unreported, 'more invalid line')}"] if found.unreported else []
     problems = found.problems + more
     if found.invalid and not (job.skip_invalid and found.valid):
         what = "no line is valid" if job.skip_invalid else f"{found.invalid:,} of {count(found.lines, 'line')} " + (
             "is invalid" if found.invalid == 1 else "are invalid")
-        raise ValidationFailed([*problems, f"{job.name}: {what}; nothing was enqueued"])
+        raise ValidationFailed([*problems, f"{job.shown}: {what}; nothing was enqueued"])
     for problem in problems:
         render.warn(problem)
     conn = app_.redis
@@ -354,7 +359,7 @@ def _stopped(job: BulkJob, total: int, stopped: BulkStopped) -> SlimyqError:
     done = stopped.result
     cont = f"continue with: {job.resume_command(done.next_line)}"
     sure = f"{done.done:,} of {count(total, 'job')} enqueued ({done.existed:,} already existed) through line " \
-           f"{done.next_line - 1:,} of {job.name}"
+           f"{done.next_line - 1:,} of {job.shown}"
     if stopped.uncertain:
         lo, hi = stopped.uncertain
         sure += f"; lines {lo:,}-{hi:,} were being sent and may be queued (the command skips them if so)"
