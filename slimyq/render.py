@@ -189,8 +189,11 @@ def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table)
         cols = _columns(flat)
         show(flat, fmt, columns=cols)
         return
-    for name, data in sections.items():
-        show(data, fmt, title=name.replace("_", " "))
+    for index, (name, data) in enumerate(sections.items()):
+        if index:
+            line()
+        title = name.replace("_", " ")
+        show(data, fmt, title=title, empty=f"{title}: none")
 
 
 def _csv_cell(value: Any) -> str:

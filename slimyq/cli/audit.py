@@ -134,12 +134,7 @@ def report_cmd(
 
     report = build_report(app_of(ctx).db, lo, hi, top=top)
     sections = report.sections()
-    if fmt is not Format.table:
-        render.show_sections(sections, fmt)
-        return
-    for name, data in sections.items():
-        title = name.replace("_", " ")
-        render.show(data, fmt, title=title, empty=f"{title}: none")
+    render.show_sections(sections, fmt)
 
 
 @app.command("list")
