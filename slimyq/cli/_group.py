@@ -53,7 +53,8 @@ class SlimyqGroup(TyperGroup):
         except ClickException as exc:
             from slimyq import render
 
-            render.error(usage_message(exc))
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                render.error(usage_message(exc))
             sys.exit(exc.exit_code)
         except typer.Abort:
             from slimyq import render
@@ -77,7 +78,8 @@ class SlimyqGroup(TyperGroup):
         from slimyq import render
 
         try:
-            return super().invoke(ctx)
+            super().invoke(ctx)
+            return None  # a command's return value is not an exit code (main() reads ints as exit codes)
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except BrokenPipeError:

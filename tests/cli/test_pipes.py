@@ -78,6 +78,12 @@ def test_usage_errors_are_one_line_exit_2(env: dict[str, str], line: str, expect
     assert "╭" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_no_arguments_print_the_help_and_no_error_line(env: dict[str, str]) -> None:
+    for line in ("slimyq", "slimyq audit"):
+        proc = sh(line, env)
+        assert proc.returncode == 2 and "Usage: " in proc.stdout and "error:" not in proc.stderr
+
+
 def test_a_terminal_gets_the_same_one_line_error(env: dict[str, str], on_tty) -> None:
     code, shown, _ = on_tty(["slimyq", "enqueue", "bogus-type"], env, {"stdin", "stdout", "stderr"})
     assert code == 2
