@@ -41,10 +41,18 @@ class App:
     def redis(self) -> redis.Redis:
         from slimyq.redis import connect
 
-        return connect(self.settings)
+        return connect(self.settings, on_start=_server_started)
 
     @cached_property
     def db(self) -> peewee.Database:
         from slimyq.db import open_database
 
         return open_database(self.settings)
+
+
+def _server_started(socket: Path) -> None:
+    """Where the embedded server starts, say that it stays (a note on a terminal; cron stays quiet)."""
+    from slimyq import render
+
+    render.note(f"started the embedded Valkey server on {socket}; it keeps running for the next commands "
+                "(stop it with: slimyq server stop)")

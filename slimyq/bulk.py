@@ -5,16 +5,24 @@ One job a line: ``{"type": "create_conversation", "payload": {...}, "jobId": "..
 blank lines are ignored). Problems are ``line N: field: problem`` with fields in camelCase, as in
 the file. Nothing parsed is kept between the two passes: the file is read again for the second,
 so memory stays flat for any number of lines (standard input is spooled to a temporary file first).
+
+Resumable: each run has a run id, and a line without ``jobId`` is enqueued as
+``bulk-<run>-<line number>``. A run stopped by a signal finishes the chunk in flight and reports
+the next line; a run stopped by an error reports the chunk it could not confirm. Resuming with the
+same run id from that line writes nothing twice: ids already in Redis are skipped.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,13 +55,6 @@ class Scan:
     @property
     def unreported(self) -> int:
         return max(self.invalid - len(self.problems), 0) if self.problems else 0
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    enqueued: int
-    existed: int
-    invalid: int  # lines skipped as invalid in the second pass
 
 
 class LineParser:
@@ -158,10 +159,12 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def scan(path: Path, parser: LineParser) -> Scan:
-    """First pass: validate every line; keep counts and the first problems only."""
+def scan(path: Path, parser: LineParser, start_line: int = 1) -> Scan:
+    """First pass: validate every line (from ``start_line`` on); keep counts and the first problems only."""
     result = Scan()
     for number, raw in read_lines(path):
+        if number < start_line:
+            continue
         result.lines += 1
         try:
             req = parser.parse(raw)
@@ -179,13 +182,72 @@ def scan(path: Path, parser: LineParser) -> Scan:
     return result
 
 
-def valid_requests(path: Path, parser: LineParser, invalid: list[int]) -> Iterator[EnqueueRequest]:
-    """Second pass: the valid lines' requests, in file order (counts skipped lines in ``invalid``)."""
-    for _number, raw in read_lines(path):
-        try:
-            yield parser.parse(raw)
-        except ValidationFailed:
-            invalid[0] += 1
+def new_run() -> str:
+    """A bulk run's id: lines without a ``jobId`` get ``bulk-<run>-<line>`` ids (see :func:`line_job_id`)."""
+    return secrets.token_hex(4)
+
+
+def line_job_id(run: str, number: int) -> str:
+    """The job id of line ``number`` of run ``run``: the same on a resumed run, so it enqueues nothing twice."""
+    return f"bulk-{run}-{number}"
+
+
+@dataclass
+class BulkResult:
+    """What the enqueue pass did so far; ``next_line`` is the first line not known to be enqueued."""
+
+    run: str
+    next_line: int
+    enqueued: int = 0
+    existed: int = 0
+    invalid: int = 0  # lines skipped as invalid in the second pass
+
+    @property
+    def done(self) -> int:
+        return self.enqueued + self.existed
+
+
+class BulkStopped(Exception):
+    """The enqueue pass stopped early (a signal, or an error while sending a chunk).
+
+    ``result`` counts the chunks whose reply was read; ``uncertain`` is the range of lines whose
+    chunk was being sent when it stopped (None when the stop fell between chunks). Resuming at
+    ``result.next_line`` with the same run id is safe either way: a job already written is skipped.
+    """
+
+    def __init__(self, result: BulkResult, uncertain: tuple[int, int] | None, cause: BaseException | None) -> None:
+        self.result = result
+        self.uncertain = uncertain
+        self.cause = cause
+        super().__init__(f"bulk enqueue stopped at line {result.next_line}")
+
+
+class StopFlag:
+    """SIGINT/SIGTERM during the enqueue pass: finish the chunk in flight, then stop (a second signal
+    stops at once). Only installs handlers in the main thread; elsewhere it is never set."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @property
+    def is_set(self) -> bool:
+        return self.signal is not None
 
 
 def enqueue_file(
@@ -194,24 +256,52 @@ def enqueue_file(
     path: Path,
     parser: LineParser,
     *,
+    run: str,
+    start_line: int = 1,
     advance: Callable[[int], None] = lambda n: None,
     chunk: int = CHUNK,
+    stop: StopFlag | None = None,
 ) -> BulkResult:
-    """Enqueue every valid line of ``path`` in chunks (one round trip each)."""
-    enqueued = existed = pending = 0
-    invalid = [0]
-    for done in enqueue_many(conn, settings, valid_requests(path, parser, invalid), chunk=chunk):
-        if done.status == "exists":
-            existed += 1
-        else:
-            enqueued += 1
-        pending += 1
-        if pending >= chunk:
-            advance(pending)
-            pending = 0
-    if pending:
-        advance(pending)
-    return BulkResult(enqueued, existed, invalid[0])
+    """Enqueue every valid line of ``path`` from ``start_line`` on, in chunks (one round trip each).
+
+    Lines without a ``jobId`` get :func:`line_job_id` ids. Raises :class:`BulkStopped` when ``stop``
+    is set (checked after each chunk) or sending a chunk fails.
+    """
+    result = BulkResult(run=run, next_line=start_line)
+    batch: list[tuple[int, EnqueueRequest]] = []
+    last = start_line - 1
+    for number, raw in read_lines(path):
+        if number < start_line:
+            continue
+        last = number
+        try:
+            req = parser.parse(raw)
+        except ValidationFailed:
+            result.invalid += 1
+            continue
+        batch.append((number, req if req.job_id else replace(req, job_id=line_job_id(run, number))))
+        if len(batch) >= chunk:
+            _send(conn, settings, batch, result, advance)
+            batch = []
+            if stop is not None and stop.is_set:
+                raise BulkStopped(result, None, None)
+    if batch:
+        _send(conn, settings, batch, result, advance)
+    result.next_line = last + 1
+    return result
+
+
+def _send(conn: redis.Redis, settings: Settings, batch: list[tuple[int, EnqueueRequest]], result: BulkResult,
+          advance: Callable[[int], None]) -> None:
+    try:
+        done = list(enqueue_many(conn, settings, [req for _, req in batch], chunk=len(batch)))
+    except (Exception, KeyboardInterrupt) as exc:
+        raise BulkStopped(result, (batch[0][0], batch[-1][0]), exc) from exc
+    existed = sum(1 for d in done if d.status == "exists")
+    result.existed += existed
+    result.enqueued += len(done) - existed
+    result.next_line = batch[-1][0] + 1
+    advance(len(done))
 
 
 @contextmanager

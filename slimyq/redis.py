@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -57,8 +59,9 @@ def describe(settings: Settings) -> str:
     return f"embedded valkey at {paths(settings).socket}"
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A verified (PINGed) client. Without a URL the embedded server is started if needed."""
+def connect(settings: Settings, on_start: Callable[[Path], None] | None = None) -> redis.Redis:
+    """A verified (PINGed) client. Without a URL the embedded server is started if needed (and left
+    running for the next command; ``on_start(socket)`` is called when this call started it)."""
     if settings.redis_url:
         try:
             client = redis.Redis.from_url(settings.redis_url, **_options())
@@ -70,7 +73,7 @@ def connect(settings: Settings) -> redis.Redis:
     else:
         from slimyq.server import ensure_running
 
-        client = redis.Redis(unix_socket_path=str(ensure_running(settings)), **_options())
+        client = redis.Redis(unix_socket_path=str(ensure_running(settings, on_start=on_start)), **_options())
     try:
         client.ping()
     except redis.AuthenticationError as exc:

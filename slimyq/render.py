@@ -1,6 +1,7 @@
 """The only module that imports Rich: turns plain data into tables, JSON, NDJSON or CSV.
 
-Commands hand over dataclasses, dicts or lists of them. Tables are for people; JSON keys are
+Commands hand over dataclasses, dicts or lists of them. Tables are for people (Rich boxes on a
+terminal; plain space-aligned columns that never wrap a field in a pipe); JSON keys are
 snake_case; ``ndjson`` and ``csv`` print one record a line for scripts. Everything long shows
 progress on a terminal (stderr) and nothing extra without one, so cron stays quiet.
 """
@@ -115,8 +116,12 @@ def show(
     title: str | None = None,
     columns: Sequence[str] | None = None,
     empty: str = "nothing to show",
+    record: type | None = None,
 ) -> None:
-    """Print records (a list) or one record (a mapping or dataclass) in the chosen format."""
+    """Print records (a list) or one record (a mapping or dataclass) in the chosen format.
+
+    ``record`` is the dataclass of the records: an empty list still gets its CSV header from it.
+    """
     fmt = Format(fmt)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(jsonable(data), ensure_ascii=False, indent=2) + "\n")
@@ -127,13 +132,19 @@ def show(
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
     cols = list(columns) if columns else _columns(rows)
+    if not cols and record is not None and dataclasses.is_dataclass(record):
+        cols = [f.name for f in dataclasses.fields(record)]
     if fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(cols)
+        if cols:
+            writer.writerow(cols)
         for row in rows:
             writer.writerow(["" if row.get(c) is None else _csv_cell(row.get(c)) for c in cols])
         sys.stdout.write(buf.getvalue())
+        return
+    if not sys.stdout.isatty():
+        _plain(data, rows, cols, title=title, empty=empty)
         return
     if isinstance(jsonable(data), dict):
         out().print(kv_table(rows[0], title=title))
@@ -142,6 +153,27 @@ def show(
         out().print(empty)
         return
     out().print(table(rows, cols, title=title))
+
+
+def _plain(data: Any, rows: list[dict[str, Any]], cols: list[str], *, title: str | None, empty: str) -> None:
+    """A table without a terminal: plain columns, one record a line, never wrapped or cut (for grep, awk).
+
+    Columns are separated by two spaces and padded to their widest cell; headers keep their
+    snake_case names (one word each); a cell's own line breaks are written as ``\\n``. One record
+    (a mapping) prints as ``key  value`` lines.
+    """
+    if isinstance(jsonable(data), dict):
+        grid = [[k, _cell(v)] for k, v in rows[0].items()]
+    elif not rows:
+        line(empty)
+        return
+    else:
+        grid = [list(cols), *([_cell(row.get(c)) for c in cols] for row in rows)]
+    grid = [[cell.replace("\r", "\\r").replace("\n", "\\n") for cell in r] for r in grid]
+    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))] if grid else []
+    text = [title] if title else []
+    text += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in grid]
+    sys.stdout.write("\n".join(text) + "\n")
 
 
 def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table) -> None:
@@ -157,8 +189,11 @@ def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table)
         cols = _columns(flat)
         show(flat, fmt, columns=cols)
         return
-    for name, data in sections.items():
-        show(data, fmt, title=name.replace("_", " "))
+    for index, (name, data) in enumerate(sections.items()):
+        if index:
+            line()
+        title = name.replace("_", " ")
+        show(data, fmt, title=title, empty=f"{title}: none")
 
 
 def _csv_cell(value: Any) -> str:
@@ -203,6 +238,16 @@ def line(text: str = "") -> None:
     """Plain text to stdout (no markup, no wrapping)."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def summary(text: str, verbose: bool = False) -> None:
+    """A success summary for a person: stdout on a terminal or with ``-v``; nothing in cron or a pipe.
+
+    The rule for commands meant for cron and scripts: silent on success without a terminal,
+    errors one line on stderr, the exit code tells the outcome.
+    """
+    if verbose or sys.stdout.isatty():
+        line(text)
 
 
 def note(text: str) -> None:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,8 +93,13 @@ def paths(settings: Settings) -> ServerPaths:
     return found
 
 
-def ensure_running(settings: Settings, timeout: float = START_TIMEOUT) -> Path:
-    """The socket path of a running embedded server, starting one if needed."""
+def ensure_running(settings: Settings, timeout: float = START_TIMEOUT,
+                   on_start: Callable[[Path], None] | None = None) -> Path:
+    """The socket path of a running embedded server, starting one if needed.
+
+    A server started here keeps running after this process ends (the next command reuses it);
+    ``on_start(socket)`` is called when this call started it, so the CLI can say so.
+    """
     if settings.redis_url:
         raise UsageError(
             f"a Redis URL is configured ({redact_url(settings.redis_url)}), so slimyq uses that server "
@@ -104,7 +109,9 @@ def ensure_running(settings: Settings, timeout: float = START_TIMEOUT) -> Path:
     if _ready(_ping(where.socket)):  # the common case: no lock, one round trip
         return where.socket
     with _locked(where, timeout + 10):
-        _start_locked(where, timeout)
+        started = _start_locked(where, timeout)
+    if started and on_start is not None:
+        on_start(where.socket)
     return where.socket
 
 
@@ -163,11 +170,12 @@ def stop(settings: Settings, timeout: float = 10) -> bool:
         return True
 
 
-def _start_locked(where: ServerPaths, timeout: float) -> None:
+def _start_locked(where: ServerPaths, timeout: float) -> bool:
+    """Start the server unless it runs; True when this call started it."""
     reply = _ping(where.socket, timeout=5.0)
     if reply is not None:  # running (perhaps still loading its AOF)
         _wait_ready(where, timeout, offset=None)
-        return
+        return False
     pid = _read_pid(where.pidfile)
     if pid is not None and _pid_alive(pid):
         raise SlimyqError(
@@ -176,6 +184,7 @@ def _start_locked(where: ServerPaths, timeout: float) -> None:
         )
     _clean_stale(where)
     _spawn(where, timeout)
+    return True
 
 
 def _binary() -> Path:

@@ -241,3 +241,45 @@ def _truncate_all(url: str) -> None:
                     db.execute_sql(f"DELETE FROM {table}")
     finally:
         db.close()
+
+
+# ----------------------------------------------------------------- a terminal for real processes
+
+
+@pytest.fixture
+def on_tty() -> Callable[..., tuple[int, str, str]]:
+    """Run a command with the chosen streams on a pseudo-terminal (the others piped):
+    ``on_tty(args, env, streams={"stdout"})`` -> (exit code, what the terminal showed, piped stderr)."""
+    import pty
+    import subprocess
+
+    def run(args: list[str], env: dict[str, str], streams: frozenset[str] | set[str] = frozenset({"stdout"})
+            ) -> tuple[int, str, str]:
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                args, env=env,
+                stdin=follower if "stdin" in streams else subprocess.DEVNULL,
+                stdout=follower if "stdout" in streams else subprocess.PIPE,
+                stderr=follower if "stderr" in streams else subprocess.PIPE,
+            )
+            os.close(follower)
+            follower = -1
+            seen = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the terminal closed: every writer exited
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            piped = proc.stderr.read().decode() if proc.stderr else ""
+            code = proc.wait(timeout=120)
+        finally:
+            if follower != -1:
+                os.close(follower)
+            os.close(leader)
+        return code, seen.decode(errors="replace"), piped
+
+    return run

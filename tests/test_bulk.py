@@ -138,8 +138,8 @@ def test_enqueue_file_in_order_with_dedupe(tmp_path, r):
     lines.insert(600, {**conv("again"), "jobId": "job-0001"})  # a duplicate id: reported as existing
     path = write(tmp_path / "jobs.jsonl", lines)
     seen: list[int] = []
-    result = bulk.enqueue_file(r, settings, path, bulk.LineParser(QUEUES), advance=seen.append, chunk=500)
-    assert (result.enqueued, result.existed, result.invalid) == (1200, 1, 0)
+    result = bulk.enqueue_file(r, settings, path, bulk.LineParser(QUEUES), run="r1", advance=seen.append, chunk=500)
+    assert (result.enqueued, result.existed, result.invalid, result.next_line) == (1200, 1, 0, 1202)
     assert sum(seen) == 1201 and seen[0] == 500
     ids = [x.decode() for x in r.lrange(keys.queue("database"), 0, -1)]
     assert ids == [f"job-{i:04d}" for i in range(1200)]
@@ -189,6 +189,10 @@ def test_cli_skip_invalid_enqueues_the_good_ones(cli, r, tmp_path):
     assert result.stderr.splitlines()[0].startswith("warning: line 2: not valid JSON")
     assert result.stderr.splitlines()[1].startswith("warning: line 4: personalityMode:")
     assert r.llen(keys.queue("database")) == 2
+    one = write(tmp_path / "one.jsonl", [conv("a"), "{"])
+    assert cli("enqueue", "--file", str(one), "--skip-invalid").stdout.endswith(", skipped 1 invalid line\n")
+    refused = cli("enqueue", "--file", str(one))
+    assert refused.stderr.splitlines()[-1] == f"error: {one}: 1 of 2 lines is invalid; nothing was enqueued"
 
 
 def test_cli_skip_invalid_with_no_valid_line_exits_2(cli, r, tmp_path):
@@ -203,9 +207,11 @@ def test_cli_stdin_and_json_summary_with_existing_ids(cli, r):
     text = "\n".join(json.dumps({**conv(f"u{i}"), "jobId": f"s-{i}"}) for i in range(3)) + "\n"
     first = cli("enqueue", "--file", "-", "--json", input=text)
     assert first.exit_code == 0, first.stderr
-    assert json.loads(first.stdout) == {"enqueued": 3, "existed": 0, "invalid": 0, "lines": 3}
-    again = cli("enqueue", "--file", "-", "--format", "json", input=text)
-    assert json.loads(again.stdout) == {"enqueued": 0, "existed": 3, "invalid": 0, "lines": 3}
+    summary = json.loads(first.stdout)
+    assert summary == {"enqueued": 3, "existed": 0, "invalid": 0, "lines": 3, "run": summary["run"]}
+    again = json.loads(cli("enqueue", "--file", "-", "--format", "json", input=text).stdout)
+    assert again == {"enqueued": 0, "existed": 3, "invalid": 0, "lines": 3, "run": again["run"]}
+    assert again["run"] != summary["run"]
     assert r.llen(keys.queue("database")) == 3
 
 
@@ -246,3 +252,124 @@ def test_cli_file_with_a_job_type_is_a_usage_error(cli, r, tmp_path):
     result = cli("enqueue", "--file", str(path), "create-conversation", "--user", "u1")
     assert result.exit_code == 2
     assert r.keys("rq:*") == []
+
+
+# ------------------------------------------------------------------ stopping and resuming
+
+
+def test_lines_without_job_id_get_run_and_line_ids(tmp_path, r):
+    settings = load_settings().settings
+    path = write(tmp_path / "jobs.jsonl", [conv("a"), "", {**conv("b"), "jobId": "own"}, conv("c")])
+    result = bulk.enqueue_file(r, settings, path, bulk.LineParser(QUEUES), run="ab12")
+    assert (result.enqueued, result.next_line) == (3, 5)
+    assert [x.decode() for x in r.lrange(keys.queue("database"), 0, -1)] == ["bulk-ab12-1", "own", "bulk-ab12-4"]
+
+
+class _SetAfter(bulk.StopFlag):
+    """A stop flag set by the test after the first chunk (as a signal would set it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    @property
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks >= 1
+
+
+def test_stop_flag_stops_after_the_chunk_in_flight_and_resume_finishes(tmp_path, r):
+    settings = load_settings().settings
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(25)])
+    parser = bulk.LineParser(QUEUES)
+    with pytest.raises(bulk.BulkStopped) as info:
+        bulk.enqueue_file(r, settings, path, parser, run="cafe", chunk=10, stop=_SetAfter())
+    stopped = info.value
+    assert (stopped.result.enqueued, stopped.result.next_line, stopped.uncertain) == (10, 11, None)
+    assert r.llen(keys.queue("database")) == 10
+    rest = bulk.enqueue_file(r, settings, path, parser, run="cafe", start_line=11, chunk=10)
+    assert (rest.enqueued, rest.existed) == (15, 0)
+    ids = [x.decode() for x in r.lrange(keys.queue("database"), 0, -1)]
+    assert ids == [f"bulk-cafe-{n}" for n in range(1, 26)]
+
+
+def test_resuming_over_lines_already_sent_enqueues_nothing_twice(tmp_path, r):
+    """The uncertain chunk of a run cut by an error: it may have landed; resuming skips it by id."""
+    settings = load_settings().settings
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(30)])
+    parser = bulk.LineParser(QUEUES)
+    bulk.enqueue_file(r, settings, path, parser, run="beef", chunk=10)
+    again = bulk.enqueue_file(r, settings, path, parser, run="beef", start_line=11, chunk=10)
+    assert (again.enqueued, again.existed) == (0, 20)
+    assert r.llen(keys.queue("database")) == 30
+
+
+def test_an_error_mid_run_reports_the_uncertain_chunk(cli, r, tmp_path, monkeypatch):
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(1200)])
+    real = bulk.enqueue_many
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            import redis
+
+            raise redis.ConnectionError("Connection closed by server.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "enqueue_many", flaky)
+    result = cli("enqueue", "--file", str(path))
+    assert result.exit_code == 1 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: bulk enqueue stopped (lost the connection to Redis")
+    assert f"500 of 1,200 jobs enqueued (0 already existed) through line 500 of {path}" in line
+    assert "lines 501-1,000 were being sent and may be queued" in line
+    run = line.rsplit("--resume ", 1)[1].split(":")[0]
+    assert line.endswith(f"continue with: slimyq enqueue --file {path} --resume {run}:501")
+    monkeypatch.setattr(bulk, "enqueue_many", real)
+    rest = cli("enqueue", "--file", str(path), "--resume", f"{run}:501")
+    assert rest.exit_code == 0, rest.stderr
+    assert rest.stdout == "enqueued 700 jobs (0 already existed)\n"
+    assert r.llen(keys.queue("database")) == 1200
+
+
+@pytest.mark.parametrize("bad", ["x", "abc", "abc:", ":3", "abc:0", "ABC!:3", "abc:-1"])
+def test_cli_bad_resume_is_a_usage_error(cli, r, tmp_path, bad):
+    path = write(tmp_path / "jobs.jsonl", [conv("a")])
+    result = cli("enqueue", "--file", str(path), "--resume", bad)
+    assert result.exit_code == 2 and "--resume:" in result.stderr
+    assert r.keys("rq:*") == []
+
+
+def test_a_refusal_mid_run_keeps_its_exit_code(cli, r, tmp_path, monkeypatch):
+    """A chunk refused for the rate limit (exit 75) still says what is queued and how to continue."""
+    from slimyq.errors import RateLimited
+
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(700)])
+    real = bulk.enqueue_many
+    calls = {"n": 0}
+
+    def refusing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RateLimited(12)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "enqueue_many", refusing)
+    result = cli("enqueue", "--file", str(path))
+    assert result.exit_code == 75
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: bulk enqueue stopped (rate limited: retry in 12 s): 500 of 700 jobs enqueued")
+    assert r.llen(keys.queue("database")) == 500
+
+
+def test_stdin_is_named_stdin_and_resumes_from_the_same_input(cli, r):
+    text = json.dumps(conv("a")) + "\n{\n"
+    bad = cli("enqueue", "--file", "-", input=text)
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines()[-1] == "error: stdin: 1 of 2 lines is invalid; nothing was enqueued"
+    good = "\n".join(json.dumps(conv(f"u{i}")) for i in range(3)) + "\n"
+    first = json.loads(cli("enqueue", "--file", "-", "--json", input=good).stdout)
+    rest = cli("enqueue", "--file", "-", "--resume", f"{first['run']}:2", input=good)
+    assert rest.stdout == "enqueued 0 jobs (2 already existed)\n"
+    assert r.llen(keys.queue("database")) == 3

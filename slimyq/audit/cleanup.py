@@ -27,6 +27,7 @@ from slimyq.db.connect import short_reason
 from slimyq.db.models import AuditLog
 from slimyq.errors import SlimyqError
 from slimyq.jobs.base import write_transaction
+from slimyq.text import count
 from slimyq.timeparse import fmt_utc, to_aware_utc, to_naive_utc
 
 DEFAULT_BATCH = 5000
@@ -40,7 +41,7 @@ class CleanupFailed(SlimyqError):
     def __init__(self, deleted: int, reason: str) -> None:
         self.deleted = deleted
         super().__init__(
-            f"audit cleanup failed after deleting {deleted} entries ({reason}); "
+            f"audit cleanup failed after deleting {count(deleted, 'entry')} ({reason}); "
             "the table is consistent, run the cleanup again to finish"
         )
 
@@ -57,7 +58,7 @@ class CleanupPreview:
     dry_run: bool = True
 
     def line(self) -> str:
-        text = f"would delete {self.would_delete} audit entries older than {fmt_utc(self.before)}"
+        text = f"would delete {count(self.would_delete, 'audit entry')} older than {fmt_utc(self.before)}"
         if self.would_delete and self.oldest and self.newest:
             text += f" (oldest {fmt_utc(self.oldest)}, newest {fmt_utc(self.newest)})"
         return text + _kept(self.excluded_actions)
@@ -76,7 +77,7 @@ class CleanupResult:
     def line(self) -> str:
         if self.skipped:
             return BUSY_MESSAGE
-        return f"deleted {self.deleted} audit entries older than {fmt_utc(self.before)}" + _kept(
+        return f"deleted {count(self.deleted, 'audit entry')} older than {fmt_utc(self.before)}" + _kept(
             self.excluded_actions
         )
 

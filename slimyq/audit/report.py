@@ -78,12 +78,15 @@ class AuditReportData:
         return [Failure(a.action, a.count, a.failed, _rate(a.failed, a.count)) for a in rows]
 
     def sections(self) -> dict[str, Any]:
-        """For ``slimyq audit report``: one table per section."""
+        """For ``slimyq audit report``: one table per section.
+
+        The actions appear once: every action, most frequent first, with its failures (the job's
+        ``topActions`` is the first ``top`` of them, so the CLI does not print it again).
+        """
         return {
             "summary": self.summary,
-            "action_breakdown": [{"action": a.action, "count": a.count} for a in self.actions],
+            "actions": [{"action": a.action, "count": a.count, "failed": a.failed} for a in self.actions],
             "top_users": self.top_users,
-            "top_actions": [{"action": a.action, "count": a.count} for a in self.top_actions],
             "top_resources": self.top_resources,
             "failure_analysis": self.failure_analysis,
         }

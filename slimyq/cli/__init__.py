@@ -30,10 +30,18 @@ app = typer.Typer(
     name="slimyq",
     help="Run and inspect job queues: workers, enqueue, stats, jobs and audit log maintenance.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, here only
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"slimyq {version('slimyq')}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -41,16 +49,23 @@ def _root(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="Config file (default: $SLIMYQ_CONFIG, ./slimyq.toml, XDG config dir)."),
+        typer.Option("--config", "-c", metavar="PATH",
+                     help="Config file (default: $SLIMYQ_CONFIG, ./slimyq.toml, XDG config dir)."),
     ] = None,
-    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL (overrides REDIS_URL).")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", metavar="URL", help="Redis URL (overrides REDIS_URL).")
+    ] = None,
     database_url: Annotated[
-        str | None, typer.Option("--database-url", help="Database URL (overrides DATABASE_URL).")
+        str | None, typer.Option("--database-url", metavar="URL", help="Database URL (overrides DATABASE_URL).")
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Option("--data-dir", help="Where the embedded server and SQLite file live.")
+        str | None,
+        typer.Option("--data-dir", metavar="PATH", help="Where the embedded server and SQLite file live."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     from slimyq.app import App
 

@@ -6,9 +6,13 @@ what a user sees.
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -35,11 +39,38 @@ def _debug(ctx: Any) -> bool:
 
 
 class SlimyqGroup(TyperGroup):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        """Typer's own usage errors (a bad flag, a missing option, an unknown command) become the same
+        one-line ``error: ...`` as every other error, exit 2, instead of Typer's boxed panel."""
+        from slimyq.cli._help import honest
+
+        honest(self)
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except ClickException as exc:
+            from slimyq import render
+
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                render.error(usage_message(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from slimyq import render
+
+            render.error("aborted; nothing was done")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
+            from slimyq.cli._help import honest
+
             cmd = load_lazy(name)
             cmd._slimyq_real = True
+            honest(cmd)
             self.commands[name] = cmd
         return name, cmd, rest
 
@@ -47,7 +78,8 @@ class SlimyqGroup(TyperGroup):
         from slimyq import render
 
         try:
-            return super().invoke(ctx)
+            super().invoke(ctx)
+            return None  # a command's return value is not an exit code (main() reads ints as exit codes)
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except BrokenPipeError:
@@ -73,6 +105,24 @@ class SlimyqGroup(TyperGroup):
                 raise typer.Exit(1) from None
             render.error(str(translated))
             raise typer.Exit(translated.exit_code) from None
+
+
+def usage_message(exc: ClickException) -> str:
+    """Click's message on one line, naming the option and how to get help (``see slimyq X --help``)."""
+    message = " ".join(exc.format_message().split())
+    message = re.sub(r"^Invalid value for '([^']+)': ", r"\1: ", message).rstrip(".")
+    extra = re.match(r"Got unexpected extra argument\S* \(([^ )]+)", message)
+    if extra and extra.group(1).lower() in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
+        message += " (flags such as --json take no value)"
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    command = ctx.command
+    if message.startswith("No such command") and hasattr(command, "list_commands"):
+        names = [n for n in command.list_commands(ctx) if not getattr(command.get_command(ctx, n), "hidden", False)]
+        if names:
+            message += f" (one of: {', '.join(names)})"
+    return f"{message}; see `{ctx.command_path} --help`"
 
 
 def translate(exc: BaseException) -> SlimyqError | None:

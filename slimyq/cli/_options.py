@@ -19,6 +19,9 @@ FormatOption = Annotated[
     Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Short for --format json.")]
+VerboseFlag = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Print the summary even without a terminal (cron stays quiet).")
+]
 
 
 def pick_format(fmt: Format, as_json: bool) -> Format:

@@ -1,10 +1,10 @@
 """`slimyq audit cleanup|report|list`: audit log maintenance, in-process against the database.
 
-``cleanup`` is the command operators put in cron: on success it prints exactly one line (and a
-progress bar on stderr only when there is a terminal); when another cleanup holds the lock it
-prints "another audit cleanup is running; nothing done" and exits 0 (or waits up to
-``--wait-lock`` seconds first). Entries strictly older than the cut-off are deleted; one exactly
-at the cut-off is kept.
+``cleanup`` is the command operators put in cron: on success it prints nothing without a terminal
+(its one-line summary on a terminal or with ``-v``; a progress bar on stderr only on a terminal);
+when another cleanup holds the lock it does nothing and exits 0 (or waits up to ``--wait-lock``
+seconds first), saying so only on a terminal or with ``-v``. Entries strictly older than the
+cut-off are deleted; one exactly at the cut-off is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, parsed, pick_format
+from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format
 from slimyq.errors import UsageError
 from slimyq.render import Format
 from slimyq.timeparse import now_utc, parse_end, parse_instant, parse_since
@@ -60,8 +60,12 @@ def cleanup_cmd(
     ] = False,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
 ) -> None:
-    """Delete old audit entries in batches (cron-safe). Exit 0 ok, 1 database error, 2 bad arguments."""
+    """Delete old audit entries in batches (cron-safe: silent on success without a terminal).
+
+    Exit 0 ok, 1 database error, 2 bad arguments.
+    """
     fmt = pick_format(fmt, as_json)
     cut = _cut_off(days, before)
     excluded = list(dict.fromkeys(exclude_action or []))
@@ -81,7 +85,7 @@ def cleanup_cmd(
     total = preview(db, cut, excluded).would_delete if render.is_tty() and fmt is Format.table else None
     with render.progress("deleting old audit entries", total) as advance:
         result = cleanup(db, cut, excluded, batch_size=batch_size, wait=wait_lock, on_batch=advance)
-    render.line(result.line()) if fmt is Format.table else render.show(result, fmt)
+    render.summary(result.line(), verbose) if fmt is Format.table else render.show(result, fmt)
 
 
 def _enqueue_cleanup(app_: App, cut: dt.datetime, excluded: list[str], batch_size: int, fmt: Format) -> None:
@@ -112,7 +116,7 @@ def report_cmd(
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
 ) -> None:
-    """Summary, action breakdown, top users/actions/resources and failures, computed in SQL."""
+    """Summary, every action with its failures, top users and resources, failure analysis: in SQL."""
     fmt = pick_format(fmt, as_json)
     if since is not None and (start is not None or end is not None):
         raise UsageError("--since cannot be combined with --start/--end")
@@ -130,12 +134,7 @@ def report_cmd(
 
     report = build_report(app_of(ctx).db, lo, hi, top=top)
     sections = report.sections()
-    if fmt is not Format.table:
-        render.show_sections(sections, fmt)
-        return
-    for name, data in sections.items():
-        title = name.replace("_", " ")
-        render.show(data, fmt, title=title, empty=f"{title}: none")
+    render.show_sections(sections, fmt)
 
 
 @app.command("list")
@@ -153,10 +152,10 @@ def list_cmd(
     """Recent audit entries, newest first."""
     fmt = pick_format(fmt, as_json)
     lo = parsed("--since", since, parse_since) if since is not None else None
-    from slimyq.audit.listing import TABLE_COLUMNS, list_entries
+    from slimyq.audit.listing import TABLE_COLUMNS, AuditEntry, list_entries
 
     entries = list_entries(
         app_of(ctx).db, user=user, action=action, resource_type=resource_type, since=lo, failed=failed, limit=limit
     )
     columns = TABLE_COLUMNS if fmt is Format.table else None
-    render.show(entries, fmt, columns=columns, empty="no audit entries match")
+    render.show(entries, fmt, columns=columns, empty="no audit entries match", record=AuditEntry)

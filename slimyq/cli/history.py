@@ -5,9 +5,10 @@ The "fetch + render" steps are small public functions (:func:`show_runs`, :func:
 options) so ``slimyq jobs --history``, ``slimyq stats --since`` and ``slimyq job show`` print
 exactly what ``slimyq history`` prints.
 
-``prune`` is the command operators put in cron: on success it prints exactly one line (and a
-progress bar on stderr only when there is a terminal). Exit 0 ok, 1 database error, 2 bad
-arguments. Rows that ended strictly before the cut-off go; one ending exactly at it is kept.
+``prune`` is the command operators put in cron: on success it prints nothing without a terminal
+(its one-line summary on a terminal or with ``-v``; a progress bar on stderr only on a terminal).
+Exit 0 ok, 1 database error, 2 bad arguments. Rows that ended strictly before the cut-off go; one
+ending exactly at it is kept.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format, since_option
+from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
 
@@ -68,13 +69,13 @@ def show_runs(
     limit: int = 50,
 ) -> int:
     """Print recorded attempts, newest first; returns how many were shown."""
-    from slimyq.history.queries import list_runs
+    from slimyq.history.queries import RunRecord, list_runs
 
     runs = list_runs(db, since=since, state=state, job_type=job_type, user=user, queue=queue, limit=limit)
     if fmt is Format.table:
         render.show([_for_table(r) for r in runs], fmt, columns=RUN_COLUMNS, empty="no job runs match")
     else:
-        render.show(runs, fmt)
+        render.show(runs, fmt, record=RunRecord)
     return len(runs)
 
 
@@ -157,8 +158,12 @@ def prune_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go.")] = False,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
 ) -> None:
-    """Delete old job history in batches (cron-safe). Exit 0 ok, 1 database error, 2 bad arguments."""
+    """Delete old job history in batches (cron-safe: silent on success without a terminal).
+
+    Exit 0 ok, 1 database error, 2 bad arguments.
+    """
     from slimyq.history.prune import preview, prune_result
     from slimyq.timeparse import now_utc
 
@@ -172,4 +177,4 @@ def prune_cmd(
     total = preview(db, cut).would_delete if render.is_tty() else None
     with render.progress("deleting old job history", total) as advance:
         result = prune_result(db, cut, batch_size=batch_size, progress=advance)
-    render.line(result.line()) if fmt is Format.table else render.show(result, fmt)
+    render.summary(result.line(), verbose) if fmt is Format.table else render.show(result, fmt)

@@ -8,15 +8,22 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, app_of, parsed, pick_format, since_option
+from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
+from slimyq.text import count
 
 STATES = ("queued", "started", "scheduled", "deferred", "finished", "failed", "canceled")
 
 
+BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
 def _queues(settings: Any, names: list[str] | None) -> list[str]:
     for name in names or []:
+        if name.lower() in BOOL_WORDS and name not in settings.queues:
+            raise UsageError(f"{name!r} is not a queue: flags such as --json take no value (write --json, "
+                             f"not --json {name})")
         if name not in settings.queues:
             raise UsageError(f"unknown queue {name!r}; known queues: {', '.join(settings.queue_names)}")
     return list(names or settings.queue_names)
@@ -37,10 +44,12 @@ def stats(
 ) -> None:
     """Show depth, speed and health of each queue.
 
-    Queued, started, scheduled, deferred, finished and failed jobs, live workers and configured
-    concurrency, paused, the oldest queued job's age, success rate, p50/p95 duration (seconds) and
-    jobs per minute over the last 1, 5 and 15 minutes. With --since, per queue and job type
-    figures computed in SQL from the job_runs table, which outlives Redis retention.
+    Queued, started and scheduled jobs; done and failed: every job that finished or failed since the
+    counters began (the finished/failed registries keep only the newest 50/100: `finished` and
+    `failed` in JSON); live workers and configured concurrency, paused, the oldest queued job's
+    age, success rate, p50/p95 duration and jobs per minute over the last 1, 5 and 15 minutes.
+    With --since, per queue and job type figures computed in SQL from the job_runs table, which
+    outlives Redis retention.
     """
     from slimyq.inspect.stats import queue_stats
 
@@ -60,6 +69,9 @@ def stats(
         render.live(read, fmt, interval=interval, title="queues")
         return
     data = queue_stats(app_.redis, app_.settings, names, by_type=by_type)
+    if fmt in (Format.json, Format.ndjson):  # always one record per queue; --by-type nests a by_type list
+        render.show(data if by_type else _without_types(data), fmt)
+        return
     queues_part: Any = [_table_row(s) for s in data] if fmt is Format.table else _without_types(data)
     if not by_type:
         render.show(queues_part, fmt, empty="no queues")
@@ -67,20 +79,25 @@ def stats(
     types: Any = [t for s in data for t in s.by_type]
     if fmt is Format.table:
         types = [{"queue": t.queue, "type": t.type, "done": t.completed, "failed": t.failed, "retried": t.retried,
-                  "ok %": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
-                  "p95": _secs(t.p95_seconds), "per min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
+                  "ok%": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
+                  "p95": _secs(t.p95_seconds), "per_min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
                  for t in types]
-    render.show_sections({"queues": queues_part, "by_type": types}, fmt)
+    render.show_sections({"queues": queues_part, "by_type": types}, fmt)  # csv: flat rows with a section column
 
 
 def _secs(value: float | None) -> str | None:
+    """A duration for tables: ``12.5ms``, ``3.0s``, ``2.99s``, ``4.5m``, ``1.2h`` (JSON keeps seconds)."""
     if value is None:
         return None
     if value >= 3600:
         return f"{value / 3600:.1f}h"
     if value >= 60:
         return f"{value / 60:.1f}m"
-    return f"{value:.3g}s"
+    if value < 1:
+        ms = value * 1000
+        return f"{ms:.3g}ms" if ms < 100 else f"{ms:.0f}ms"
+    text = f"{value:.3g}"
+    return f"{text}{'' if '.' in text else '.0'}s"
 
 
 def _table_row(s: Any) -> dict[str, Any]:
@@ -89,14 +106,14 @@ def _table_row(s: Any) -> dict[str, Any]:
         "queued": s.queued,
         "started": s.started,
         "sched": s.scheduled + s.deferred,
-        "done": s.finished,
-        "failed": s.failed,
-        "workers": f"{s.workers} x {s.concurrency}",
+        "done": s.completed_total,
+        "failed": s.failed_total,
+        "workers": f"{s.workers}x{s.concurrency}",
         "oldest": _secs(s.oldest_age_seconds),
-        "ok %": s.success_rate,
+        "ok%": s.success_rate,
         "p50": _secs(s.p50_seconds),
         "p95": _secs(s.p95_seconds),
-        "per min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
+        "per_min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
     }
 
 
@@ -132,7 +149,9 @@ def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
                 for w in data]
         render.show(rows, fmt, empty="no live workers")
         return
-    render.show(data, fmt)
+    from slimyq.inspect.workers import WorkerInfo
+
+    render.show(data, fmt, record=WorkerInfo)
 
 
 def jobs(
@@ -184,7 +203,9 @@ def jobs(
                       "age": ago(j.at), "tries": j.attempts, "error": j.error} for j in page.rows]
     else:
         rows = page.rows
-    render.show(rows, fmt, empty="no jobs")
+    from slimyq.inspect.jobs import JobRow
+
+    render.show(rows, fmt, empty="no jobs", record=JobRow)
     if page.truncated:
         render.note(f"note: stopped after examining {page.scanned} jobs; narrow with --state/--since or raise --limit")
 
@@ -198,8 +219,13 @@ def check(
     ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
+    verbose: VerboseFlag = False,
 ) -> None:
-    """Health check: exit 0 healthy, 1 not, with one line per problem (cron, systemd, probes)."""
+    """Health check: exit 0 healthy, 1 not (cron, systemd, probes).
+
+    Healthy: nothing printed without a terminal (the warnings and a summary on a terminal or with
+    -v). Unhealthy: one line per problem on stderr, exit 1.
+    """
     from slimyq.inspect.health import check as run_check
 
     app_ = app_of(ctx)
@@ -210,17 +236,26 @@ def check(
     health = run_check(app_.settings, lambda: app_.redis, max_age=age, max_backlog=max_backlog,
                        max_failure_rate=max_failure_rate)
     if fmt is Format.table:
-        for p in health.problems:
-            render.line(f"{p.level}: {p.message}")
-        errors = sum(1 for p in health.problems if p.level == "error")
-        render.line(f"unhealthy: {errors} problem(s)" if errors else
-                    f"healthy: {health.queues} queue(s), {health.workers} live worker(s)")
+        _report_health(health, verbose)
     elif fmt is Format.json:
         render.show(health, fmt)
     else:
-        render.show(health.problems, fmt)
+        from slimyq.inspect.health import Problem
+
+        render.show(health.problems, fmt, record=Problem)
     if not health.healthy:
         raise typer.Exit(1)
+
+
+def _report_health(health: Any, verbose: bool) -> None:
+    errors = sum(1 for p in health.problems if p.level == "error")
+    if errors:
+        for p in health.problems:
+            (render.error if p.level == "error" else render.warn)(p.message)
+        return
+    for p in health.problems:
+        render.summary(f"{p.level}: {p.message}", verbose)
+    render.summary(f"healthy: {count(health.queues, 'queue')}, {count(health.workers, 'live worker')}", verbose)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from slimyq import render
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.errors import NotFound, UsageError
 from slimyq.render import Format
+from slimyq.text import count
 
 app = typer.Typer(help="One job: show, requeue, cancel, delete.", no_args_is_help=True)
 
@@ -120,7 +121,7 @@ def _bulk_ids(ctx: typer.Context, failed: str, job_type: str | None, verb: str, 
 
         registry.get(job_type)
     ids = failed_ids(app_.redis, failed, job_type)
-    what = f"{len(ids)} failed job(s) of queue {failed}" + (f" (type {job_type})" if job_type else "")
+    what = f"{count(len(ids), 'failed job')} of queue {failed}" + (f" (type {job_type})" if job_type else "")
     if dry_run or not ids:
         if fmt is Format.table:
             render.line(f"would {verb} {what}" if dry_run else f"no failed jobs to {verb}")

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             fmt = Format.json
         if fmt is not None:
-            render.show(prom.samples(app_.redis, app_.settings, names), fmt)
+            render.show(prom.samples(app_.redis, app_.settings, names), fmt, columns=["name", "labels", "value"])
             return
         if output is not None:
             prom.write_textfile(app_.redis, app_.settings, output, names)

@@ -10,6 +10,7 @@ from slimyq import render
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.cli.jobcmd import DryRun, Yes, confirm_or_refuse
 from slimyq.render import Format
+from slimyq.text import count as jobs
 
 app = typer.Typer(help="Operate a queue: pause, resume, empty, prune.", no_args_is_help=True)
 
@@ -61,14 +62,14 @@ def empty(ctx: typer.Context, queue: Queue, yes: Yes = False, dry_run: DryRun = 
     if dry_run or count == 0:
         _emptied(queue, count, dry_run, fmt)
         return
-    confirm_or_refuse(f"delete {count} queued job(s) of queue {queue}?", yes)
+    confirm_or_refuse(f"delete {jobs(count, 'queued job')} of queue {queue}?", yes)
     _emptied(queue, ops.empty(conn, queue), False, fmt)
 
 
 def _emptied(queue: str, count: int, dry_run: bool, fmt: Format) -> None:
     if fmt is Format.table:
-        render.line(f"would delete {count} queued job(s) of queue {queue}" if dry_run
-                    else f"deleted {count} queued job(s) of queue {queue}")
+        what = f"{jobs(count, 'queued job')} of queue {queue}"
+        render.line(f"would delete {what}" if dry_run else f"deleted {what}")
     else:
         render.show({"queue": queue, "deleted": 0 if dry_run else count, "count": count, "dry_run": dry_run}, fmt)
 
@@ -91,6 +92,6 @@ def prune(ctx: typer.Context, queue: Queue, dry_run: DryRun = False,
     if fmt is Format.table:
         verb = "would remove" if dry_run else "removed"
         render.line(f"{verb} {result.finished_removed} finished (keeping {result.keep_finished}) and "
-                    f"{result.failed_removed} failed (keeping {result.keep_failed}) job(s) of queue {queue}")
+                    f"{result.failed_removed} failed (keeping {result.keep_failed}) jobs of queue {queue}")
     else:
         render.show(result, fmt)

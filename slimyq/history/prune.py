@@ -23,6 +23,7 @@ import peewee
 
 from slimyq.db.models import JobRun
 from slimyq.errors import SlimyqError
+from slimyq.text import count
 from slimyq.timeparse import fmt_utc, to_aware_utc, to_naive_utc
 
 DEFAULT_BATCH = 5000
@@ -51,7 +52,7 @@ class PrunePreview:
     dry_run: bool = True
 
     def line(self) -> str:
-        text = f"would delete {self.would_delete} job history rows older than {fmt_utc(self.before)}"
+        text = f"would delete {count(self.would_delete, 'job history row')} older than {fmt_utc(self.before)}"
         if self.would_delete and self.oldest and self.newest:
             text += f" (oldest {fmt_utc(self.oldest)}, newest {fmt_utc(self.newest)})"
         return text
@@ -65,7 +66,7 @@ class PruneResult:
     dry_run: bool = False
 
     def line(self) -> str:
-        return f"deleted {self.deleted} job history rows older than {fmt_utc(self.before)}"
+        return f"deleted {count(self.deleted, 'job history row')} older than {fmt_utc(self.before)}"
 
 
 def _real(db: peewee.Database) -> peewee.Database:

@@ -20,6 +20,7 @@ from slimyq.inspect._common import job_id_of, text
 from slimyq.inspect.stats import queue_stats
 from slimyq.redact import redact_text
 from slimyq.runtime import keys
+from slimyq.text import count
 
 STUCK_SCAN = 1000  # started-registry entries read per queue (the registry holds in-flight jobs)
 
@@ -116,20 +117,21 @@ def _queues(conn: redis.Redis, settings: Settings, problems: list[Problem], heal
         q = s.queue
         waiting = s.queued + s.scheduled
         if s.paused:
-            problems.append(Problem("warning", "paused", f"queue {q} is paused with {s.queued} job(s) queued "
+            problems.append(Problem("warning", "paused", f"queue {q} is paused with {count(s.queued, 'job')} queued "
                                     f"(slimyq queue resume {q})", q))
         elif s.queued and s.workers == 0:
-            problems.append(Problem("error", "workers", f"queue {q} has {s.queued} job(s) queued but no live "
+            problems.append(Problem("error", "workers", f"queue {q} has {count(s.queued, 'job')} queued but no live "
                                     "worker (start: slimyq worker " + q + ")", q))
         elif waiting and s.workers == 0 and s.scheduled:
-            problems.append(Problem("warning", "workers", f"queue {q} has {s.scheduled} scheduled job(s) but no "
+            problems.append(Problem("warning", "workers", f"queue {q} has {count(s.scheduled, 'scheduled job')} but no "
                                     "live worker", q))
         if not s.paused and max_age is not None and s.oldest_age_seconds is not None \
                 and s.oldest_age_seconds > max_age:
             problems.append(Problem("error", "age", f"queue {q}: oldest queued job waited "
                                     f"{_human(s.oldest_age_seconds)} (max {_human(max_age)})", q))
         if max_backlog is not None and s.queued > max_backlog:
-            problems.append(Problem("error", "backlog", f"queue {q}: {s.queued} jobs queued (max {max_backlog})", q))
+            problems.append(Problem("error", "backlog", f"queue {q}: {count(s.queued, 'job')} queued "
+                                    f"(max {max_backlog})", q))
         if max_failure_rate is not None and s.success_rate is not None \
                 and 100 - s.success_rate > max_failure_rate:
             problems.append(Problem("error", "failures", f"queue {q}: failure rate {100 - s.success_rate:.1f}% "
@@ -138,7 +140,7 @@ def _queues(conn: redis.Redis, settings: Settings, problems: list[Problem], heal
             stuck = stuck_jobs(conn, q)
             if stuck:
                 shown = ", ".join(stuck[:3]) + (" ..." if len(stuck) > 3 else "")
-                problems.append(Problem("error", "stuck", f"queue {q}: {len(stuck)} started job(s) whose worker "
+                problems.append(Problem("error", "stuck", f"queue {q}: {count(len(stuck), 'started job')} whose worker "
                                         f"is gone: {shown} (slimyq job requeue ID)", q))
 
 
@@ -151,7 +153,7 @@ def _history(conn: redis.Redis, settings: Settings, problems: list[Problem]) -> 
     counts: Any = conn.hgetall(keys.HISTORY_DROPPED)
     dropped = sum(int(v) for v in counts.values())
     if dropped:
-        problems.append(Problem("warning", "history", f"job history: {dropped} run record(s) were dropped while "
+        problems.append(Problem("warning", "history", f"job history: {count(dropped, 'run record')} dropped while "
                                 "the database was unreachable (stats --since and jobs --history miss them)"))
 
 

@@ -22,7 +22,7 @@ import redis
 from slimyq.config import Settings
 from slimyq.inspect._common import as_float, as_int, decode_map, text, when, worker_alive
 from slimyq.runtime import keys
-from slimyq.runtime.metrics import ALL, BUCKETS_MS, INF, quantile
+from slimyq.runtime.metrics import ALL, BUCKETS_MS, INF, quantile, sketch_quantile
 
 FRONT = 10  # ids read from the head of a queue to find the oldest waiting job
 _REGISTRIES = ("started", "scheduled", "deferred", "finished", "failed", "canceled")
@@ -91,13 +91,29 @@ def _by_type(raw: dict[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _quantiles(hist: dict[str, str]) -> tuple[float | None, float | None]:
+    """p50 and p95 from the sketch (``q:``/``qs:`` fields); the coarse buckets only for older data."""
+    counts: dict[int, int] = {}
+    sums: dict[int, float] = {}
+    for name, value in hist.items():
+        kind, _, index = name.partition(":")
+        if kind in ("q", "qs") and index.lstrip("-").isdigit():
+            if kind == "q":
+                counts[int(index)] = as_int(value)
+            else:
+                sums[int(index)] = as_float(value)
+    if counts:
+        return sketch_quantile(counts, sums, 0.5), sketch_quantile(counts, sums, 0.95)
+    buckets = {f.removeprefix("le:"): as_int(v) for f, v in hist.items() if f.startswith("le:")}
+    return quantile(buckets, 0.5), quantile(buckets, 0.95)
+
+
 def _type_stats(queue: str, job_type: str, counts: dict[str, str], hist: dict[str, str],
                 tp: dict[str, str], now: float) -> TypeStats:
     done, bad = as_int(counts.get("completed")), as_int(counts.get("failed"))
-    buckets = {f.removeprefix("le:"): as_int(v) for f, v in hist.items() if f.startswith("le:")}
     count, total = as_int(hist.get("count")), as_float(hist.get("sum"))
     minutes = {m: as_int(v) for m, v in tp.items()}
-    p50, p95 = quantile(buckets, 0.5), quantile(buckets, 0.95)
+    p50, p95 = _quantiles(hist)
     return TypeStats(
         queue=queue,
         type=job_type,

@@ -39,6 +39,16 @@ class WorkerInfo:
     heartbeat_age_seconds: float | None = field(default=None)
 
 
+def _state(stored: str | None, executions: list[str]) -> str:
+    """``busy`` with current jobs, ``idle`` without; other states a worker writes (suspended, ...) kept.
+
+    Computed from the current jobs, because the stored state is written when a worker's loop turns
+    and lags behind the jobs a threaded worker holds."""
+    if stored not in (None, "", "busy", "idle", "started"):
+        return str(stored)
+    return "busy" if executions else "idle"
+
+
 def _info(name: str, fields: dict[str, str], executions: list[str], now: float) -> WorkerInfo:
     ok, bad = as_int(fields.get("successful_job_count")), as_int(fields.get("failed_job_count"))
     beat = when(fields.get("last_heartbeat"))
@@ -49,7 +59,7 @@ def _info(name: str, fields: dict[str, str], executions: list[str], now: float) 
         host=fields.get("hostname", ""),
         pid=pid if pid >= 0 else None,
         queues=[q for q in fields.get("queues", "").split(",") if q],
-        state=fields.get("state") or "?",
+        state=_state(fields.get("state"), executions),
         concurrency=conc if conc >= 0 else None,
         current_jobs=sorted(job_id_of(m) for m in executions),
         jobs_done=ok + bad,

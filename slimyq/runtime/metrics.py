@@ -3,16 +3,25 @@
 Layout (per queue; ``T`` is a job type, ``*`` all types):
 - ``slimyq:counts:<q>``  hash: ``T:completed``, ``T:failed``, ``T:retried`` (and ``*:...``)
 - ``slimyq:hist:<q>``    hash: ``T:le:<ms>`` bucket counts (cumulative on read, not on write),
-  ``T:sum`` (seconds, float), ``T:count``
+  ``T:sum`` (seconds, float), ``T:count``; and the quantile sketch: ``T:q:<i>`` count and
+  ``T:qs:<i>`` sum (seconds) of the durations in log bucket ``i``
 - ``slimyq:tp:<q>``      hash: ``T:<unix minute>`` jobs ended in that minute (completed or failed)
 
 The worker adds them up per completion batch and the completion script applies them in the same
 round trip, so metrics cost no extra round trip per job. They survive worker restarts.
+
+Quantiles come from the sketch, not the coarse ``le`` buckets (those stay for Prometheus): bucket
+``i`` holds durations in ``(GAMMA**(i-1), GAMMA**i]`` milliseconds, so a bucket is 4% wide at any
+scale, from microseconds to hours, and a few hundred buckets cover 1 ms to 10 min. A quantile is
+the mean of the bucket holding its rank (nearest-rank): within 4% of the true value, and exact when
+the durations in that bucket are equal (three 3.0 s jobs read p50 = p95 = 3.0 s). Counts and sums
+only ever add, so sketches from many workers merge by HINCRBY.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -25,12 +34,20 @@ BUCKETS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1
 INF = "inf"
 ALL = "*"
 THROUGHPUT_MINUTES = 16
+GAMMA = 1.04  # sketch bucket width: relative error of a quantile at most GAMMA - 1
+_LOG_GAMMA = math.log(GAMMA)
+_MIN_MS = 0.001  # durations below 1 µs share the lowest bucket
 
 
 def bucket_of(seconds: float) -> str:
     ms = seconds * 1000
     index = bisect.bisect_left(BUCKETS_MS, ms)
     return str(BUCKETS_MS[index]) if index < len(BUCKETS_MS) else INF
+
+
+def sketch_index(seconds: float) -> int:
+    """The sketch bucket of a duration: ``ceil(log_GAMMA(ms))``."""
+    return math.ceil(math.log(max(seconds * 1000, _MIN_MS)) / _LOG_GAMMA - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,9 @@ def increments(queue: str, ended: Iterable[Ended], now: float | None = None) -> 
             if e.outcome == "retried":
                 continue
             ints[(hist, f"{t}:le:{bucket_of(e.seconds)}")] += 1
+            index = sketch_index(e.seconds)
+            ints[(hist, f"{t}:q:{index}")] += 1
+            floats[(hist, f"{t}:qs:{index}")] = floats.get((hist, f"{t}:qs:{index}"), 0.0) + e.seconds
             ints[(hist, f"{t}:count")] += 1
             floats[(hist, f"{t}:sum")] = floats.get((hist, f"{t}:sum"), 0.0) + e.seconds
             ints[(tp, f"{t}:{minute}")] += 1
@@ -65,8 +85,26 @@ def increments(queue: str, ended: Iterable[Ended], now: float | None = None) -> 
     return stats
 
 
+def sketch_quantile(counts: dict[int, int], sums: dict[int, float], q: float) -> float | None:
+    """A quantile (seconds) from the sketch: the mean duration of the bucket holding rank ``ceil(q * n)``."""
+    total = sum(counts.values())
+    if total <= 0:
+        return None
+    rank = max(math.ceil(q * total - 1e-9), 1)
+    seen = 0
+    for index in sorted(counts):
+        n = counts[index]
+        seen += n
+        if n > 0 and seen >= rank:
+            return sums.get(index, 0.0) / n
+    return None
+
+
 def quantile(buckets: dict[str, int], q: float) -> float | None:
-    """Estimate a quantile (seconds) from bucket counts keyed by upper bound in ms (or ``inf``)."""
+    """Estimate a quantile (seconds) from the coarse bucket counts keyed by upper bound in ms (or ``inf``).
+
+    Only for metrics written before the sketch existed; :func:`sketch_quantile` is the accurate one.
+    """
     total = sum(buckets.values())
     if total == 0:
         return None

@@ -51,7 +51,7 @@ def test_strictly_older_than_the_cut_off_is_deleted(db, add):
     remaining = {r.id for r in AuditLog.select(AuditLog.id)}
     assert remaining == {at, after}
     assert before not in remaining
-    assert result.line() == "deleted 1 audit entries older than 2024-06-01T12:00:00Z"
+    assert result.line() == "deleted 1 audit entry older than 2024-06-01T12:00:00Z"
 
 
 def test_aware_cut_off_in_another_zone_means_the_same_instant(db, add):

@@ -39,7 +39,8 @@ def test_list_table(cli, runs):
     result = cli("history", "list")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "job id" in result.stdout and "duration ms" in result.stdout
+    assert lines[0].split() == ["ended_at", "job_id", "attempt", "queue", "job_type", "state", "user_id", "duration_ms",
+                                "error_type"]
     order = [next(i for i, ln in enumerate(lines) if f" {job} " in ln) for job in ("c1", "r1", "week", "old")]
     assert order == sorted(order)  # newest first
     assert result.stderr == ""
@@ -115,7 +116,7 @@ def test_stats_table(cli, runs):
     result = cli("history", "stats", "--since", "60d")
     assert result.exit_code == 0, result.stderr
     assert "job runs by queue" in result.stdout and "job runs by type" in result.stdout
-    assert "failure rate" in result.stdout and "p95 ms" in result.stdout
+    assert "failure_rate" in result.stdout and "p95_ms" in result.stdout
     assert "5000.00" in result.stdout
 
 
@@ -130,10 +131,12 @@ def test_stats_empty_and_bad_since(cli, db):
 # ----------------------------------------------------------------- prune
 
 
-def test_prune_prints_one_line_and_nothing_else(cli, runs):
-    result = cli("history", "prune", "--days", "30")
+def test_prune_is_silent_without_a_terminal_and_one_line_with_v(cli, runs):
+    quiet = cli("history", "prune", "--days", "400")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    result = cli("history", "prune", "--days", "30", "-v")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("deleted 1 job history rows older than ")
+    assert result.stdout.startswith("deleted 1 job history row older than ")
     assert result.stdout.count("\n") == 1
     assert result.stderr == ""
     assert JobRun.select().count() == 4

@@ -82,7 +82,7 @@ def test_requeue_cancel_delete(cli: Cli, scenario: Scenario) -> None:
 def test_bulk_requeue_asks(cli: Cli, scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
     r = scenario.conn
     dry = cli("job", "requeue", "--failed", "database", "--dry-run")
-    assert dry.exit_code == 0 and dry.stdout == "would requeue 1 failed job(s) of queue database\n"
+    assert dry.exit_code == 0 and dry.stdout == "would requeue 1 failed job of queue database\n"
     assert cli("job", "requeue", "--failed", "database", "--type", "canary", "--dry-run", "--json").stdout.count(
         '"count": 0') == 1
     refused = cli("job", "requeue", "--failed", "database")

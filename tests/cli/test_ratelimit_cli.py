@@ -19,7 +19,7 @@ def test_show_counts_and_window(cli: Cli, r: redis.Redis) -> None:
     ratelimit.admit_many(r, load_settings().settings, {"u1": 3})
     result = cli("ratelimit", "show", "u1")
     assert result.exit_code == 0, result.stderr
-    assert "count" in result.stdout and "3" in result.stdout and "resets in" in result.stdout
+    assert "count" in result.stdout and "3" in result.stdout and "resets_in" in result.stdout
 
     result = cli("ratelimit", "show", "u1", "--format", "json")
     assert result.exit_code == 0

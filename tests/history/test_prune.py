@@ -79,7 +79,7 @@ def test_prune_result_line(db):
     add(CUT - dt.timedelta(days=1), "a")
     result = prune_result(db, CUT)
     assert result.deleted == 1
-    assert result.line() == "deleted 1 job history rows older than 2024-06-01T00:00:00Z"
+    assert result.line() == "deleted 1 job history row older than 2024-06-01T00:00:00Z"
 
 
 def test_bad_batch_size(db):

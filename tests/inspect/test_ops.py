@@ -106,14 +106,14 @@ def test_health_check(scenario: Scenario) -> None:
     health = check(scenario.settings, lambda: scenario.conn, max_age=300, max_backlog=3, max_failure_rate=10)
     lines = [f"{p.level}: {p.message}" for p in health.problems]
     assert not health.healthy
-    assert any(x.startswith("error: queue database: 1 started job(s) whose worker is gone: db-5") for x in lines)
+    assert any(x.startswith("error: queue database: 1 started job whose worker is gone: db-5") for x in lines)
     assert any(x.startswith("error: queue database: oldest queued job waited 1.0h") for x in lines)
     assert "error: queue database: 4 jobs queued (max 3)" in lines
     assert "error: queue database: failure rate 25.0% (max 10%)" in lines
-    assert any(x.startswith("warning: queue audit is paused with 2 job(s) queued") for x in lines)
+    assert any(x.startswith("warning: queue audit is paused with 2 jobs queued") for x in lines)
     assert any(x.startswith("warning: chat runs in fallback mode") for x in lines)
     assert all("no live worker" not in x for x in lines if x.startswith("error"))  # paused: expected
-    assert "warning: queue chat has 1 scheduled job(s) but no live worker" in lines
+    assert "warning: queue chat has 1 scheduled job but no live worker" in lines
 
 
 def test_health_unreachable_redis_and_healthy(r: redis.Redis, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_health_unreachable_redis_and_healthy(r: redis.Redis, tmp_path: Path) ->
     health = check(s, lambda: r)
     assert not health.healthy
     assert [p.message for p in health.problems if p.level == "error"] == [
-        "queue database has 1 job(s) queued but no live worker (start: slimyq worker database)"]
+        "queue database has 1 job queued but no live worker (start: slimyq worker database)"]
     assert (s.data_dir / "slimyq.sqlite3").exists()  # the database check opened it
     register_worker(r, LIVE, "database")
     health = check(s, lambda: r)

@@ -111,3 +111,15 @@ def test_prometheus_exposition(scenario: Scenario, tmp_path: Path) -> None:
     write_textfile(scenario.conn, scenario.settings, out)
     assert 'slimyq_queue_jobs{queue="database",state="queued"} 4.0' in out.read_text()
     assert [p.name for p in out.parent.iterdir()] == ["slimyq.prom"]
+
+
+def test_worker_state_comes_from_its_current_jobs(r: redis.Redis) -> None:
+    """The review saw `idle` with 2 current jobs and `busy` with none: the stored state lags."""
+    register_worker(r, "slimyq.hostE.500.database", "database", state="idle")
+    r.sadd(keys.worker_executions("slimyq.hostE.500.database"), "j1:e1", "j2:e2")
+    register_worker(r, "slimyq.hostF.600.database", "database", state="busy")
+    register_worker(r, "slimyq.hostG.700.database", "database", state="suspended")
+    got = {w.name: (w.state, w.current_jobs) for w in list_workers(r, 5.0)}
+    assert got == {"slimyq.hostE.500.database": ("busy", ["j1", "j2"]),
+                   "slimyq.hostF.600.database": ("idle", []),
+                   "slimyq.hostG.700.database": ("suspended", [])}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import redis
 from harness import Env, WorkerProc, canaries, enqueue, tally
 
 from slimyq.runtime import metrics
+from slimyq.runtime.codec import RQ_TIME
 
 
 def _hash(conn: redis.Redis, key: str) -> dict[str, float]:
@@ -54,3 +56,89 @@ def test_counters_histogram_and_throughput(env: Env, conn: redis.Redis, start: C
     w = _hash(conn, worker_key.decode()) if conn.type(worker_key) == b"hash" else {}
     assert w.get("successful_job_count") == 25
     assert w.get("failed_job_count") == 12  # as RQ counts: every attempt that raised (4 failed, 8 retried)
+
+
+def test_three_3s_canaries_read_p50_p95_3s_and_done_counts_past_retention(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc]) -> None:
+    """The review's case: three canaries of 3.0 s read p50/p95 of 3.0 s (not 3.75/4.875), never above the
+    slowest; and `done` counts every completion, not the finished registry's size (keep_finished)."""
+    import json
+
+    env.reconfigure(queues={"database": {"keep_finished": 5}})
+    slow = canaries(env, 3, "chat", sleep=3.0)
+    quick = canaries(env, 12, "database")
+    worker = start("chat", "database", "--burst")
+    assert worker.wait(120) == 0, worker.log()[-3000:]
+    assert tally(conn, slow + quick).finished == 15
+
+    proc = env.cli("stats", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["queue"]: row for row in json.loads(proc.stdout)}
+    chat = rows["chat"]
+    hist = _hash(conn, "slimyq:hist:chat")
+    assert hist["*:count"] == 3
+    times = [conn.hmget(f"rq:job:{j}", "started_at", "ended_at") for j in slow]
+    took = [(dt.datetime.strptime(e.decode(), RQ_TIME) - dt.datetime.strptime(b.decode(), RQ_TIME)).total_seconds()
+            for b, e in times]
+    assert 3.0 <= chat["p50_seconds"] <= chat["p95_seconds"] <= max(took) * 1.01, (chat, took)
+    assert abs(chat["p95_seconds"] - 3.0) / 3.0 < 0.05, chat
+
+    db = rows["database"]
+    assert (db["finished"], db["completed_total"]) == (5, 12)
+    table = env.cli("stats", "database")
+    assert table.returncode == 0, table.stderr
+    header, row = (line.split() for line in table.stdout.splitlines()[:2])
+    assert header[:6] == ["queue", "queued", "started", "sched", "done", "failed"]
+    assert row[:6] == ["database", "0", "0", "0", "12", "0"]
+
+
+# ----------------------------------------------------------------- the quantile sketch (pure)
+
+
+def _sketch(durations: list[float]) -> tuple[dict[int, int], dict[int, float]]:
+    counts: dict[int, int] = {}
+    sums: dict[int, float] = {}
+    for _key, name, _kind, amount in metrics.increments("q", [metrics.Ended("t", "completed", d) for d in durations]):
+        kind, _, index = name.partition(":")[2].partition(":")
+        if kind == "q":
+            counts[int(index)] = int(amount)
+        elif kind == "qs":
+            sums[int(index)] = float(amount)
+    return counts, sums
+
+
+def _exact(durations: list[float], q: float) -> float:
+    import math
+
+    ordered = sorted(durations)
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
+
+
+def test_sketch_three_equal_durations_read_exactly() -> None:
+    counts, sums = _sketch([3.0, 3.0, 3.0])
+    assert metrics.sketch_quantile(counts, sums, 0.5) == 3.0
+    assert metrics.sketch_quantile(counts, sums, 0.95) == 3.0
+    assert metrics.sketch_quantile({}, {}, 0.5) is None
+
+
+def test_sketch_is_within_5_percent_from_1ms_to_10min() -> None:
+    import random
+
+    rng = random.Random(16)
+    for _ in range(200):
+        n = rng.randint(1, 400)
+        durations = [10 ** rng.uniform(-3, 2.778) for _ in range(n)]  # 1 ms .. 10 min, log-uniform
+        counts, sums = _sketch(durations)
+        for q in (0.5, 0.95, 0.99):
+            got, want = metrics.sketch_quantile(counts, sums, q), _exact(durations, q)
+            assert got is not None and abs(got - want) / want < 0.05, (q, got, want)
+
+
+def test_sketch_buckets_are_few_and_merge_by_adding() -> None:
+    assert metrics.sketch_index(600.0) - metrics.sketch_index(0.001) < 400  # 1 ms .. 10 min
+    a, b = [0.01, 0.2, 0.2], [0.5, 30.0]
+    ca, sa = _sketch(a)
+    cb, sb = _sketch(b)
+    merged = {i: ca.get(i, 0) + cb.get(i, 0) for i in {*ca, *cb}}
+    msums = {i: sa.get(i, 0.0) + sb.get(i, 0.0) for i in {*sa, *sb}}
+    assert (merged, msums) == _sketch(a + b)
