@@ -123,7 +123,7 @@ def _create_pg_database() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-def _create_mysql_database() -> tuple[str, Callable[[], None]]:
+def _create_mysql_database(charset: str = "utf8mb4") -> tuple[str, Callable[[], None]]:
     try:
         import pymysql
     except ImportError:
@@ -136,7 +136,7 @@ def _create_mysql_database() -> tuple[str, Callable[[], None]]:
     except pymysql.err.OperationalError as exc:
         _fail_or_skip(f"MariaDB unavailable: {exc}")
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET {charset}")
     admin.close()
 
     def drop() -> None:
@@ -166,6 +166,22 @@ def private_pg_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def mysql_url() -> Iterator[str]:
     url, drop = _create_mysql_database()
+    yield url
+    drop()
+
+
+@pytest.fixture
+def private_mysql_url() -> Iterator[str]:
+    """A MariaDB database of this test's own (server default collation, utf8mb4_general_ci here)."""
+    url, drop = _create_mysql_database()
+    yield url
+    drop()
+
+
+@pytest.fixture
+def latin1_mysql_url() -> Iterator[str]:
+    """A MariaDB database of this test's own whose default character set is latin1."""
+    url, drop = _create_mysql_database("latin1")
     yield url
     drop()
 
