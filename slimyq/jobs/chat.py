@@ -20,6 +20,7 @@ from slimyq.config import Settings
 from slimyq.db.models import AuditLog, utcnow
 from slimyq.jobs.base import InvalidPayload, JobContext, iso, write_transaction
 from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
+from slimyq.payloads.fields import is_blank
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def validate_message(message: Any) -> dict[str, Any]:
     if message.get("role") not in ROLES:
         raise InvalidMessage("Invalid message role")
     content = message.get("content")
-    if not isinstance(content, str) or not content.strip():
+    if not isinstance(content, str) or is_blank(content):  # the same blank as save_message's content
         raise InvalidMessage("Message content is required")
     content = content.strip()
     if len(content) > MESSAGE_MAX:

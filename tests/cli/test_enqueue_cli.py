@@ -132,7 +132,7 @@ def test_json_fields_take_json_text(cli, r):
             ["--title: String should have at most 200 characters"],
         ),
         (["create-conversation"], ["--user: is required"]),
-        (["create-conversation", "--user", ""], ["--user: String should have at least 1 character"]),
+        (["create-conversation", "--user", ""], ["--user: must not be empty"]),
         (
             ["create-conversation", "--user", "u", "--personality-mode", "grumpy"],
             [
@@ -145,7 +145,7 @@ def test_json_fields_take_json_text(cli, r):
             [
                 "--conversation: Input should be a valid UUID",
                 "--role: Input should be 'user', 'assistant' or 'system'",
-                "--content: String should have at least 1 character",
+                "--content: must not be empty or whitespace only",
             ],
         ),
         (

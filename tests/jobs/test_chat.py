@@ -17,6 +17,7 @@ from fake_openai import FakeOpenAI, empty, error, fake_openai, reply, slow
 from slimyq import llm
 from slimyq.config import Settings, load_settings
 from slimyq.db import AuditLog, connect_url, database_proxy, migrate
+from slimyq.errors import ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.base import JobContext, PermanentError
 from slimyq.jobs.chat import bulk_messages, chat_bot_interaction, message_validation
@@ -334,7 +335,6 @@ def validate(message: Any) -> dict[str, Any]:
 
 
 VALIDATION_CASES: list[tuple[Any, str]] = [
-    (None, "Invalid message format"),
     ("hello", "Invalid message format"),
     ([{"role": "user", "content": "hi"}], "Invalid message format"),
     ({}, "Invalid message role"),
@@ -349,6 +349,14 @@ VALIDATION_CASES: list[tuple[Any, str]] = [
     ({"role": "user", "content": "DATA:text/HTML,<b>"}, "Message contains potentially unsafe content"),
     ({"role": "assistant", "content": "VBScript:msgbox"}, "Message contains potentially unsafe content"),
 ]
+
+
+def test_a_null_message_is_refused_by_the_payload_rule_for_required_fields() -> None:
+    # A null required field is decided by the payload model (at enqueue: exit 2; in the worker, for
+    # a plain RQ client's job: a validation error), never dropped on the wire to fail differently.
+    with pytest.raises(ValidationFailed) as info:
+        validate_payload(MessageValidation, {"message": None})
+    assert info.value.problems == ["message: is required (null is not a value)"]
 
 
 @pytest.mark.parametrize(("message", "expected"), VALIDATION_CASES)
