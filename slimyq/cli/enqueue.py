@@ -9,11 +9,9 @@ per bad field and nothing is enqueued.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -31,8 +29,6 @@ if TYPE_CHECKING:
     import redis
 
     from slimyq.app import App
-    from slimyq.config import Settings
-    from slimyq.payloads.common import Payload
     from slimyq.producer import Enqueued
 
 BULK_HELP = (
@@ -140,7 +136,6 @@ def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: di
     payload = build_payload(jt, specs, kw, argument=kw.get("argument"), extra_problems=problems)
 
     conn = app_.redis
-    admit(conn, settings, jt, payload)
     done = enqueue_one(conn, settings, EnqueueRequest(jt, payload, queue, kw["job_id"], run_time))
     if done.status == "exists" and not quiet:
         render.warn(f"job {done.id} already exists; nothing was enqueued")
@@ -194,32 +189,6 @@ def _wait(conn: redis.Redis, done: Enqueued, timeout: float, fmt: Format, quiet:
         render.line(done.id)
     else:
         render.show(outcome.result, fmt, empty="(empty result)")
-
-
-# ------------------------------------------------------------------ rate limit hook
-
-
-def _ratelimit() -> ModuleType | None:
-    """``slimyq.ratelimit`` if it exists (imported lazily: it is optional for this command)."""
-    try:
-        return importlib.import_module("slimyq.ratelimit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "slimyq.ratelimit":
-            raise
-        return None
-
-
-def admit(conn: redis.Redis, settings: Settings, jt: JobType, payload: Payload) -> None:
-    """Count a rate-limited job against its user; raises RateLimited (exit 75) over the limit."""
-    module = _ratelimit() if jt.rate_limited else None
-    if module is not None and hasattr(module, "admit"):
-        module.admit(conn, settings, jt, payload)
-
-
-def admit_many(conn: redis.Redis, settings: Settings, counts: dict[str, int]) -> None:
-    module = _ratelimit() if counts else None
-    if module is not None and hasattr(module, "admit_many"):
-        module.admit_many(conn, settings, counts)
 
 
 # ------------------------------------------------------------------ bulk
@@ -276,7 +245,9 @@ def _run_bulk(
     for problem in problems:
         render.warn(problem)
     conn = app_.redis
-    admit_many(conn, settings, found.rate_counts)
+    from slimyq import ratelimit
+
+    ratelimit.precheck(conn, settings, found.rate_counts)
     with render.progress("enqueueing", total=found.valid) as advance:
         result = bulk.enqueue_file(conn, settings, path, parser, advance=advance)
     skipped = result.invalid
