@@ -17,6 +17,7 @@ from slimyq.audit.cleanup import BUSY_MESSAGE, cleanup
 from slimyq.audit.report import build_report
 from slimyq.db.models import AuditLog, utcnow
 from slimyq.jobs.base import JobContext, iso, write_transaction
+from slimyq.jobs.effects import once
 from slimyq.payloads.audit import AuditCleanup, AuditReport, BulkLogEvents, LogEvent, check_event
 
 _REQUEST_NAMESPACE = uuid.UUID("8f6f7b7e-2f43-4f0e-9d0c-1d3a8c7e5b21")
@@ -55,10 +56,15 @@ def _row(row_id: str, p: LogEvent, now: Any) -> dict[str, Any]:
 
 def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
     row_id = request_row_id(p) if p.request_id else ctx.derived_id("audit_log")
-    with write_transaction(ctx.db):
+
+    def apply() -> dict[str, Any]:
         AuditLog.insert(**_row(row_id, p, utcnow())).on_conflict_ignore().execute()
         logged_at = AuditLog.select(AuditLog.timestamp).where(AuditLog.id == row_id).scalar()
-    return {"success": True, "auditLogId": row_id, "loggedAt": iso(logged_at)}
+        return {"success": True, "auditLogId": row_id, "loggedAt": iso(logged_at)}
+
+    # A rerun after `audit cleanup` removed the entry must not write it again (a job-effect marker);
+    # the request-derived id also keeps two jobs for one request to one entry.
+    return once(ctx, "log_event", apply)
 
 
 def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
