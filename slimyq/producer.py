@@ -153,9 +153,8 @@ def wait_for(conn: redis.Redis, job_id: str, timeout: float) -> Outcome:
                 # RQ's result types: 2 failed, 3 stopped, 5 max retries exceeded; 4 (retried) is
                 # not an end, so keep waiting.
                 if kind in (b"2", b"3", b"5"):
-                    text = codec.decode_exc_string(fields.get(b"exc_string")) or ""
-                    lines = text.strip().splitlines()
+                    text = codec.failure_text(codec.decode_exc_string(fields.get(b"exc_string")))
                     default = "stopped" if kind == b"3" else "failed"
-                    return Outcome(job_id, "failed", error=lines[-1] if lines else default)
+                    return Outcome(job_id, "failed", error=text or default)
         if not conn.exists(keys.job(job_id)):
             raise SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")

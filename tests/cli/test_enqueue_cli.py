@@ -458,7 +458,8 @@ def test_wait_for_a_list_result_shows_a_table(cli, r):
 
 
 def test_wait_exits_1_with_the_jobs_error(cli, r):
-    text = "Traceback (most recent call last):\n  File ...\nAccessDenied: Conversation not found or access denied\n"
+    text = "Traceback (most recent call last):\n  File ...\n"
+    text += "slimyq.jobs.base.AccessDenied: Conversation not found or access denied\n"
     thread = complete_when_enqueued(
         r, "f-1", {"_status": "failed", "type": "2", "exc_string": codec.encode_exc_string(text)}
     )
@@ -478,7 +479,7 @@ def test_wait_exits_1_with_the_jobs_error(cli, r):
     thread.join()
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "error: job f-1 failed: AccessDenied: Conversation not found or access denied\n"
+    assert result.stderr == "error: job f-1 failed: Conversation not found or access denied\n"
 
 
 def test_wait_timeout_exits_1_saying_still_queued(cli, r):
