@@ -186,6 +186,15 @@ def latin1_mysql_url() -> Iterator[str]:
     drop()
 
 
+@pytest.fixture(scope="session")
+def session_latin1_mysql_url() -> Iterator[str]:
+    """A latin1-default MariaDB database shared by the session (tables emptied per test by the
+    fixtures that use it)."""
+    url, drop = _create_mysql_database("latin1")
+    yield url
+    drop()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
                         pytest.param("mysql", marks=pytest.mark.mysql)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
