@@ -171,19 +171,19 @@ def mysql_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def private_mysql_url() -> Iterator[str]:
-    """A MariaDB database of this test's own (server default collation, utf8mb4_general_ci here)."""
-    url, drop = _create_mysql_database()
-    yield url
-    drop()
+def new_mysql_database() -> Iterator[Callable[..., str]]:
+    """``new_mysql_database(charset="utf8mb4")``: a MariaDB database of this test's own, with that
+    default character set (collation: the server's default for it); dropped afterwards."""
+    drops: list[Callable[[], None]] = []
 
+    def make(charset: str = "utf8mb4") -> str:
+        url, drop = _create_mysql_database(charset)
+        drops.append(drop)
+        return url
 
-@pytest.fixture
-def latin1_mysql_url() -> Iterator[str]:
-    """A MariaDB database of this test's own whose default character set is latin1."""
-    url, drop = _create_mysql_database("latin1")
-    yield url
-    drop()
+    yield make
+    for drop in drops:
+        drop()
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,8 @@ def _old_schema(url: str) -> peewee.Database:
     return db
 
 
-def test_migration_converts_existing_latin1_tables_and_keeps_their_rows(latin1_mysql_url):
-    db = _old_schema(latin1_mysql_url)
+def test_migration_converts_existing_latin1_tables_and_keeps_their_rows(new_mysql_database):
+    db = _old_schema(new_mysql_database("latin1"))
     try:
         assert any(c.startswith("latin1") for c in _collations(db))
         db.execute_sql(
@@ -60,8 +60,8 @@ def test_migration_converts_existing_latin1_tables_and_keeps_their_rows(latin1_m
         db.close()
 
 
-def test_case_insensitive_tables_become_exact(private_mysql_url):
-    db = _old_schema(private_mysql_url)
+def test_case_insensitive_tables_become_exact(new_mysql_database):
+    db = _old_schema(new_mysql_database())
     try:
         assert "utf8mb4_general_ci" in _collations(db)
         for n, user in enumerate(("ord", "ORD", "ord ")):
@@ -77,8 +77,8 @@ def test_case_insensitive_tables_become_exact(private_mysql_url):
         db.close()
 
 
-def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(private_mysql_url, monkeypatch):
-    mysql_url = private_mysql_url
+def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_database, monkeypatch):
+    mysql_url = new_mysql_database()
     db = connect_url(mysql_url)
     migrate(db)
     db.execute_sql("ALTER TABLE audit_logs CONVERT TO CHARACTER SET latin1")
