@@ -77,7 +77,7 @@ def test_case_insensitive_tables_become_exact(new_mysql_database):
         db.close()
 
 
-def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_database, monkeypatch):
+def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_database, monkeypatch, cli, redis_url):
     mysql_url = new_mysql_database()
     db = connect_url(mysql_url)
     migrate(db)
@@ -89,6 +89,9 @@ def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_databa
         open_database(settings)
     message = str(err.value)
     assert "audit_logs" in message and "latin1" in message and "slimyq db migrate" in message
+    worker = cli("worker", "database", "--burst")  # a worker refuses to start, with the same fix
+    assert worker.exit_code == 1
+    assert worker.stderr == f"error: {message}\n"
     db = connect_url(mysql_url)
     try:
         assert migrate(db) == []
