@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import peewee
 
 from slimyq.db.models import database_proxy, table_names
-from slimyq.db.mysql import make_exact, require_exact_text, text_problems
+from slimyq.db.mysql import make_exact, require_exact_connection, require_exact_text, table_problems
 from slimyq.errors import ConfigError, SlimyqError, Unreachable
 from slimyq.redact import redact_text, redact_url
 
@@ -185,11 +185,12 @@ def migrate(db: peewee.Database) -> list[str]:
     character set or collation (altered by hand, restored from an old dump) back to exact text.
     """
     tables = [*table_names(), HISTORY_TABLE]
+    require_exact_connection(db)
     applied: list[str] = []
     if pending_migrations(db):
         with _migration_lock(db):
             applied = _runner(db).up()
-    if text_problems(db, tables):
+    if table_problems(db, tables):
         with _migration_lock(db):
             make_exact(db, tables)
         require_exact_text(db, tables)

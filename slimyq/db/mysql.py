@@ -7,8 +7,8 @@ tables are converted (by a migration) to utf8mb4 with a binary collation that do
 ``utf8mb4_nopad_bin`` on MariaDB, ``utf8mb4_0900_bin`` on MySQL 8 (``utf8mb4_bin`` is not enough:
 it is PAD SPACE). Comparisons, grouping and uniqueness are then exact, as on PostgreSQL and SQLite.
 
-:func:`text_problems` is the check that workers and ``slimyq db`` run on connecting: a table or
-column left in another character set or collation, or a connection that is not utf8mb4.
+:func:`require_exact_text` is the check that workers and commands run on connecting: a column left
+in another character set or collation, or a connection that is not utf8mb4, is refused with the fix.
 """
 
 from __future__ import annotations
@@ -109,17 +109,19 @@ def _foreign_keys(db: peewee.Database, tables: list[str]) -> list[_ForeignKey]:
     ]
 
 
-def text_problems(db: peewee.Database, tables: list[str]) -> list[str]:
-    """What would make text inexact or lossy on this connection (empty when all is well)."""
+def connection_problems(db: peewee.Database) -> list[str]:
+    """What is wrong with the connection's character sets (empty when it is utf8mb4 throughout)."""
     if not is_mysql(db):
         return []
-    problems: list[str] = []
     charset = _rows(db, "SELECT @@character_set_client, @@character_set_connection, @@character_set_results")
-    bad = sorted({c for c in charset[0] if c != "utf8mb4"}) if charset else []
-    if bad:
-        problems.append(f"the connection uses character set {', '.join(bad)} (need utf8mb4)")
-    if not tables:
-        return problems
+    bad = sorted({str(c) for c in charset[0] if c != "utf8mb4"}) if charset else []
+    return [f"the connection uses character set {', '.join(bad)} (need utf8mb4)"] if bad else []
+
+
+def table_problems(db: peewee.Database, tables: list[str]) -> list[str]:
+    """Columns of ``tables`` not in utf8mb4 with an exact collation (empty when all are)."""
+    if not is_mysql(db) or not tables:
+        return []
     marks = ", ".join(["%s"] * len(tables))
     columns = _rows(
         db,
@@ -128,20 +130,35 @@ def text_problems(db: peewee.Database, tables: list[str]) -> list[str]:
         "ORDER BY TABLE_NAME, ORDINAL_POSITION",
         tuple(tables),
     )
-    for table, column, charset_name, collation in columns:
-        if charset_name != "utf8mb4" or collation not in EXACT_COLLATIONS:
-            need = " or ".join(EXACT_COLLATIONS)
-            problems.append(f"column {table}.{column} uses {collation} (need utf8mb4 with {need})")
-    return problems
+    need = " or ".join(EXACT_COLLATIONS)
+    return [
+        f"column {table}.{column} uses {collation} (need utf8mb4 with {need})"
+        for table, column, charset_name, collation in columns
+        if charset_name != "utf8mb4" or collation not in EXACT_COLLATIONS
+    ]
+
+
+def text_problems(db: peewee.Database, tables: list[str]) -> list[str]:
+    """What would make text inexact or lossy on this connection (empty when all is well)."""
+    return connection_problems(db) + table_problems(db, tables)
+
+
+def require_exact_connection(db: peewee.Database) -> None:
+    problems = connection_problems(db)
+    if problems:
+        raise SlimyqError(
+            f"refusing to use this MySQL database: {problems[0]}, so text would not be stored exactly; "
+            "remove the charset parameter from DATABASE_URL or set ?charset=utf8mb4"
+        )
 
 
 def require_exact_text(db: peewee.Database, tables: list[str]) -> None:
     """Refuse a MySQL connection on which slimyq's text would be compared or stored inexactly."""
-    problems = text_problems(db, tables)
+    require_exact_connection(db)
+    problems = table_problems(db, tables)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SlimyqError(
             f"refusing to use this MySQL database: {problems[0]}{more}, so text would not be stored or "
-            "compared exactly; run `slimyq db migrate` (it converts slimyq's tables), or connect with "
-            "?charset=utf8mb4 in DATABASE_URL"
+            "compared exactly; run `slimyq db migrate` (it converts slimyq's tables)"
         )

@@ -99,3 +99,18 @@ def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_databa
     finally:
         db.close()
     open_database(settings).close()
+
+
+def test_a_connection_that_is_not_utf8mb4_is_refused_before_anything_is_changed(new_mysql_database):
+    url = new_mysql_database()
+    db = connect_url(url)
+    migrate(db)
+    db.close()
+    latin1 = connect_url(f"{url}?charset=latin1")
+    try:
+        assert text_problems(latin1, table_names()) == ["the connection uses character set latin1 (need utf8mb4)"]
+        with pytest.raises(SlimyqError, match=r"charset=utf8mb4") as err:
+            migrate(latin1)
+        assert "slimyq db migrate" not in str(err.value)  # migrating would not help: the URL is the fix
+    finally:
+        latin1.close()
