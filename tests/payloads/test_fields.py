@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slimyq import bulk
 from slimyq.errors import ValidationFailed
@@ -82,3 +84,31 @@ def test_optional_nulls_are_left_out_of_the_wire_and_required_ones_refused():
     model = registry.get("chat_bot_interaction").payload
     p = validate_payload(model, {"prompt": "hi", "userId": "u", "guildId": None})
     assert p.wire() == {"prompt": "hi", "userId": "u"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_an_identifier_is_kept_exactly_or_refused_never_changed(text: str) -> None:
+    model = registry.get("get_conversations").payload
+    try:
+        p = validate_payload(model, {"userId": text})
+    except ValidationFailed as exc:
+        assert len(exc.problems) == 1 and exc.problems[0].startswith("userId: ")
+        assert text == "" or text != text.strip() or any(ord(c) < 32 or c == "\x7f" for c in text)
+    else:
+        assert p.user_id == text  # type: ignore[attr-defined]
+        assert text and text == text.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=30)))
+def test_a_title_is_null_when_blank_and_otherwise_as_given(title: str | None) -> None:
+    model = registry.get("create_conversation").payload
+    try:
+        p = validate_payload(model, {"userId": "u", "title": title})
+    except ValidationFailed as exc:
+        assert title is not None and "\x00" in title, exc.problems
+        return
+    expected = None if title is None or not title.strip() else title
+    assert p.title == expected  # type: ignore[attr-defined]
+    assert validate_payload(model, p.wire()) == p
