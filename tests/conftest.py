@@ -212,6 +212,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     return url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mysql", marks=pytest.mark.mysql),
+                        pytest.param("mysql-latin1", marks=pytest.mark.mysql)])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Like ``database_url``, plus MariaDB in a database whose default character set is latin1;
+    exported as DATABASE_URL, tables (if any) emptied, nothing migrated here."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    else:
+        fixture = {"postgres": "pg_url", "mysql": "mysql_url", "mysql-latin1": "session_latin1_mysql_url"}
+        url = request.getfixturevalue(fixture[request.param])
+        _truncate_all(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[object]:
     """The ``database_url`` database, migrated, with the models bound to it."""
