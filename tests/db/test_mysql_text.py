@@ -92,6 +92,8 @@ def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_databa
     worker = cli("worker", "database", "--burst")  # a worker refuses to start, with the same fix
     assert worker.exit_code == 1
     assert worker.stderr == f"error: {message}\n"
+    status = cli("db", "status")  # and `db status` gates a deploy on it
+    assert status.exit_code == 1 and status.stderr == f"error: {message}\n"
     db = connect_url(mysql_url)
     try:
         assert migrate(db) == []
@@ -99,6 +101,7 @@ def test_a_table_left_inexact_is_refused_and_migrate_repairs_it(new_mysql_databa
     finally:
         db.close()
     open_database(settings).close()
+    assert cli("db", "status").exit_code == 0
 
 
 def test_a_connection_that_is_not_utf8mb4_is_refused_before_anything_is_changed(new_mysql_database):
