@@ -274,7 +274,8 @@ def test_audit_row_written_once_across_runs_of_the_same_job(any_db: peewee.Datab
     job_id = uuid.uuid4().hex
     first = chat_bot_interaction(payload(guildId="g1"), make_ctx(settings, any_db, job_id, attempt=1))
     second = chat_bot_interaction(payload(guildId="g1"), make_ctx(settings, any_db, job_id, attempt=2))
-    assert first["success"] and second["success"]
+    assert first["success"] and second == first  # the first answer, not a second one
+    assert len(fake_openai.requests) == 1  # OpenAI was asked once
     rows = audit_rows()
     assert len(rows) == 1
     assert rows[0].id == make_ctx(settings, any_db, job_id).derived_id("audit")
