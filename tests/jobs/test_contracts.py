@@ -92,6 +92,12 @@ def jobs(backend: str, cli: Cli, r: redis.Redis) -> Iterator[Jobs]:
     yield Jobs(cli, r)
 
 
+@pytest.fixture
+def refusals(database_url: str, cli: Cli, r: redis.Redis) -> Iterator[Jobs]:
+    """For what is refused before the database is touched: SQLite, PostgreSQL and MariaDB."""
+    yield Jobs(cli, r)
+
+
 # ------------------------------------------------------------------ ownership is exact
 
 
@@ -124,7 +130,8 @@ def test_users_differing_in_case_or_accent_own_nothing(jobs: Jobs) -> None:
     assert (mine["id"], mine["title"], mine["messageCount"]) == (conv, "Plans", 1)
 
 
-def test_padded_or_blank_user_ids_are_refused_by_every_database_job_type(jobs: Jobs) -> None:
+def test_padded_or_blank_user_ids_are_refused_by_every_database_job_type(refusals: Jobs) -> None:
+    jobs = refusals
     conv = str(uuid.uuid4())
     args = {
         "create-conversation": [],
@@ -164,7 +171,8 @@ def test_text_round_trips_exactly_and_blank_titles_are_null(jobs: Jobs) -> None:
     assert listed == {untitled: None, conv: None}
 
 
-def test_blank_too_long_and_nul_content_is_refused_at_enqueue(jobs: Jobs) -> None:
+def test_blank_too_long_and_nul_content_is_refused_at_enqueue(refusals: Jobs) -> None:
+    jobs = refusals
     conv = str(uuid.uuid4())
     base = ["--conversation", conv, "--user", "u", "--role", "user"]
     assert "--content: must not be empty or whitespace only" in jobs.refused("save-message", *base, "--content", "  ")
@@ -223,7 +231,8 @@ def test_audit_report_and_cleanup_tell_case_apart(jobs: Jobs) -> None:
 # ------------------------------------------------------------------ bulk files and plain RQ clients
 
 
-def test_bulk_lines_are_refused_by_the_same_rules(jobs: Jobs, tmp_path: Path) -> None:
+def test_bulk_lines_are_refused_by_the_same_rules(refusals: Jobs, tmp_path: Path) -> None:
+    jobs = refusals
     path = tmp_path / "jobs.jsonl"
     lines = [
         {"type": "create_conversation", "payload": {"userId": "ord"}},
