@@ -100,10 +100,16 @@ def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -
                 f"{n} rate-limited requests for user {user!r} at once, but the limit is {limit} per "
                 f"{window} s; split them into batches of at most {limit}"
             )
-    for user, n in counts.items():
-        status = show(conn, settings, user)
-        if status.count + n > limit:
-            raise UserRateLimited(max(status.resets_in, 1), user)
+    users = list(counts)
+    pipe = conn.pipeline(transaction=False)
+    for user in users:
+        pipe.get(key(user))
+        pipe.pttl(key(user))
+    replies = pipe.execute()  # one round trip for any number of users
+    for i, user in enumerate(users):
+        used, ttl_ms = int(replies[2 * i] or 0), int(replies[2 * i + 1])
+        if used + counts[user] > limit:
+            raise UserRateLimited(_seconds(ttl_ms if ttl_ms > 0 else window * 1000), user)
 
 
 def show(conn: redis.Redis, settings: Settings, user: str) -> RateLimitStatus:
