@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from slimyq.payloads.common import Payload
-from slimyq.payloads.fields import Identifier, Required, UserId
+from slimyq.payloads.fields import Identifier, Required, UserId, no_nul
 
 PROMPT_MAX = 2000
 MESSAGE_MAX = 10_000
 BULK_MAX = 10_000
 
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PROMPT_MAX)]
+Prompt = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PROMPT_MAX), AfterValidator(no_nul)
+]
 
 
 class ChatBotInteraction(Payload):

@@ -31,7 +31,7 @@ def is_blank(value: str) -> bool:
     return not value.strip()
 
 
-def _no_nul(value: str) -> str:
+def no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain a NUL character (\\x00)")
     return value
@@ -51,7 +51,7 @@ def check_identifier(value: str) -> str:
 
 
 def _text(value: str) -> str:
-    _no_nul(value)
+    no_nul(value)
     if is_blank(value):
         raise ValueError("must not be empty or whitespace only")
     return value
@@ -75,6 +75,6 @@ Name = Annotated[str, Field(max_length=100), _EXACT]  # actions, resource types
 Address = Annotated[str, Field(max_length=64), _EXACT]  # IP addresses
 UserId = Annotated[str, Field(max_length=ID_MAX, description="the user's id, exactly (never trimmed)"), _EXACT]
 Text = Annotated[str, AfterValidator(_text)]
-FreeText = Annotated[str, AfterValidator(_no_nul)]  # optional details (user agent, error text)
-Title = Annotated[Annotated[str, Field(max_length=200), AfterValidator(_no_nul)] | None, BeforeValidator(_title)]
+FreeText = Annotated[str, AfterValidator(no_nul)]  # optional details (user agent, error text)
+Title = Annotated[Annotated[str, Field(max_length=200), AfterValidator(no_nul)] | None, BeforeValidator(_title)]
 Required = Annotated[Any, AfterValidator(_required)]

@@ -33,6 +33,7 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("save_message", {"conversationId": CONV, "userId": "u", "role": "user", "content": "a\x00b"}, "content",
      "must not contain a NUL character (\\x00)"),
     ("get_conversations", {"userId": "\u00a0ord"}, "userId", TRIM),
+    ("chat_bot_interaction", {"prompt": "a\x00b", "userId": "u"}, "prompt", "must not contain a NUL character (\\x00)"),
     ("message_validation", {"message": None}, "message", "is required (null is not a value)"),
     ("chat_bot_interaction", {"prompt": "hi", "userId": "u", "guildId": " g"}, "guildId", TRIM),
     ("log_event", {"action": "login ", "resourceType": "user", "resourceId": "u"}, "action", TRIM),
