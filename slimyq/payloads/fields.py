@@ -13,7 +13,8 @@ through them, so a value is decided the same way whichever way it came in.
   original stored ``title || null``).
 - **Nulls**: a null for an optional field is the same as leaving it out; a required field cannot be
   null (``Required`` for fields that take any JSON value).
-- No string may contain a NUL character: PostgreSQL cannot store one, so it is refused everywhere.
+- No stored text (ids, content, titles, prompts, audit fields) may contain a NUL character:
+  PostgreSQL cannot store one, so it is refused on every backend.
 """
 
 from __future__ import annotations
