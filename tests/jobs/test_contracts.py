@@ -264,3 +264,31 @@ def test_a_plain_rq_client_meets_the_same_rules_in_the_worker(jobs: Jobs) -> Non
     assert jobs.failure(null) == ("validation_error", "message: is required (null is not a value)")
     conv = jobs.result(untitled)["conversationId"]
     assert [(c["id"], c["title"]) for c in jobs.run("database", "get-conversations", "--user", "ord")] == [(conv, None)]
+
+
+# ------------------------------------------------------------------ effect once, through redelivery
+
+
+def test_redelivered_jobs_change_nothing_after_later_jobs_and_cleanup(jobs: Jobs) -> None:
+    def redeliver(job_id: str) -> None:  # by hand, as a crash after the commit would
+        requeued = jobs.cli("job", "requeue", job_id, "--yes")
+        assert requeued.exit_code == 0, requeued.stderr
+        jobs.work("database")
+
+    conv = jobs.run("database", "create-conversation", "--user", "u", "--title", "First")["conversationId"]
+    old = jobs.enqueue("update-conversation", "--conversation", conv, "--user", "u", "--title", "Old")
+    jobs.work("database")
+    first_old = jobs.result(old)
+    jobs.run("database", "update-conversation", "--conversation", conv, "--user", "u", "--title", "New")
+    redeliver(old)
+    assert jobs.result(old) == first_old
+    assert [c["title"] for c in jobs.run("database", "get-conversations", "--user", "u")] == ["New"]
+
+    gone = jobs.enqueue("delete-conversation", "--conversation", conv, "--user", "u")
+    jobs.work("database")
+    first_gone = jobs.result(gone)
+    cleaned = jobs.cli("audit", "cleanup", "--before", "2999-01-01")  # conversation_deleted goes too
+    assert cleaned.exit_code == 0, cleaned.stderr
+    redeliver(gone)
+    assert jobs.result(gone) == first_gone  # not "not found": the marker outlived the audit entry
+    assert jobs.run("database", "get-conversations", "--user", "u") == []
