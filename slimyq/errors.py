@@ -47,7 +47,7 @@ class RateLimited(SlimyqError):
 
     def __init__(self, retry_in: int) -> None:
         self.retry_in = retry_in
-        super().__init__(f"rate limited: retry in {retry_in} s")
+        super().__init__(f"rate limited, retry in {retry_in} s")
 
 
 class Interrupted(SlimyqError):

@@ -2,7 +2,8 @@
 
 Jobs are written in RQ's own format (``runtime.codec``) by one Lua script per chunk: it skips ids
 that already exist (``--job-id`` is idempotent), writes the hash and pushes the id atomically, so
-nothing is ever half-written.
+nothing is ever half-written. The same script decides the per-user rate limit (``ratelimit``): a
+chunk that would take a user over it writes and counts nothing and raises :class:`RateLimited`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import redis
 
+from slimyq import ratelimit
 from slimyq.config import Settings
 from slimyq.errors import SlimyqError, UsageError
 from slimyq.jobs.registry import JobType
@@ -47,11 +49,6 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def _user_of(payload: Payload) -> str | None:
-    user = getattr(payload, "user_id", None)
-    return str(user) if user is not None else None
-
-
 def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, float, dict[str, Any]]:
     qs = settings.queue(req.queue)
     job_id = req.job_id or codec.new_job_id()
@@ -60,7 +57,7 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, flo
         payload=req.payload.wire(),
         queue=req.queue,
         job_type=req.job_type.name,
-        user=_user_of(req.payload),
+        user=ratelimit.user_of(req.payload),
         timeout=qs.timeout,
         retry_intervals=qs.retry_delays(),
         status="scheduled" if req.run_at else "queued",
@@ -95,23 +92,32 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
     results: list[Enqueued | None] = [None] * len(batch)
     pipe = conn.pipeline(transaction=False)
     order: list[list[tuple[int, str]]] = []
+    limits = ratelimit.script_args(settings)
     for (queue, mode), items in groups.items():
-        args: list[Any] = [queue, mode, len(items)]
-        for _index, job_id, score, mapping in items:
-            args += [job_id, score, len(mapping)]
+        args: list[Any] = [queue, mode, len(items), *limits]
+        for index, job_id, score, mapping in items:
+            req = batch[index]
+            args += [job_id, score, ratelimit.counter_key(req.job_type, req.payload), len(mapping)]
             for field, value in mapping.items():
                 args += [field, value]
         scripts.enqueue(args=args, client=pipe)
         order.append([(item[0], item[1]) for item in items])
     replies = pipe.execute()
+    limited: ratelimit.UserRateLimited | None = None
     for written, pairs in zip(replies, order, strict=True):
+        if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
+            user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
+            limited = limited or ratelimit.refused(int(written[2]), user)
+            continue
         for flag, (index, job_id) in zip(written, pairs, strict=True):
             req = batch[index]
             status = ("scheduled" if req.run_at else "queued") if flag else "exists"
             results[index] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
     for done in results:
-        assert done is not None
-        yield done
+        if done is not None:  # a group refused for the rate limit has none
+            yield done
+    if limited is not None:
+        raise limited
 
 
 def enqueue_one(conn: redis.Redis, settings: Settings, req: EnqueueRequest) -> Enqueued:
@@ -147,9 +153,8 @@ def wait_for(conn: redis.Redis, job_id: str, timeout: float) -> Outcome:
                 # RQ's result types: 2 failed, 3 stopped, 5 max retries exceeded; 4 (retried) is
                 # not an end, so keep waiting.
                 if kind in (b"2", b"3", b"5"):
-                    text = codec.decode_exc_string(fields.get(b"exc_string")) or ""
-                    lines = text.strip().splitlines()
+                    text = codec.failure_text(codec.decode_exc_string(fields.get(b"exc_string")))
                     default = "stopped" if kind == b"3" else "failed"
-                    return Outcome(job_id, "failed", error=lines[-1] if lines else default)
+                    return Outcome(job_id, "failed", error=text or default)
         if not conn.exists(keys.job(job_id)):
             raise SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")

@@ -1,10 +1,12 @@
-"""Per-user rate limit for rate-limited job types (chat), checked at enqueue.
+"""Per-user rate limit for rate-limited job types (chat), decided at enqueue.
 
 A fixed window per user: the first admitted request opens a window of ``rate_limit.window``
 seconds (the key's TTL, set once with ``PEXPIRE`` only when the key has none), and at most
-``rate_limit.requests`` requests are admitted in it. The check and the count happen in one Lua
-script: atomic across every producer sharing the Redis, one round trip. A refused request counts
-nothing and leaves the window alone, so hammering while limited never extends it.
+``rate_limit.requests`` requests are admitted in it. The check and the count happen inside the
+ENQUEUE script (:mod:`slimyq.runtime.scripts`) that writes the jobs, so they are atomic across every
+producer sharing the Redis, and only a job that is really written takes a slot: a duplicate
+``--job-id`` (or an enqueue that fails) counts nothing. A refused request counts nothing and leaves
+the window alone, so hammering while limited never extends it.
 
 Key: ``slimyq:rl:<user>`` (a counter). ``reset`` deletes it.
 """
@@ -12,7 +14,6 @@ Key: ``slimyq:rl:<user>`` (a counter). ``reset`` deletes it.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,33 +26,6 @@ from slimyq.jobs.registry import JobType
 from slimyq.payloads.common import Payload
 
 PREFIX = "slimyq:rl:"
-
-# KEYS: one counter per user. ARGV: 1 limit, 2 window (ms), 2+i count for KEYS[i], then a token.
-# Returns {1, 0, 0} when all were admitted (and counted), else {0, i, ttl_ms} for the first user
-# that would go over the limit (nothing counted for anyone). The token remembers an admission for
-# the window: a call redis-py repeats after a lost reply is admitted again without counting twice.
-_ADMIT = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local token = 'slimyq:admitted:' .. ARGV[#KEYS + 3]
-if redis.call('EXISTS', token) == 1 then return {1, 0, 0} end
-for i, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0')
-  if current + tonumber(ARGV[2 + i]) > limit then
-    local ttl = redis.call('PTTL', key)
-    if ttl < 0 then ttl = window end
-    return {0, i, ttl}
-  end
-end
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[2 + i])
-  if redis.call('PTTL', key) < 0 then
-    redis.call('PEXPIRE', key, window)
-  end
-end
-redis.call('SET', token, '1', 'PX', window)
-return {1, 0, 0}
-"""
 
 # KEYS: the user's counter. Returns {count, ttl_ms}.
 _SHOW = """
@@ -94,27 +68,31 @@ def user_of(payload: Payload) -> str | None:
     return str(user) if user is not None else None
 
 
-def admit(conn: redis.Redis, settings: Settings, job_type: JobType, payload: Payload) -> None:
-    """Count one request of ``job_type`` for the payload's user, or raise :class:`RateLimited`.
-
-    Job types that are not rate limited, and payloads without a user, pass uncounted.
-    """
+def counter_key(job_type: JobType, payload: Payload) -> str:
+    """The counter a job of ``job_type`` takes a slot of ('' for types that are not rate limited
+    and payloads without a user): what the ENQUEUE script is given per job."""
     if not job_type.rate_limited:
-        return
+        return ""
     user = user_of(payload)
-    if user is not None:
-        admit_many(conn, settings, {user: 1})
+    return key(user) if user is not None else ""
 
 
-def admit_many(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -> None:
-    """Count ``counts[user]`` requests for every user, all or nothing (a bulk file).
+def script_args(settings: Settings) -> list[Any]:
+    """The ENQUEUE script's limit arguments: requests per window, window in milliseconds."""
+    return [settings.rate_limit.requests, settings.rate_limit.window * 1000]
 
-    Raises :class:`RateLimited` (exit 75) if any user would go over the limit, counting nothing;
-    :class:`UsageError` if one file alone holds more requests for a user than a whole window allows.
+
+def refused(ttl_ms: int, user: str) -> UserRateLimited:
+    return UserRateLimited(_seconds(ttl_ms), user)
+
+
+def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -> None:
+    """Before a bulk file is enqueued: refuse it at once if a user could not get all its requests
+    now (:class:`RateLimited`, exit 75), or could never in one window (:class:`UsageError`).
+
+    Reads only; the slots are taken chunk by chunk by the ENQUEUE script itself.
     """
     counts = {user: n for user, n in counts.items() if n > 0}
-    if not counts:
-        return
     limit, window = settings.rate_limit.requests, settings.rate_limit.window
     for user, n in counts.items():
         if n > limit:
@@ -123,11 +101,15 @@ def admit_many(conn: redis.Redis, settings: Settings, counts: Mapping[str, int])
                 f"{window} s; split them into batches of at most {limit}"
             )
     users = list(counts)
-    args: list[Any] = [limit, window * 1000, *(counts[u] for u in users), os.urandom(12).hex()]
-    reply: Any = conn.register_script(_ADMIT)(keys=[key(u) for u in users], args=args)
-    ok, index, ttl_ms = (int(v) for v in reply)
-    if not ok:
-        raise UserRateLimited(_seconds(ttl_ms), users[index - 1])
+    pipe = conn.pipeline(transaction=False)
+    for user in users:
+        pipe.get(key(user))
+        pipe.pttl(key(user))
+    replies = pipe.execute()  # one round trip for any number of users
+    for i, user in enumerate(users):
+        used, ttl_ms = int(replies[2 * i] or 0), int(replies[2 * i + 1])
+        if used + counts[user] > limit:
+            raise UserRateLimited(_seconds(ttl_ms if ttl_ms > 0 else window * 1000), user)
 
 
 def show(conn: redis.Redis, settings: Settings, user: str) -> RateLimitStatus:

@@ -123,7 +123,7 @@ def _create_pg_database() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-def _create_mysql_database() -> tuple[str, Callable[[], None]]:
+def _create_mysql_database(charset: str = "utf8mb4") -> tuple[str, Callable[[], None]]:
     try:
         import pymysql
     except ImportError:
@@ -136,7 +136,7 @@ def _create_mysql_database() -> tuple[str, Callable[[], None]]:
     except pymysql.err.OperationalError as exc:
         _fail_or_skip(f"MariaDB unavailable: {exc}")
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET {charset}")
     admin.close()
 
     def drop() -> None:
@@ -170,6 +170,31 @@ def mysql_url() -> Iterator[str]:
     drop()
 
 
+@pytest.fixture
+def new_mysql_database() -> Iterator[Callable[..., str]]:
+    """``new_mysql_database(charset="utf8mb4")``: a MariaDB database of this test's own, with that
+    default character set (collation: the server's default for it); dropped afterwards."""
+    drops: list[Callable[[], None]] = []
+
+    def make(charset: str = "utf8mb4") -> str:
+        url, drop = _create_mysql_database(charset)
+        drops.append(drop)
+        return url
+
+    yield make
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture(scope="session")
+def session_latin1_mysql_url() -> Iterator[str]:
+    """A latin1-default MariaDB database shared by the session (tables emptied per test by the
+    fixtures that use it)."""
+    url, drop = _create_mysql_database("latin1")
+    yield url
+    drop()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
                         pytest.param("mysql", marks=pytest.mark.mysql)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -182,6 +207,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
         url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     else:
         url = request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url")
+        _truncate_all(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mysql", marks=pytest.mark.mysql),
+                        pytest.param("mysql-latin1", marks=pytest.mark.mysql)])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Like ``database_url``, plus MariaDB in a database whose default character set is latin1;
+    exported as DATABASE_URL, tables (if any) emptied, nothing migrated here."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    else:
+        fixture = {"postgres": "pg_url", "mysql": "mysql_url", "mysql-latin1": "session_latin1_mysql_url"}
+        url = request.getfixturevalue(fixture[request.param])
         _truncate_all(url)
     monkeypatch.setenv("DATABASE_URL", url)
     return url

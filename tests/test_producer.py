@@ -133,12 +133,13 @@ def test_wait_for_success(r, settings):
 
 def test_wait_for_failure_gives_last_line(r, settings):
     done = enqueue_one(r, settings, conversation())
-    text = "Traceback (most recent call last):\n  ...\nAccessDenied: Conversation not found or access denied\n"
+    text = "Traceback (most recent call last):\n  ...\n"
+    text += "slimyq.jobs.base.AccessDenied: Conversation not found or access denied\n"
     thread = _complete_later(r, done.id, {"type": "2", "exc_string": codec.encode_exc_string(text)})
     outcome = wait_for(r, done.id, 5)
     thread.join()
     assert outcome.status == "failed"
-    assert outcome.error == "AccessDenied: Conversation not found or access denied"
+    assert outcome.error == "Conversation not found or access denied"  # no module path
 
 
 def test_wait_for_skips_retried_entries(r, settings):

@@ -94,6 +94,17 @@ _TYPE_HINTS: dict[Any, str] = {
 }
 
 
+def _nested_metadata(annotation: Any) -> list[Any]:
+    """Constraints of an optional field's inner type (``Identifier | None``: its max length)."""
+    found: list[Any] = []
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            if get_origin(arg) is Annotated:
+                for meta in get_args(arg)[1:]:
+                    found.extend(getattr(meta, "metadata", None) or [meta])
+    return found
+
+
 def _help(info: FieldInfo, kind: Kind, stdin: bool) -> str:
     parts: list[str] = []
     if info.description:
@@ -104,7 +115,7 @@ def _help(info: FieldInfo, kind: Kind, stdin: bool) -> str:
         elif ann in _TYPE_HINTS:
             parts.append(_TYPE_HINTS[ann])
     unit = "items" if kind == "json" else "chars"
-    for meta in info.metadata:
+    for meta in [*info.metadata, *_nested_metadata(info.annotation)]:
         for attr, text in (("max_length", f"at most {{}} {unit}"), ("ge", ">= {}"), ("le", "<= {}")):
             value = getattr(meta, attr, None)
             if value is not None:

@@ -16,7 +16,7 @@ import typer
 
 from slimyq import render
 from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format
-from slimyq.errors import UsageError
+from slimyq.errors import UsageError, ValidationFailed
 from slimyq.render import Format
 from slimyq.timeparse import now_utc, parse_end, parse_instant, parse_since
 
@@ -68,7 +68,7 @@ def cleanup_cmd(
     """
     fmt = pick_format(fmt, as_json)
     cut = _cut_off(days, before)
-    excluded = list(dict.fromkeys(exclude_action or []))
+    excluded = _checked_actions(list(dict.fromkeys(exclude_action or [])))
     if enqueue and dry_run:
         raise UsageError("--dry-run cannot be combined with --enqueue (the job always deletes)")
     app_ = app_of(ctx)
@@ -86,6 +86,21 @@ def cleanup_cmd(
     with render.progress("deleting old audit entries", total) as advance:
         result = cleanup(db, cut, excluded, batch_size=batch_size, wait=wait_lock, on_batch=advance)
     render.summary(result.line(), verbose) if fmt is Format.table else render.show(result, fmt)
+
+
+def _checked_actions(actions: list[str]) -> list[str]:
+    """The same rule as an audit_cleanup job's excludeActions (exact actions, never trimmed)."""
+    from slimyq.payloads.fields import check_identifier
+
+    problems = []
+    for action in actions:
+        try:
+            check_identifier(action)
+        except ValueError as exc:
+            problems.append(f"--exclude-action: {action!r} {exc}")
+    if problems:
+        raise ValidationFailed(problems)
+    return actions
 
 
 def _enqueue_cleanup(app_: App, cut: dt.datetime, excluded: list[str], batch_size: int, fmt: Format) -> None:

@@ -40,12 +40,19 @@ def migrate(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
 def status(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonFlag = False) -> None:
     """List the schema migrations and whether each is applied (exit 1 while any is pending)."""
     from slimyq import db
+    from slimyq.db.mysql import require_exact_text
 
     settings = app_of(ctx).settings
     fmt = pick_format(fmt, as_json)
     database = db.connect_settings(settings)
+    inexact: SlimyqError | None = None
     try:
         rows = [{"migration": name, "applied": done} for name, done in db.migration_status(database)]
+        if all(row["applied"] for row in rows):
+            try:
+                require_exact_text(database, [*db.table_names(), db.HISTORY_TABLE])
+            except SlimyqError as exc:  # MySQL tables in an inexact collation: report after the table
+                inexact = exc
     finally:
         database.close()
     render.show(rows, fmt, columns=["migration", "applied"], empty="no migrations")
@@ -53,3 +60,5 @@ def status(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonFl
     if pending:  # exit 1, so `slimyq db status` can gate a deploy
         plural = "s" if pending != 1 else ""
         raise SlimyqError(f"{pending} migration{plural} pending; run `slimyq db migrate`")
+    if inexact is not None:
+        raise inexact

@@ -9,13 +9,11 @@ per bad field and nothing is enqueued.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
 
     from slimyq.app import App
     from slimyq.bulk import BulkStopped
-    from slimyq.config import Settings
-    from slimyq.payloads.common import Payload
     from slimyq.producer import Enqueued
 
 BULK_HELP = (
@@ -160,7 +156,6 @@ def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: di
     payload = build_payload(jt, specs, kw, argument=kw.get("argument"), extra_problems=problems)
 
     conn = app_.redis
-    admit(conn, settings, jt, payload)
     done = enqueue_one(conn, settings, EnqueueRequest(jt, payload, queue, kw["job_id"], run_time))
     if done.status == "exists" and not quiet:
         render.warn(f"job {done.id} already exists; nothing was enqueued")
@@ -214,32 +209,6 @@ def _wait(conn: redis.Redis, done: Enqueued, timeout: float, fmt: Format, quiet:
         render.line(done.id)
     else:
         render.show(outcome.result, fmt, empty="(empty result)")
-
-
-# ------------------------------------------------------------------ rate limit hook
-
-
-def _ratelimit() -> ModuleType | None:
-    """``slimyq.ratelimit`` if it exists (imported lazily: it is optional for this command)."""
-    try:
-        return importlib.import_module("slimyq.ratelimit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "slimyq.ratelimit":
-            raise
-        return None
-
-
-def admit(conn: redis.Redis, settings: Settings, jt: JobType, payload: Payload) -> None:
-    """Count a rate-limited job against its user; raises RateLimited (exit 75) over the limit."""
-    module = _ratelimit() if jt.rate_limited else None
-    if module is not None and hasattr(module, "admit"):
-        module.admit(conn, settings, jt, payload)
-
-
-def admit_many(conn: redis.Redis, settings: Settings, counts: dict[str, int]) -> None:
-    module = _ratelimit() if counts else None
-    if module is not None and hasattr(module, "admit_many"):
-        module.admit_many(conn, settings, counts)
 
 
 # ------------------------------------------------------------------ bulk
@@ -335,7 +304,9 @@ def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> 
     for problem in problems:
         render.warn(problem)
     conn = app_.redis
-    admit_many(conn, settings, found.rate_counts)
+    from slimyq import ratelimit
+
+    ratelimit.precheck(conn, settings, found.rate_counts)
     try:
         with bulk.StopFlag() as stop, render.progress("enqueueing", total=found.valid) as advance:
             result = bulk.enqueue_file(conn, settings, path, parser, run=job.run, start_line=job.start,

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlparse
 
 import peewee
 
-from slimyq.db.models import database_proxy
+from slimyq.db.models import database_proxy, table_names
+from slimyq.db.mysql import make_exact, require_exact_connection, require_exact_text, table_problems
 from slimyq.errors import ConfigError, SlimyqError, Unreachable
 from slimyq.redact import redact_text, redact_url
 
@@ -149,6 +150,11 @@ def open_database(settings: Settings) -> peewee.Database:
             count = f"{len(pending)} migration{'s' if len(pending) != 1 else ''}"
             raise SlimyqError(f"database schema is not up to date ({count} pending); run `slimyq db migrate`")
         migrate(db)
+    try:
+        require_exact_text(db, [*table_names(), HISTORY_TABLE])
+    except SlimyqError:
+        db.close()
+        raise
     database_proxy.initialize(db)
     return db
 
@@ -175,12 +181,19 @@ def migrate(db: peewee.Database) -> list[str]:
     """Apply pending migrations; returns their names (empty when up to date).
 
     Safe to run from several processes at once: they take turns under a lock, and whoever comes
-    second finds nothing left to do.
+    second finds nothing left to do. On MySQL it also converts any slimyq table found in another
+    character set or collation (altered by hand, restored from an old dump) back to exact text.
     """
-    if not pending_migrations(db):
-        return []
-    with _migration_lock(db):
-        applied: list[str] = _runner(db).up()
+    tables = [*table_names(), HISTORY_TABLE]
+    require_exact_connection(db)
+    applied: list[str] = []
+    if pending_migrations(db):
+        with _migration_lock(db):
+            applied = _runner(db).up()
+    if table_problems(db, tables):
+        with _migration_lock(db):
+            make_exact(db, tables)
+        require_exact_text(db, tables)
     return applied
 
 

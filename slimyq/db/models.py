@@ -123,7 +123,26 @@ class JobRun(BaseModel):
         )
 
 
-MODELS: tuple[type[BaseModel], ...] = (Conversation, Message, AuditLog, JobRun)
+class JobEffect(BaseModel):
+    """The record that a job's effect was applied, keyed by the job id, with the result it returned.
+
+    A handler that writes checks it first (:func:`slimyq.jobs.effects.once`): a rerun of the same job
+    (retry after the commit, redelivery after a crash) returns the first result and changes nothing,
+    whatever happened to the rows since (renamed again, deleted, removed by ``audit cleanup``).
+    Nothing deletes these rows: they are what makes a job's effect happen once.
+    """
+
+    job_id = peewee.CharField(max_length=128)
+    effect = peewee.CharField(max_length=64)  # the handler's name: one job, one effect
+    result = JSONTextField()
+    created_at = DateTimeUSField(default=utcnow)
+
+    class Meta:
+        table_name = "job_effects"
+        primary_key = peewee.CompositeKey("job_id", "effect")
+
+
+MODELS: tuple[type[BaseModel], ...] = (Conversation, Message, AuditLog, JobRun, JobEffect)
 
 
 def table_names() -> list[str]:

@@ -208,7 +208,8 @@ class JobDetail:
     timeout: int | None
     attempts: list[Attempt]
     result: Any = None
-    error: str | None = None
+    error: str | None = None  # the message only; its type is error_type
+    error_type: str | None = None
     traceback: str | None = None
 
 
@@ -227,6 +228,12 @@ def _int_or_none(value: str | None) -> int | None:
         return int(float(value)) if value else None
     except ValueError:
         return None
+
+
+def _error_type(raw: str | None) -> str | None:
+    """The last failed attempt's error type (``access_denied``, ``validation_error``, ...)."""
+    found = next((a.get("errorType") for a in reversed(attempts(raw)) if a.get("errorType")), None)
+    return str(found) if found is not None else None
 
 
 def show_job(conn: redis.Redis, job_id: str, *, user: str | None = None, traceback: bool = False) -> JobDetail:
@@ -259,8 +266,7 @@ def show_job(conn: redis.Redis, job_id: str, *, user: str | None = None, traceba
             result = codec.decode_return_value(entry.get("return_value"))
         else:
             tb = codec.decode_exc_string(entry.get("exc_string"))
-            lines = (tb or "").strip().splitlines()
-            error = lines[-1] if lines else None
+            error = codec.failure_text(tb)
     if error is None and f.get("status") == "failed" and tries:
         error = tries[-1].error
     return JobDetail(
@@ -281,5 +287,6 @@ def show_job(conn: redis.Redis, job_id: str, *, user: str | None = None, traceba
         attempts=tries,
         result=result,
         error=error,
+        error_type=_error_type(f.get("slimyq_attempts")) if error else None,
         traceback=tb if traceback else None,
     )

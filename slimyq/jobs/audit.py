@@ -3,8 +3,9 @@
 Effect-once: a ``log_event`` row's id is derived from its ``requestId`` (with the action and
 resource, so one request may log several distinct events) or, without one, from the job id; a
 ``bulk_log_events`` row's id from the job id and the event's index. Rows are inserted with
-on-conflict-ignore, so a retried or redelivered job writes each entry once and reports the
-timestamp of the first write.
+on-conflict-ignore, and each job's first result is kept under its job id in ``job_effects``
+(:func:`slimyq.jobs.effects.once`), so a retried or redelivered job writes each entry once and
+reports the timestamp of the first write, even after ``audit cleanup`` removed the entries.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from slimyq.audit._sql import rows_of
 from slimyq.audit.cleanup import BUSY_MESSAGE, cleanup
 from slimyq.audit.report import build_report
 from slimyq.db.models import AuditLog, utcnow
-from slimyq.jobs.base import JobContext, iso, rq_callable, write_transaction
+from slimyq.jobs.base import JobContext, iso, rq_callable
+from slimyq.jobs.effects import once
 from slimyq.payloads.audit import AuditCleanup, AuditReport, BulkLogEvents, LogEvent, check_event
 
 _REQUEST_NAMESPACE = uuid.UUID("8f6f7b7e-2f43-4f0e-9d0c-1d3a8c7e5b21")
@@ -56,41 +57,38 @@ def _row(row_id: str, p: LogEvent, now: Any) -> dict[str, Any]:
 @rq_callable
 def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
     row_id = request_row_id(p) if p.request_id else ctx.derived_id("audit_log")
-    with write_transaction(ctx.db):
+
+    def apply() -> dict[str, Any]:
         AuditLog.insert(**_row(row_id, p, utcnow())).on_conflict_ignore().execute()
         logged_at = AuditLog.select(AuditLog.timestamp).where(AuditLog.id == row_id).scalar()
-    return {"success": True, "auditLogId": row_id, "loggedAt": iso(logged_at)}
+        return {"success": True, "auditLogId": row_id, "loggedAt": iso(logged_at)}
+
+    # A rerun after `audit cleanup` removed the entry must not write it again (a job-effect marker);
+    # the request-derived id also keeps two jobs for one request to one entry.
+    return once(ctx, "log_event", apply)
 
 
 @rq_callable
 def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
     checked = [check_event(event) for event in p.events]
-    rows: list[dict[str, Any]] = []
-    ids: dict[int, str] = {}
-    now = utcnow()
-    for index, event in enumerate(checked):
-        if isinstance(event, LogEvent):
-            ids[index] = ctx.derived_id(f"audit_log:{index}")
-            rows.append(_row(ids[index], event, now))
-    stamps: dict[str, Any] = {}
-    if rows:
-        with write_transaction(ctx.db):
-            for i in range(0, len(rows), _INSERT_CHUNK):
-                chunk = rows[i : i + _INSERT_CHUNK]
-                AuditLog.insert_many(chunk).on_conflict_ignore().execute()
-                query = AuditLog.select(AuditLog.id, AuditLog.timestamp).where(
-                    AuditLog.id.in_([r["id"] for r in chunk])
-                )
-                stamps.update({str(rid): ts for rid, ts in rows_of(query)})
+    events = {index: event for index, event in enumerate(checked) if isinstance(event, LogEvent)}
+    ids = {index: ctx.derived_id(f"audit_log:{index}") for index in events}
+
+    def apply() -> dict[str, Any]:
+        now = utcnow()
+        rows = [_row(ids[index], event, now) for index, event in events.items()]
+        for i in range(0, len(rows), _INSERT_CHUNK):
+            AuditLog.insert_many(rows[i : i + _INSERT_CHUNK]).on_conflict_ignore().execute()
+        return {"loggedAt": iso(now)}  # every entry of one job has the same timestamp
+
+    # The marker keeps a rerun after `audit cleanup` from writing the entries again.
+    logged_at = once(ctx, "bulk_log_events", apply)["loggedAt"] if events else None
     results: list[dict[str, Any]] = []
     for index, event in enumerate(checked):
         if isinstance(event, str):
             results.append({"index": index, "success": False, "error": event})
         else:
-            row_id = ids[index]
-            results.append(
-                {"index": index, "success": True, "auditLogId": row_id, "loggedAt": iso(stamps.get(row_id))}
-            )
+            results.append({"index": index, "success": True, "auditLogId": ids[index], "loggedAt": logged_at})
     errors = sum(1 for r in results if not r["success"])
     return {
         "success": errors == 0,

@@ -7,7 +7,9 @@ earlier run that failed for good, e.g. a job requeued by hand).
 
 Transient API failures propagate as :class:`slimyq.llm.OpenAITransientError` (the worker retries
 them, honouring ``retry_after``); the error row is written on the last attempt only. Permanent
-ones (:class:`slimyq.llm.OpenAIPermanentError`, ``openai_error``) write it at once.
+ones (:class:`slimyq.llm.OpenAIPermanentError`, ``openai_error``) write it at once. A success is
+recorded under the job id in ``job_effects`` with its audit row: a rerun of a job that already
+answered returns that answer without asking OpenAI again.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from slimyq import llm
 from slimyq.config import Settings
 from slimyq.db.models import AuditLog, utcnow
 from slimyq.jobs.base import InvalidPayload, JobContext, iso, rq_callable, write_transaction
+from slimyq.jobs.effects import applied, once
 from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
+from slimyq.payloads.fields import is_blank
 
 log = logging.getLogger(__name__)
 
 ACTION_OK = "chat_bot_interaction"
+EFFECT = "chat_bot_interaction"  # its job_effects marker
 ACTION_ERROR = "chat_bot_error"
 ROLES = ("user", "assistant")
 UNSAFE = ("<script", "javascript:", "data:text/html", "vbscript:")
@@ -49,6 +54,11 @@ def preload(settings: Settings) -> None:
 
 @rq_callable
 def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, Any]:
+    ctx.db  # noqa: B018 - opens the connection for this thread
+    done = applied(ctx.job_id, EFFECT)
+    if done is not None:  # a rerun of a job that already answered: no second request to OpenAI
+        first: dict[str, Any] = done
+        return first
     chat = ctx.settings.chat
     used_fallback = not chat.api_key
     if used_fallback:
@@ -63,8 +73,13 @@ def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, An
             if _last_attempt(ctx):
                 _audit_error(p, ctx, str(exc))
             raise
-    _audit(p, ctx, success=True, details={"prompt": p.prompt[:500], "reply": reply[:1000]})
-    return {"success": True, "reply": reply, "usedFallback": used_fallback, "processedAt": iso(utcnow())}
+    result = {"success": True, "reply": reply, "usedFallback": used_fallback, "processedAt": iso(utcnow())}
+
+    def apply() -> dict[str, Any]:
+        _audit(p, ctx, success=True, details={"prompt": p.prompt[:500], "reply": reply[:1000]})
+        return result
+
+    return once(ctx, EFFECT, apply)
 
 
 def _last_attempt(ctx: JobContext) -> bool:
@@ -116,7 +131,7 @@ def validate_message(message: Any) -> dict[str, Any]:
     if message.get("role") not in ROLES:
         raise InvalidMessage("Invalid message role")
     content = message.get("content")
-    if not isinstance(content, str) or not content.strip():
+    if not isinstance(content, str) or is_blank(content):  # the same blank as save_message's content
         raise InvalidMessage("Message content is required")
     content = content.strip()
     if len(content) > MESSAGE_MAX:

@@ -1,8 +1,10 @@
 """Handlers of the ``database`` queue: conversations and messages.
 
-Effect-once: rows a job creates have ids derived from the job id and are inserted with
-on-conflict-ignore inside one transaction, so a rerun (retry after commit, redelivery after a
-crash) leaves one row and returns what the first run returned.
+Effect-once: every handler that writes records its result under its job id in ``job_effects``
+(:func:`slimyq.jobs.effects.once`), in the same transaction as the write, and a rerun (retry after
+the commit, redelivery after a crash) returns that first result and writes nothing: an older
+rename redelivered after a newer one does not put the old title back, a create redelivered after
+the conversation was deleted does not bring it back. Row ids are still derived from the job id.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import peewee
 
 from slimyq.db.models import AuditLog, Conversation, Message, utcnow
 from slimyq.jobs.base import AccessDenied, JobContext, iso, rq_callable, write_transaction
+from slimyq.jobs.effects import once
 from slimyq.payloads.database import (
     CreateConversation,
     DeleteConversation,
@@ -35,8 +38,9 @@ def _owned(conversation_id: str, user_id: str) -> Conversation:
 @rq_callable
 def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any]:
     conv_id = ctx.derived_id("conversation")
-    now = utcnow()
-    with write_transaction(ctx.db):
+
+    def apply() -> dict[str, Any]:
+        now = utcnow()
         Conversation.insert(
             id=conv_id,
             user_id=p.user_id,
@@ -45,61 +49,55 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
             created_at=now,
             updated_at=now,
         ).on_conflict_ignore().execute()
-        row = Conversation.get_by_id(conv_id)
-    return {"success": True, "conversationId": conv_id, "createdAt": iso(row.created_at)}
+        row = Conversation.get_by_id(conv_id)  # the row as written (by a run from before job_effects too)
+        return {"success": True, "conversationId": conv_id, "createdAt": iso(row.created_at)}
+
+    return once(ctx, "create_conversation", apply)
 
 
 @rq_callable
 def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
-    msg_id = ctx.derived_id("message")
     conversation_id = str(p.conversation_id)
-    with write_transaction(ctx.db):
+
+    def apply() -> dict[str, Any]:
         _owned(conversation_id, p.user_id)
-        existing: Message | None = Message.get_or_none(Message.id == msg_id)
-        if existing is None:
-            now = utcnow()
-            Message.insert(
-                id=msg_id,
-                conversation=conversation_id,
-                user_id=p.user_id,
-                role=p.role,
-                content=p.content,
-                personality_mode=p.personality_mode,
-                created_at=now,
-            ).on_conflict_ignore().execute()
-            Conversation.update(updated_at=now).where(Conversation.id == conversation_id).execute()
-            saved_at = now
-        else:
-            saved_at = existing.created_at
-    return {"success": True, "savedAt": iso(saved_at)}
+        now = utcnow()
+        Message.insert(
+            id=ctx.derived_id("message"),
+            conversation=conversation_id,
+            user_id=p.user_id,
+            role=p.role,
+            content=p.content,
+            personality_mode=p.personality_mode,
+            created_at=now,
+        ).on_conflict_ignore().execute()
+        Conversation.update(updated_at=now).where(Conversation.id == conversation_id).execute()
+        return {"success": True, "savedAt": iso(now)}
+
+    return once(ctx, "save_message", apply)
 
 
 @rq_callable
 def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any]:
     conversation_id = str(p.conversation_id)
-    with write_transaction(ctx.db):
-        conv = _owned(conversation_id, p.user_id)
-        if conv.title == p.title:  # a rerun: the first run already applied it
-            return {"success": True, "updatedAt": iso(conv.updated_at)}
+
+    def apply() -> dict[str, Any]:
+        _owned(conversation_id, p.user_id)
         now = utcnow()
         Conversation.update(title=p.title, updated_at=now).where(Conversation.id == conversation_id).execute()
-    return {"success": True, "updatedAt": iso(now)}
+        return {"success": True, "updatedAt": iso(now)}
+
+    return once(ctx, "update_conversation", apply)
 
 
 @rq_callable
 def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any]:
-    """Delete a conversation (messages cascade) and leave an audit entry in the same transaction.
-
-    The audit entry's id derives from the job id: it is the record that this job already deleted
-    the conversation, so a rerun after the commit returns the first result instead of failing
-    with "not found".
-    """
+    """Delete a conversation (messages cascade) and leave a ``conversation_deleted`` audit entry,
+    in one transaction. A rerun returns the first result: its marker is in ``job_effects``, not
+    the audit entry (which ``audit cleanup`` may have deleted since)."""
     conversation_id = str(p.conversation_id)
-    tombstone_id = ctx.derived_id("delete")
-    with write_transaction(ctx.db):
-        done: AuditLog | None = AuditLog.get_or_none(AuditLog.id == tombstone_id)
-        if done is not None:
-            return {"success": True, "deletedAt": iso(done.timestamp)}
+
+    def apply() -> dict[str, Any]:
         _owned(conversation_id, p.user_id)
         # Messages go by ON DELETE CASCADE; deleting them first too keeps MySQL/SQLite setups
         # without enforced foreign keys consistent.
@@ -107,10 +105,13 @@ def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any
         Conversation.delete().where(Conversation.id == conversation_id).execute()
         now = utcnow()
         AuditLog.insert(
-            id=tombstone_id, user_id=p.user_id, action="conversation_deleted", resource_type="conversation",
-            resource_id=conversation_id, details={"jobId": ctx.job_id}, timestamp=now, success=True,
+            id=ctx.derived_id("delete"), user_id=p.user_id, action="conversation_deleted",
+            resource_type="conversation", resource_id=conversation_id, details={"jobId": ctx.job_id},
+            timestamp=now, success=True,
         ).on_conflict_ignore().execute()
-    return {"success": True, "deletedAt": iso(now)}
+        return {"success": True, "deletedAt": iso(now)}
+
+    return once(ctx, "delete_conversation", apply)
 
 
 @rq_callable

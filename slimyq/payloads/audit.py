@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, JsonValue, ValidationError, field_validator, model_validator
 
 from slimyq.payloads.common import Payload, problems_of
+from slimyq.payloads.fields import Address, FreeText, Identifier, Name, is_blank
 
 MISSING_FIELDS = "Missing required audit fields: action, resourceType, resourceId"
 _REQUIRED = (("action", "action"), ("resource_type", "resourceType"), ("resource_id", "resourceId"))
@@ -26,17 +27,17 @@ def _utc_naive(value: dt.datetime) -> dt.datetime:
 
 
 class LogEvent(Payload):
-    action: str = Field(max_length=100)
-    resource_type: str = Field(max_length=100)
-    resource_id: str = Field(max_length=191)
-    user_id: str | None = Field(default=None, max_length=191)
+    action: Name
+    resource_type: Name
+    resource_id: Identifier
+    user_id: Identifier | None = None
     details: JsonValue = Field(default=None, description="extra data about the action (a JSON object)")
-    ip_address: str | None = Field(default=None, max_length=64)
-    user_agent: str | None = Field(default=None, max_length=2000)
-    session_id: str | None = Field(default=None, max_length=191)
-    request_id: str | None = Field(default=None, max_length=191)
+    ip_address: Address | None = None
+    user_agent: FreeText | None = Field(default=None, max_length=2000)
+    session_id: Identifier | None = None
+    request_id: Identifier | None = None
     success: bool = Field(default=True, description="whether the action succeeded")
-    error_message: str | None = Field(default=None, max_length=10_000)
+    error_message: FreeText | None = Field(default=None, max_length=10_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -44,7 +45,7 @@ class LogEvent(Payload):
         if isinstance(data, dict):
             for name, alias in _REQUIRED:
                 value = data.get(alias, data.get(name))
-                if value is None or (isinstance(value, str) and not value.strip()):
+                if value is None or (isinstance(value, str) and is_blank(value)):
                     raise ValueError(MISSING_FIELDS)
         return data
 
@@ -56,7 +57,9 @@ class BulkLogEvents(Payload):
 
 class AuditCleanup(Payload):
     before_date: dt.datetime = Field(description="delete entries strictly older than this (UTC)")
-    exclude_actions: list[str] = Field(default_factory=list, max_length=1000, description="actions to keep")
+    exclude_actions: list[Name] = Field(
+        default_factory=list, max_length=1000, description="actions to keep"
+    )
     batch_size: int = Field(default=5000, ge=1, le=10_000, description="entries deleted per transaction")
 
     @field_validator("before_date")

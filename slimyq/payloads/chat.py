@@ -9,26 +9,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from slimyq.payloads.common import Payload
+from slimyq.payloads.fields import Identifier, Required, UserId, no_nul
 
 PROMPT_MAX = 2000
 MESSAGE_MAX = 10_000
 BULK_MAX = 10_000
 
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PROMPT_MAX)]
+Prompt = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=PROMPT_MAX), AfterValidator(no_nul)
+]
 
 
 class ChatBotInteraction(Payload):
     prompt: Prompt
-    user_id: str = Field(min_length=1, max_length=191)
-    guild_id: str | None = Field(default=None, min_length=1, max_length=191)
-    request_id: str | None = Field(default=None, min_length=1, max_length=191)
+    user_id: UserId
+    guild_id: Identifier | None = None
+    request_id: Identifier | None = None
 
 
 class MessageValidation(Payload):
-    message: Any  # an object {role, content}; anything else fails as "Invalid message format"
+    message: Required  # an object {role, content}; anything else fails as "Invalid message format"
 
 
 class BulkMessages(Payload):

@@ -24,8 +24,16 @@ class Payload(BaseModel):
     )
 
     def wire(self) -> dict[str, Any]:
-        """The payload as stored in the job: camelCase keys, unset optionals left out."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The payload as stored in the job: camelCase keys, null optionals left out (a null
+        optional is the same as none); a required field keeps its null (a cleared title), so the
+        worker validates exactly what was enqueued."""
+        data = self.model_dump(mode="json", by_alias=True)
+        fields = type(self).model_fields
+        return {
+            (info.alias or name): data[info.alias or name]
+            for name, info in fields.items()
+            if data[info.alias or name] is not None or info.is_required()
+        }
 
 
 def problems_of(exc: ValidationError, model: type[BaseModel]) -> list[str]:

@@ -8,42 +8,42 @@ from uuid import UUID
 from pydantic import Field
 
 from slimyq.payloads.common import Payload
+from slimyq.payloads.fields import Text, Title, UserId
 
 PersonalityMode = Literal["helpful", "creative", "professional", "casual", "sarcastic", "technical"]
-UserId = Field(min_length=1, max_length=191)
 
 
 class CreateConversation(Payload):
-    user_id: str = UserId
-    title: str | None = Field(default=None, max_length=200)
+    user_id: UserId
+    title: Title = None
     personality_mode: PersonalityMode = "helpful"
 
 
 class SaveMessage(Payload):
     conversation_id: UUID
-    user_id: str = UserId
+    user_id: UserId
     role: Literal["user", "assistant", "system"]
-    content: str = Field(min_length=1, max_length=10_000)
+    content: Text = Field(max_length=10_000)
     personality_mode: PersonalityMode | None = None
 
 
 class UpdateConversation(Payload):
     conversation_id: UUID
-    user_id: str = UserId
-    title: str = Field(max_length=200)
+    user_id: UserId
+    title: Title = Field(description="the new title; empty clears it")
 
 
 class DeleteConversation(Payload):
     conversation_id: UUID
-    user_id: str = UserId
+    user_id: UserId
 
 
 class GetConversations(Payload):
-    user_id: str = UserId
+    user_id: UserId
     limit: int = Field(default=20, ge=1, le=100)
 
 
 class GetMessages(Payload):
     conversation_id: UUID
-    user_id: str = UserId
+    user_id: UserId
     limit: int = Field(default=100, ge=1, le=200)

@@ -366,3 +366,20 @@ def decode_exc_string(b64: bytes | str | None) -> str | None:
     if not b64:
         return None
     return zlib.decompress(base64.b64decode(b64)).decode("utf-8", "replace")
+
+
+_EXC_PATH = re.compile(r"(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)(?=: |$)")
+
+
+def failure_text(exc_string: str | None) -> str | None:
+    """What a user is shown of a failure: the traceback's last line without the exception's
+    module path (``slimyq.jobs.base.AccessDenied: Conversation not found or access denied`` reads
+    ``Conversation not found or access denied``; the type has its own field where it is shown)."""
+    lines = [line.strip() for line in (exc_string or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    path = _EXC_PATH.match(last)
+    if path is None:
+        return last
+    return last[path.end():].removeprefix(": ").strip() or path.group(1)

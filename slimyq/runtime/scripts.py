@@ -20,24 +20,45 @@ from slimyq.runtime.liveness_scripts import HEARTBEAT, RECOVER
 
 _HMGET_FIELDS = ", ".join(f"'{f}'" for f in CLAIM_FIELDS)
 
-# KEYS: none. ARGV: 1 queue, 2 n, 3..2+n ids, then per job: nfields, field, value, ...
-# Returns a list with 1 for each job written, 0 for an id that already existed (nothing written).
+# KEYS: none. ARGV: 1 queue, 2 mode, 3 n, 4 rate limit (requests per window), 5 window (ms), then
+# per job: id, score, rate-limit counter key ('' when the job is not rate limited), nfields, field,
+# value, ...
+# Returns a list with 1 for each job written, 0 for an id that already existed (nothing written);
+# or {-1, i, ttl_ms} when job i would take its user over the rate limit: then nothing at all is
+# written or counted. Only jobs actually written are counted, in the same atomic step.
 ENQUEUE = """
 local q = ARGV[1]
 local mode = ARGV[2]          -- 'queue' | 'front' | 'schedule'
 local n = tonumber(ARGV[3])
-local pos = 4
+local limit = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+local pos = 6
+local jobs = {}
+local seen = {}
+local counts = {}
+for i = 1, n do
+  local id, rk, nf = ARGV[pos], ARGV[pos + 2], tonumber(ARGV[pos + 3])
+  local new = not seen[id] and redis.call('EXISTS', 'rq:job:' .. id) == 0
+  seen[id] = true
+  jobs[i] = {new, pos}
+  if new and rk ~= '' then
+    counts[rk] = (counts[rk] or 0) + 1
+    if tonumber(redis.call('GET', rk) or '0') + counts[rk] > limit then
+      local ttl = redis.call('PTTL', rk)
+      if ttl < 0 then ttl = window end
+      return {-1, i, ttl}
+    end
+  end
+  pos = pos + 4 + nf * 2
+end
 local out = {}
 redis.call('SADD', 'rq:queues', 'rq:queue:' .. q)
 for i = 1, n do
-  local id = ARGV[pos]
-  local score = ARGV[pos + 1]
-  local nf = tonumber(ARGV[pos + 2])
-  local jk = 'rq:job:' .. id
-  if redis.call('EXISTS', jk) == 1 then
-    out[i] = 0
-  else
-    redis.call('HSET', jk, unpack(ARGV, pos + 3, pos + 2 + nf * 2))
+  local new, p = jobs[i][1], jobs[i][2]
+  if new then
+    local id, score, nf = ARGV[p], ARGV[p + 1], tonumber(ARGV[p + 3])
+    local jk = 'rq:job:' .. id
+    redis.call('HSET', jk, unpack(ARGV, p + 4, p + 3 + nf * 2))
     if mode == 'schedule' then
       redis.call('ZADD', 'rq:scheduled:' .. q, score, id)
     elseif mode == 'front' then
@@ -46,8 +67,15 @@ for i = 1, n do
       redis.call('RPUSH', 'rq:queue:' .. q, id)
     end
     out[i] = 1
+  else
+    out[i] = 0
   end
-  pos = pos + 3 + nf * 2
+end
+for rk, count in pairs(counts) do
+  redis.call('INCRBY', rk, count)
+  if redis.call('PTTL', rk) < 0 then
+    redis.call('PEXPIRE', rk, window)
+  end
 end
 return out
 """

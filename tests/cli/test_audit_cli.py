@@ -100,6 +100,8 @@ def test_dry_run_deletes_nothing(cli, rows):
         (("--before", "2024-01-01", "--dry-run", "--enqueue"), "--dry-run cannot be combined with --enqueue"),
         (("--days", "0"), "--days"),
         (("--days", "1", "--batch-size", "0"), "--batch-size"),
+        (("--days", "1", "--exclude-action", "login "), "--exclude-action: 'login ' must not start or end with"),
+        (("--days", "1", "--exclude-action", ""), "--exclude-action: '' must not be empty"),
     ],
 )
 def test_cleanup_bad_arguments_exit_2(cli, rows, args, message):

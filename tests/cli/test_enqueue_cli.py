@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import uuid
 from collections.abc import Iterator
 
@@ -23,7 +22,6 @@ from typer.testing import CliRunner
 from slimyq.cli import _when, enqueue
 from slimyq.cli._fields import kind_of, option_name
 from slimyq.cli._group import SlimyqGroup
-from slimyq.errors import RateLimited
 from slimyq.jobs import registry
 from slimyq.payloads.common import Payload
 from slimyq.runtime import codec, keys
@@ -132,7 +130,7 @@ def test_json_fields_take_json_text(cli, r):
             ["--title: String should have at most 200 characters"],
         ),
         (["create-conversation"], ["--user: is required"]),
-        (["create-conversation", "--user", ""], ["--user: String should have at least 1 character"]),
+        (["create-conversation", "--user", ""], ["--user: must not be empty"]),
         (
             ["create-conversation", "--user", "u", "--personality-mode", "grumpy"],
             [
@@ -145,7 +143,7 @@ def test_json_fields_take_json_text(cli, r):
             [
                 "--conversation: Input should be a valid UUID",
                 "--role: Input should be 'user', 'assistant' or 'system'",
-                "--content: String should have at least 1 character",
+                "--content: must not be empty or whitespace only",
             ],
         ),
         (
@@ -372,43 +370,43 @@ def test_positional_argument_and_stdin(ask_cli, r):
     assert queued(r, "chat") == 3
 
 
-def test_rate_limited_types_call_admit_and_exit_75(ask_cli, r, monkeypatch):
-    calls: list[tuple[str, str]] = []
-    fake = types.ModuleType("slimyq.ratelimit")
+def limit(requests: int) -> None:
+    with open("slimyq.toml", "w") as fh:
+        fh.write(f"[rate_limit]\nrequests = {requests}\nwindow = 60\n")
 
-    def admit(conn, settings, job_type, payload) -> None:
-        calls.append((job_type.name, payload.user_id))
-        if len(calls) > 1:
-            raise RateLimited(42)
 
-    fake.admit = admit  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "slimyq.ratelimit", fake)
-    assert ask_cli("enqueue", "ask-bot", "one", "--user", "u1").exit_code == 0
-    limited = ask_cli("enqueue", "ask-bot", "two", "--user", "u1")
+def test_rate_limited_types_exit_75_and_a_duplicate_takes_no_slot(ask_cli, r):
+    limit(2)
+    assert ask_cli("enqueue", "ask-bot", "one", "--user", "u1", "--job-id", "j1").exit_code == 0
+    for _ in range(3):  # the same job again: nothing enqueued, nothing counted
+        again = ask_cli("enqueue", "ask-bot", "one", "--user", "u1", "--job-id", "j1")
+        assert again.exit_code == 0 and "already exists" in again.stderr
+    assert ask_cli("enqueue", "ask-bot", "two", "--user", "u1").exit_code == 0
+    limited = ask_cli("enqueue", "ask-bot", "three", "--user", "u1")
     assert limited.exit_code == 75
-    assert limited.stderr == "error: rate limited: retry in 42 s\n"
-    assert calls == [("ask_bot", "u1"), ("ask_bot", "u1")]
-    assert queued(r, "chat") == 1
+    assert limited.stderr.startswith("error: rate limited, retry in ") and limited.stderr.endswith(" s\n")
+    assert queued(r, "chat") == 2
+    assert int(r.get("slimyq:rl:u1") or 0) == 2
+    assert ask_cli("enqueue", "ask-bot", "other", "--user", "u2").exit_code == 0
 
 
-def test_bulk_calls_admit_many_before_enqueueing(ask_cli, r, monkeypatch, tmp_path):
-    seen: list[dict[str, int]] = []
-    fake = types.ModuleType("slimyq.ratelimit")
-
-    def admit_many(conn, settings, counts) -> None:
-        seen.append(dict(counts))
-        raise RateLimited(7)
-
-    fake.admit_many = admit_many  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "slimyq.ratelimit", fake)
-    lines = [{"type": "ask_bot", "payload": {"prompt": "p", "userId": u}} for u in ("a", "b", "a")]
-    lines.append({"type": "create_conversation", "payload": {"userId": "c"}})
+def test_bulk_is_refused_before_anything_is_enqueued(ask_cli, r, tmp_path):
+    limit(3)
+    assert ask_cli("enqueue", "ask-bot", "one", "--user", "a").exit_code == 0
+    lines = [{"type": "ask_bot", "payload": {"prompt": "p", "userId": u}} for u in ("a", "b", "a", "a")]
+    lines.insert(0, {"type": "create_conversation", "payload": {"userId": "c"}})
     path = tmp_path / "jobs.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = ask_cli("enqueue", "--file", str(path))
-    assert result.exit_code == 75
-    assert seen == [{"a": 2, "b": 1}]
-    assert nothing_enqueued(r)
+    assert result.exit_code == 75, result.stderr
+    assert "rate limited, retry in" in result.stderr
+    assert queued(r, "chat") == 1 and queued(r, "database") == 0
+    assert (int(r.get("slimyq:rl:a") or 0), int(r.get("slimyq:rl:b") or 0)) == (1, 0)
+    r.delete("slimyq:rl:a")
+    result = ask_cli("enqueue", "--file", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert queued(r, "chat") == 5 and queued(r, "database") == 1
+    assert (int(r.get("slimyq:rl:a") or 0), int(r.get("slimyq:rl:b") or 0)) == (3, 1)
 
 
 # ------------------------------------------------------------------ --wait against a simulated worker
@@ -460,7 +458,8 @@ def test_wait_for_a_list_result_shows_a_table(cli, r):
 
 
 def test_wait_exits_1_with_the_jobs_error(cli, r):
-    text = "Traceback (most recent call last):\n  File ...\nAccessDenied: Conversation not found or access denied\n"
+    text = "Traceback (most recent call last):\n  File ...\n"
+    text += "slimyq.jobs.base.AccessDenied: Conversation not found or access denied\n"
     thread = complete_when_enqueued(
         r, "f-1", {"_status": "failed", "type": "2", "exc_string": codec.encode_exc_string(text)}
     )
@@ -480,7 +479,7 @@ def test_wait_exits_1_with_the_jobs_error(cli, r):
     thread.join()
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "error: job f-1 failed: AccessDenied: Conversation not found or access denied\n"
+    assert result.stderr == "error: job f-1 failed: Conversation not found or access denied\n"
 
 
 def test_wait_timeout_exits_1_saying_still_queued(cli, r):

@@ -205,3 +205,29 @@ def test_audit_report_job(db):
     assert result["topResources"] == [{"resourceType": "session", "count": 2}]
     assert {"action": "delete", "success": False, "count": 1} in result["failureAnalysis"]
     assert ISO_Z.match(result["generatedAt"])
+
+
+def test_log_event_rerun_after_cleanup_writes_nothing_again(db):
+    from slimyq.audit.cleanup import cleanup
+    from slimyq.db import utcnow
+
+    p = validate_payload(LogEvent, event(userId="u1"))
+    assert isinstance(p, LogEvent)
+    first = log_event(p, ctx(db, job_id="log-once"))
+    cleanup(db, utcnow() + dt.timedelta(days=1), [])
+    assert AuditLog.select().count() == 0
+    assert log_event(p, ctx(db, job_id="log-once", attempt=2)) == first
+    assert AuditLog.select().count() == 0  # the deleted entry is not written again
+
+
+def test_bulk_log_events_rerun_after_cleanup_writes_nothing_again(db):
+    from slimyq.audit.cleanup import cleanup
+    from slimyq.db import utcnow
+
+    p = validate_payload(BulkLogEvents, {"events": [event(), {"action": ""}, event(resourceId="s2")]})
+    assert isinstance(p, BulkLogEvents)
+    first = bulk_log_events(p, ctx(db, job_id="bulk-once"))
+    assert first["summary"] == {"total": 3, "success": 2, "errors": 1}
+    cleanup(db, utcnow() + dt.timedelta(days=1), [])
+    assert bulk_log_events(p, ctx(db, job_id="bulk-once", attempt=2)) == first
+    assert AuditLog.select().count() == 0

@@ -17,6 +17,7 @@ from fake_openai import FakeOpenAI, empty, error, fake_openai, reply, slow
 from slimyq import llm
 from slimyq.config import Settings, load_settings
 from slimyq.db import AuditLog, connect_url, database_proxy, migrate
+from slimyq.errors import ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.base import JobContext, PermanentError
 from slimyq.jobs.chat import bulk_messages, chat_bot_interaction, message_validation
@@ -273,7 +274,8 @@ def test_audit_row_written_once_across_runs_of_the_same_job(any_db: peewee.Datab
     job_id = uuid.uuid4().hex
     first = chat_bot_interaction(payload(guildId="g1"), make_ctx(settings, any_db, job_id, attempt=1))
     second = chat_bot_interaction(payload(guildId="g1"), make_ctx(settings, any_db, job_id, attempt=2))
-    assert first["success"] and second["success"]
+    assert first["success"] and second == first  # the first answer, not a second one
+    assert len(fake_openai.requests) == 1  # OpenAI was asked once
     rows = audit_rows()
     assert len(rows) == 1
     assert rows[0].id == make_ctx(settings, any_db, job_id).derived_id("audit")
@@ -334,7 +336,6 @@ def validate(message: Any) -> dict[str, Any]:
 
 
 VALIDATION_CASES: list[tuple[Any, str]] = [
-    (None, "Invalid message format"),
     ("hello", "Invalid message format"),
     ([{"role": "user", "content": "hi"}], "Invalid message format"),
     ({}, "Invalid message role"),
@@ -349,6 +350,14 @@ VALIDATION_CASES: list[tuple[Any, str]] = [
     ({"role": "user", "content": "DATA:text/HTML,<b>"}, "Message contains potentially unsafe content"),
     ({"role": "assistant", "content": "VBScript:msgbox"}, "Message contains potentially unsafe content"),
 ]
+
+
+def test_a_null_message_is_refused_by_the_payload_rule_for_required_fields() -> None:
+    # A null required field is decided by the payload model (at enqueue: exit 2; in the worker, for
+    # a plain RQ client's job: a validation error), never dropped on the wire to fail differently.
+    with pytest.raises(ValidationFailed) as info:
+        validate_payload(MessageValidation, {"message": None})
+    assert info.value.problems == ["message: is required (null is not a value)"]
 
 
 @pytest.mark.parametrize(("message", "expected"), VALIDATION_CASES)

@@ -3,6 +3,7 @@ ownership, cascades, message counts and effect-once reruns."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
@@ -227,3 +228,50 @@ def test_delete_conversation_twice_same_job_same_result(run):
     first = run(handlers.delete_conversation, payload, job_id="del-1")
     second = run(handlers.delete_conversation, payload, job_id="del-1")
     assert first == second
+
+
+def test_an_older_rename_redelivered_after_a_newer_one_changes_nothing(run):
+    conv = create(run)
+    older = run(handlers.update_conversation, UpdateConversation(conversation_id=conv, user_id="u1", title="Old"),
+                job_id="rename-old")
+    run(handlers.update_conversation, UpdateConversation(conversation_id=conv, user_id="u1", title="New"),
+        job_id="rename-new")
+    again = run(handlers.update_conversation, UpdateConversation(conversation_id=conv, user_id="u1", title="Old"),
+                job_id="rename-old")
+    assert again == older
+    assert Conversation.get_by_id(conv).title == "New"
+
+
+def test_a_delete_rerun_after_audit_cleanup_returns_the_first_result(run, db):
+    from slimyq.audit.cleanup import cleanup
+    from slimyq.db import AuditLog, utcnow
+
+    conv = create(run)
+    payload = DeleteConversation(conversation_id=conv, user_id="u1")
+    first = run(handlers.delete_conversation, payload, job_id="del-2")
+    assert AuditLog.select().where(AuditLog.action == "conversation_deleted").count() == 1
+    cleanup(db, utcnow() + dt.timedelta(days=1), [])
+    assert AuditLog.select().count() == 0
+    assert run(handlers.delete_conversation, payload, job_id="del-2") == first
+
+
+def test_a_create_rerun_after_the_conversation_was_deleted_does_not_bring_it_back(run):
+    payload = CreateConversation(user_id="u1", title="Gone")
+    first = run(handlers.create_conversation, payload, job_id="create-3")
+    run(handlers.delete_conversation, DeleteConversation(conversation_id=first["conversationId"], user_id="u1"))
+    assert run(handlers.create_conversation, payload, job_id="create-3") == first
+    assert Conversation.select().count() == 0
+
+
+def test_a_failed_run_leaves_no_marker_so_its_retry_really_runs(run):
+    from slimyq.jobs.effects import applied
+
+    conv = create(run, user="owner")
+    payload = SaveMessage(conversation_id=conv, user_id="u1", role="user", content="x")
+    with pytest.raises(AccessDenied):
+        run(handlers.save_message, payload, job_id="denied-1")
+    assert applied("denied-1", "save_message") is None
+    mine = SaveMessage(conversation_id=conv, user_id="owner", role="user", content="x")
+    result = run(handlers.save_message, mine, job_id="denied-1")
+    assert applied("denied-1", "save_message") == result
+    assert Message.select().count() == 1

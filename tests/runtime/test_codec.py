@@ -1,4 +1,5 @@
-"""Reading a claimed job hash: every field defensively, once; what can't be read names the field."""
+"""Reading a claimed job hash: every field defensively, once; what can't be read names the field.
+And the failure text users see (``codec.failure_text``): the last line, no module paths."""
 
 from __future__ import annotations
 
@@ -74,3 +75,24 @@ def test_decompression_is_bounded() -> None:
 def test_args_and_kwargs_must_be_containers(data: bytes) -> None:
     with pytest.raises(UndecodableJob, match="args must be a JSON array and kwargs a JSON object"):
         ClaimedJob("j", "e", {"data": zlib.compress(data)}).call()
+
+
+TB = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (TB + "slimyq.jobs.base.AccessDenied: Conversation not found or access denied\n",
+         "Conversation not found or access denied"),
+        (TB + "slimyq.jobs.base.InvalidPayload: payload: must be a JSON object\n", "payload: must be a JSON object"),
+        (TB + "slimyq.jobs.canary.CanaryFailure\n", "CanaryFailure"),
+        (TB + "ValueError: boom: bad title\n", "ValueError: boom: bad title"),
+        ("job exceeded its timeout of 5 s", "job exceeded its timeout of 5 s"),
+        ("worker died: job lost its worker (abandoned)\n\n", "worker died: job lost its worker (abandoned)"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_failure_text_drops_the_module_path_only(text, shown):
+    assert codec.failure_text(text) == shown
