@@ -359,7 +359,7 @@ def test_a_refusal_mid_run_keeps_its_exit_code(cli, r, tmp_path, monkeypatch):
     result = cli("enqueue", "--file", str(path))
     assert result.exit_code == 75
     [line] = result.stderr.splitlines()
-    assert line.startswith("error: bulk enqueue stopped (rate limited: retry in 12 s): 500 of 700 jobs enqueued")
+    assert line.startswith("error: bulk enqueue stopped (rate limited, retry in 12 s): 500 of 700 jobs enqueued")
     assert r.llen(keys.queue("database")) == 500
 
 
