@@ -49,7 +49,8 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
             created_at=now,
             updated_at=now,
         ).on_conflict_ignore().execute()
-        return {"success": True, "conversationId": conv_id, "createdAt": iso(now)}
+        row = Conversation.get_by_id(conv_id)  # the row as written (by a run from before job_effects too)
+        return {"success": True, "conversationId": conv_id, "createdAt": iso(row.created_at)}
 
     return once(ctx, "create_conversation", apply)
 

@@ -275,3 +275,18 @@ def test_a_failed_run_leaves_no_marker_so_its_retry_really_runs(run):
     result = run(handlers.save_message, mine, job_id="denied-1")
     assert applied("denied-1", "save_message") == result
     assert Message.select().count() == 1
+
+
+def test_create_conversation_rerun_without_marker_reports_the_rows_created_at(run):
+    """A job that ran before job_effects (no marker) and is redelivered: the row stays as it was
+    written and the result reports that row's created_at, not the rerun's clock."""
+    from slimyq.db.models import JobEffect
+
+    payload = CreateConversation(user_id="u1", title="Old")
+    first = run(handlers.create_conversation, payload, job_id="job-old")
+    JobEffect.delete().where(JobEffect.job_id == "job-old").execute()
+    conv = Conversation.get_by_id(first["conversationId"])
+    old = dt.datetime(2020, 1, 2, 3, 4, 5, 678000)
+    Conversation.update(created_at=old).where(Conversation.id == conv.id).execute()
+    again = run(handlers.create_conversation, payload, job_id="job-old")
+    assert again["createdAt"] == iso(old)
