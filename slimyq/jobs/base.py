@@ -68,7 +68,10 @@ def rq_callable(handler: Callable[[Any, JobContext], R]) -> Callable[..., R]:
 
     @functools.wraps(handler)
     def entry(*args: Any, **kwargs: Any) -> R:
-        if len(args) == 2 and not kwargs:  # slimyq's call; RQ's is fields as keywords (or one dict)
+        # slimyq's call (tests pass ctx=None); RQ's is fields as keywords (or one dict). Two JSON
+        # positional args from an RQ job are neither a payload model nor a JobContext: they go
+        # through run_from_rq's validation like any other RQ call.
+        if len(args) == 2 and not kwargs and _slimyq_call(args[0], args[1]):
             return handler(args[0], args[1])
         from slimyq.jobs.rqcall import run_from_rq
 
@@ -76,6 +79,14 @@ def rq_callable(handler: Callable[[Any, JobContext], R]) -> Callable[..., R]:
         return result
 
     return entry
+
+
+def _slimyq_call(payload: Any, ctx: Any) -> bool:
+    if isinstance(ctx, JobContext):
+        return True
+    import pydantic
+
+    return ctx is None and isinstance(payload, pydantic.BaseModel)
 
 
 def iso(value: dt.datetime | None) -> str | None:

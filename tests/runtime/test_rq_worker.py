@@ -89,3 +89,14 @@ def test_job_run_by_slimyq_then_by_rq_has_its_effect_once(env: Env, conn: redis.
     job = _fetch(conn, job_id)
     assert job.get_status() == "finished" and job.return_value() == first
     assert conversation_rows(env.db_url) == 1
+
+
+def test_two_json_positional_args_are_not_taken_for_slimyqs_call() -> None:
+    """An RQ job hash with two positional args (JSON values, not a payload and a JobContext) goes
+    through run_from_rq's validation; it is never handed to the handler as (payload, ctx)."""
+    import pytest
+
+    from slimyq.jobs.database import create_conversation
+
+    with pytest.raises(TypeError, match="run it as an RQ job"):
+        create_conversation({"userId": "mallory", "title": "t"}, {"job_id": "x"})
