@@ -142,7 +142,8 @@ return handled
 # Each execution still held gets RQ's ``Execution.heartbeat``: its hash (recreated if it expired
 # meanwhile), its entry in ``rq:executions:<job>`` and the job's ``last_heartbeat``. A member no
 # longer in the started registry (completed, recovered, deleted) is never touched.
-# Returns the members that are no longer in the started registry (taken over by a recovery).
+# Returns the members that are no longer in the started registry (taken over by a recovery), but
+# not those of jobs canceled meanwhile (RQ's cancel removes the execution: the attempt runs on).
 HEARTBEAT = """
 local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local wk = 'rq:worker:' .. w
@@ -165,7 +166,10 @@ local lost = {}
 for i = first, #ARGV do
   local m = ARGV[i]
   if redis.call('ZADD', wip, 'XX', 'CH', ARGV[6], m) == 0 and not redis.call('ZSCORE', wip, m) then
-    table.insert(lost, m)
+    -- RQ's Job.cancel() takes the execution out of the started registry too: a canceled job was
+    -- not taken over, its attempt runs to its end (and COMPLETE discards the result).
+    local id = string.match(m, '^(.*):[^:]*$') or m
+    if redis.pcall('HGET', 'rq:job:' .. id, 'status') ~= 'canceled' then table.insert(lost, m) end
   else
     local id, eid = string.match(m, '^(.*):([^:]*)$')
     local ek = 'rq:execution:' .. m

@@ -319,3 +319,24 @@ def test_stopped_outcome(r: redis.Redis, settings: Settings) -> None:
     assert r.zscore(f"rq:failed:{Q}", job_id) is not None
     (entry,) = [f for _, f in r.xrange(f"rq:results:{job_id}")]  # type: ignore[union-attr]
     assert entry[b"type"] == b"3"  # RQ's Result.Type.STOPPED
+
+
+def test_heartbeat_does_not_report_a_canceled_job_as_taken_over(r: redis.Redis, settings: Settings) -> None:
+    """RQ's Job.cancel() removes the execution from the started registry; the heartbeat must not
+    take that for a recovery by another worker (which stops the attempt): a cancel that lands
+    mid-run lets the attempt run to its end (README, RQ compatibility)."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    (job_id,) = _enqueue(r, settings, 1)
+    _, (job,) = _claim(r, 1)
+    Job.fetch(job_id, connection=r, serializer=JSONSerializer).cancel()
+    assert r.zscore(f"rq:wip:{Q}", job.member) is None
+    now = time.time()
+    lost: Any = Scripts(r).heartbeat(args=[Q, W, 20, codec.rq_now(), "busy", int(now + 20), 60, f"{now:.6f}", 0,
+                                           job.member])
+    assert lost == []
+    # The attempt's end: its result is discarded and the execution record RQ's cancel left removed.
+    assert _complete(r, [(job, _ok())], settings.queue(Q)) == [0]
+    assert r.hget(f"rq:job:{job_id}", "status") == b"canceled"
+    assert not r.exists(f"rq:execution:{job.member}")
