@@ -119,9 +119,10 @@ for _, m in ipairs(members) do
   end
 end
 if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w .. ':executions') end
--- Failures written here are trimmed to keep_failed like the ones COMPLETE writes.
+-- Failures written here are trimmed to keep_failed like the ones COMPLETE writes: only those kept
+-- for a finite time count and go (failure_ttl -1 jobs, score +inf, sort last and are never trimmed).
 local fkey = 'rq:failed:' .. q
-local over = failed_any and redis.call('ZCARD', fkey) - keep_failed or 0
+local over = failed_any and redis.call('ZCOUNT', fkey, '-inf', '(+inf') - keep_failed or 0
 if over > 0 then
   for _, id in ipairs(redis.call('ZRANGE', fkey, 0, over - 1)) do
     redis.call('EXPIRE', 'rq:job:' .. id, 30)

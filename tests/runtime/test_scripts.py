@@ -256,6 +256,21 @@ def test_recover_trims_the_failed_registry(r: redis.Redis) -> None:
     assert r.zcard(f"rq:failed:{Q}") == 2
 
 
+def test_recover_trim_never_touches_failures_kept_forever(r: redis.Redis) -> None:
+    """failure_ttl -1 failures (registry score +inf) are never trimmed, by COMPLETE or RECOVER."""
+    s = Settings(queues={"database": QueueSettings(concurrency=1, timeout=10, attempts=1, keep_failed=2)})
+    forever = [f"forever-{i}" for i in range(3)]
+    for job_id in forever:
+        r.hset(f"rq:job:{job_id}", "status", "failed")
+        r.zadd(f"rq:failed:{Q}", {job_id: "+inf"})
+    ids = _enqueue(r, s, 4)
+    _claim(r, 4)
+    assert sorted(presence.recover_dead(r, s, Q, W, "SIGKILL")) == sorted(ids)
+    assert all(r.zscore(f"rq:failed:{Q}", job_id) == float("inf") for job_id in forever)
+    assert all(r.ttl(f"rq:job:{job_id}") == -1 for job_id in forever)
+    assert r.zcount(f"rq:failed:{Q}", "-inf", "(+inf") == 2
+
+
 def test_execution_records_live_from_claim_to_completion(r: redis.Redis, settings: Settings) -> None:
     from rq.job import Job
     from rq.serializers import JSONSerializer
