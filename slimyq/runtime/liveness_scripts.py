@@ -10,7 +10,8 @@ from __future__ import annotations
 # Put jobs a worker holds back on their queue, or retry/fail them when the worker died.
 # ARGV: 1 queue, 2 mode ('release' | 'dead' | 'expired' | 'orphans'), 3 worker ('' for expired),
 #       4 now float, 5 now (RQ time), 6 default retries, 7 b64(zlib(message)) for failures,
-#       8 failure ttl, 9 keep_failed, 10 message text, 11.. members (orphans only).
+#       8 default failure ttl (a job's own failure_ttl wins), 9 keep_failed, 10 message text,
+#       11.. members (orphans only).
 # release: the worker is alive and stopping; its jobs go back to the front of the queue as they
 #          were (no attempt is counted).
 # dead:    the worker process is gone (its supervisor saw it die): each job counts a failed
@@ -110,10 +111,22 @@ for _, m in ipairs(members) do
         if rt ~= 'stream' and rt ~= 'none' then redis.call('DEL', rk) end
         redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2',
           'worker_name', owner or '', 'exc_string', exc)
-        redis.call('EXPIRE', 'rq:results:' .. id, failure_ttl)
-        redis.call('EXPIRE', jk, failure_ttl)
-        redis.call('ZADD', 'rq:failed:' .. q, math.floor(now) + failure_ttl, id)
-        failed_any = true
+        -- The job's own failure_ttl, as RQ means it (as COMPLETE keeps a failure): -1 forever,
+        -- 0 not at all, N seconds; unset or unreadable: the default.
+        local fttl = tonumber(redis.call('HGET', jk, 'failure_ttl') or '')
+        if not fttl or fttl ~= math.floor(fttl) or fttl >= 1e15 then fttl = failure_ttl end
+        if fttl < 0 then
+          redis.call('PERSIST', rk)
+          redis.call('PERSIST', jk)
+          redis.call('ZADD', 'rq:failed:' .. q, '+inf', id)
+        elseif fttl == 0 then
+          redis.call('UNLINK', jk, rk)
+        else
+          redis.call('EXPIRE', rk, fttl)
+          redis.call('EXPIRE', jk, fttl)
+          redis.call('ZADD', 'rq:failed:' .. q, math.floor(now) + fttl, id)
+          failed_any = true
+        end
       end
     end
   end

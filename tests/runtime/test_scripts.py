@@ -271,6 +271,22 @@ def test_recover_trim_never_touches_failures_kept_forever(r: redis.Redis) -> Non
     assert r.zcount(f"rq:failed:{Q}", "-inf", "(+inf") == 2
 
 
+@pytest.mark.parametrize("ttl", [-1, 0, 50])
+def test_recover_failure_keeps_the_jobs_own_failure_ttl(r: redis.Redis, ttl: int) -> None:
+    s = Settings(queues={"database": QueueSettings(concurrency=1, timeout=10, attempts=1)})
+    (job_id,) = _enqueue(r, s, 1)
+    r.hset(f"rq:job:{job_id}", "failure_ttl", ttl)
+    _claim(r, 1)
+    assert presence.recover_dead(r, s, Q, W, "SIGKILL") == [job_id]
+    score = r.zscore(f"rq:failed:{Q}", job_id)
+    if ttl == -1:
+        assert score == float("inf") and r.ttl(f"rq:job:{job_id}") == -1 and r.ttl(f"rq:results:{job_id}") == -1
+    elif ttl == 0:
+        assert score is None and not r.exists(f"rq:job:{job_id}")
+    else:
+        assert score is not None and 0 < r.ttl(f"rq:job:{job_id}") <= 50
+
+
 def test_execution_records_live_from_claim_to_completion(r: redis.Redis, settings: Settings) -> None:
     from rq.job import Job
     from rq.serializers import JSONSerializer
