@@ -28,6 +28,13 @@ local wip = 'rq:wip:' .. q
 local qkey = 'rq:queue:' .. q
 local handled = {}
 local members = {}
+-- A job key that is not a hash (written by anything) reads as absent: it must not stop the
+-- recovery of every other job in the queue.
+local function hget(key, field)
+  local v = redis.pcall('HGET', key, field)
+  if type(v) == 'table' then return false end
+  return v
+end
 -- A worker's claim list goes back to the front of the queue, in its order.
 local function return_claims(worker)
   local claim = 'slimyq:claim:' .. worker
@@ -46,7 +53,7 @@ if mode == 'expired' then
   local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(expired) do
     local id = string.match(m, '^(.*):[^:]*$') or m
-    local owner = redis.call('HGET', 'rq:job:' .. id, 'worker_name')
+    local owner = hget('rq:job:' .. id, 'worker_name')
     if not owner or redis.call('EXISTS', 'rq:worker:' .. owner) == 0 then
       table.insert(members, m)
     end
@@ -76,30 +83,30 @@ for _, m in ipairs(members) do
   local id, eid = string.match(m, '^(.*):([^:]*)$')
   id = id or m
   local jk = 'rq:job:' .. id
-  local owner = redis.call('HGET', jk, 'worker_name')
+  local owner = hget(jk, 'worker_name')
   if owner then redis.call('SREM', 'rq:worker:' .. owner .. ':executions', m) end
   redis.call('UNLINK', 'rq:execution:' .. m)
   if eid then redis.call('ZREM', 'rq:executions:' .. id, eid) end
-  if redis.call('ZREM', wip, m) == 1 and redis.call('HGET', jk, 'status') == 'started' then
+  if redis.call('ZREM', wip, m) == 1 and hget(jk, 'status') == 'started' then
     table.insert(handled, id)
     if mode == 'release' or mode == 'orphans' then
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso)
       redis.call('LPUSH', qkey, id)
     else
       local attempts = {}
-      local raw = redis.call('HGET', jk, 'slimyq_attempts')
+      local raw = hget(jk, 'slimyq_attempts')
       if raw then
         local ok, decoded = pcall(cjson.decode, raw)
         if ok and type(decoded) == 'table' then attempts = decoded end
       end
-      local started = redis.call('HGET', jk, 'started_at')
+      local started = hget(jk, 'started_at')
       local number = 1
       for _, a in ipairs(attempts) do
         if type(a) ~= 'table' or a.tries == nil then number = number + 1 end
       end
       table.insert(attempts, {attempt = number, startedAt = started, endedAt = iso,
         outcome = 'abandoned', error = message})
-      local left = tonumber(redis.call('HGET', jk, 'retries_left') or default_retries) or default_retries
+      local left = tonumber(hget(jk, 'retries_left') or default_retries) or default_retries
       if left > 0 then
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'retries_left', left - 1,
           'slimyq_attempts', cjson.encode(attempts))
@@ -113,7 +120,7 @@ for _, m in ipairs(members) do
           'worker_name', owner or '', 'exc_string', exc)
         -- The job's own failure_ttl, as RQ means it (as COMPLETE keeps a failure): -1 forever,
         -- 0 not at all, N seconds; unset or unreadable: the default.
-        local fttl = tonumber(redis.call('HGET', jk, 'failure_ttl') or '')
+        local fttl = tonumber(hget(jk, 'failure_ttl') or '')
         if not fttl or fttl ~= math.floor(fttl) or fttl >= 1e15 then fttl = failure_ttl end
         if fttl < 0 then
           redis.call('PERSIST', rk)

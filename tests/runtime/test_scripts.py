@@ -165,6 +165,20 @@ def test_recover_expired_only_takes_dead_workers_jobs(r: redis.Redis, settings: 
     assert r.sismember(f"slimyq:claims:{Q}", "alive") == 1
 
 
+def test_recover_expired_passes_over_a_job_key_that_is_not_a_hash(r: redis.Redis, settings: Settings) -> None:
+    """A started-registry member whose job key is a string (written by anything) must not stop the
+    recovery of the dead worker's other jobs (WRONGTYPE from HGET used to abort the whole script)."""
+    (job_id,) = _enqueue(r, settings, 1)
+    past = time.time() - 5
+    _claim(r, 1, worker="dead", deadline=past)
+    r.set("rq:job:odd", "not a hash")
+    r.zadd(f"rq:wip:{Q}", {"odd:e1": past - 1})
+    assert presence.recover_expired(r, settings, Q) == [job_id]
+    assert r.hget(f"rq:job:{job_id}", "status") == b"queued"
+    assert r.zscore(f"rq:wip:{Q}", "odd:e1") is None  # the odd member is gone, its key untouched
+    assert r.get("rq:job:odd") == b"not a hash"
+
+
 def test_release_members_puts_back_only_orphans(r: redis.Redis, settings: Settings) -> None:
     _enqueue(r, settings, 2)
     _, (kept, orphan) = _claim(r, 2)
