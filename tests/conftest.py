@@ -241,3 +241,11 @@ def _truncate_all(url: str) -> None:
                     db.execute_sql(f"DELETE FROM {table}")
     finally:
         db.close()
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test module's own (the multi-host tests count its rows)."""
+    url, drop = _create_pg_database()
+    yield url
+    drop()
