@@ -259,9 +259,10 @@ class Host:
 
 class Cluster:
     """The shared services and the hosts. ``pg_url`` is a PostgreSQL database on loopback (the
-    fixtures' private one); workers reach it through a proxy on the database address."""
+    fixtures' private one); workers reach it through a proxy on the database address, which adds
+    ``db_delay_ms`` to every round trip (a database that takes its time)."""
 
-    def __init__(self, root: Path, pg_url: str, **config: Any) -> None:
+    def __init__(self, root: Path, pg_url: str, db_delay_ms: float = 0.0, **config: Any) -> None:
         cleanup()
         atexit.register(cleanup)
         self.root = root
@@ -277,7 +278,7 @@ class Cluster:
             self._start_valkey()
             pg = urlsplit(pg_url)
             self.db_port = free_port()
-            self.db_proxy = Proxy(f"{DB_IP}:{self.db_port}", f"{pg.hostname}:{pg.port or 5432}")
+            self.db_proxy = Proxy(f"{DB_IP}:{self.db_port}", f"{pg.hostname}:{pg.port or 5432}", db_delay_ms)
             self.proxies.append(self.db_proxy)
             netloc = pg.netloc.rsplit("@", 1)[0] + "@" if "@" in pg.netloc else ""
             self.database_url = urlunsplit(pg._replace(netloc=f"{netloc}{DB_IP}:{self.db_port}"))

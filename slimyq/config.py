@@ -124,7 +124,8 @@ class Settings(_Section):
     @field_validator("redis_url", "database_url")
     @classmethod
     def _url(cls, value: str, info: ValidationInfo) -> str:
-        return _check_scheme(value, ("redis", "rediss", "unix") if info.field_name == "redis_url" else ())
+        redis_schemes = ("redis", "rediss", "unix", "redis+sentinel")
+        return _check_scheme(value, redis_schemes if info.field_name == "redis_url" else ())
 
     @property
     def queue_names(self) -> list[str]:
