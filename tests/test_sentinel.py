@@ -89,3 +89,38 @@ def test_unknown_service_is_unreachable_naming_it(sentinels: SentinelSet) -> Non
     url = sentinels.url.replace(f"/{SERVICE}", "/nosuchservice")
     with pytest.raises(Unreachable, match="nosuchservice"):
         connect(Settings(redis_url=url))
+
+
+# ----------------------------------------------------------------- enqueue acknowledgement (WAIT)
+
+
+def _canary(settings: Settings, n: int = 3) -> list[str]:
+    from slimyq.jobs import registry
+    from slimyq.payloads.common import validate_payload
+    from slimyq.producer import EnqueueRequest, enqueue_many
+
+    jt = registry.get("canary")
+    reqs = [EnqueueRequest(jt, validate_payload(jt.payload, {}), "database") for _ in range(n)]
+    conn = connect(settings)
+    try:
+        return [e.id for e in enqueue_many(conn, settings, reqs)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_enqueue_waits_for_a_replica(sentinels: SentinelSet) -> None:
+    ids = _canary(Settings(redis_url=sentinels.url, redis_wait_replicas=1))
+    replica = next(p for p in sentinels.data_ports if p != sentinels.primary_port())
+    # WAIT returned: the replica already holds every job (no polling needed).
+    assert sentinels.client(replica).exists(*(f"rq:job:{i}" for i in ids)) == len(ids)
+
+
+@pytest.mark.slow
+def test_too_few_replicas_is_an_error_saying_the_jobs_are_not_safe_yet(sentinels: SentinelSet) -> None:
+    settings = Settings(redis_url=sentinels.url, redis_wait_replicas=2, redis_wait_timeout=0.2)
+    with pytest.raises(Unreachable) as caught:
+        _canary(settings, 2)
+    message = str(caught.value)
+    assert message.startswith("2 job(s) enqueued, but only 1 of 2 replica(s) confirmed them within 0.2 s")
+    assert "redis_wait_replicas" in message and caught.value.exit_code == 1
