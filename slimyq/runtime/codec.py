@@ -117,6 +117,7 @@ class UndecodableJob(Exception):
 
 
 MAX_JOB_SIZE = 16 * 1024 * 1024  # bytes of decompressed job data, unless configured otherwise
+_ZLIB_MAX_RATIO = 1032  # deflate's largest expansion: 1032 output bytes per input byte
 _INT_RANGE = 2**31  # numeric fields outside +-2**31 are refused (Redis rejects such TTLs anyway)
 
 
@@ -168,8 +169,13 @@ class ClaimedJob:
         self._retry_intervals: list[float] | None = self._parse("retry_intervals", _intervals, None)
         self._result_ttl: int | None = self._parse("result_ttl", _integer, None)
         self._failure_ttl: int | None = self._parse("failure_ttl", _integer, None)
-        self.enqueued_at: dt.datetime | None = self._parse("enqueued_at", parse_rq_time, None)
-        self._parse("created_at", parse_rq_time, None)
+        self._parse("enqueued_at", str, None)  # text: parsed only when asked for (history)
+        self._parse("created_at", str, None)
+
+    @property
+    def enqueued_at(self) -> dt.datetime | None:
+        value = self.raw.get("enqueued_at")
+        return parse_rq_time(value) if self.problem is None else None
 
     @property
     def attempt(self) -> int:
@@ -190,6 +196,14 @@ class ClaimedJob:
         value = self.raw.get(name)
         if value is None or value == b"":
             return default
+        if parse is _integer:
+            try:  # the common case, fast: a plain integer (int() reads bytes of ASCII digits)
+                number = int(value)
+            except ValueError:
+                pass
+            else:
+                if -_INT_RANGE < number < _INT_RANGE:
+                    return number
         try:
             text = value.decode() if isinstance(value, bytes) else str(value)
             parsed = parse(text)
@@ -213,13 +227,15 @@ class ClaimedJob:
         if len(data) > max_size:
             raise UndecodableJob(f"job data is larger than max_job_size ({max_size} bytes)")
         try:
-            inflater = zlib.decompressobj()
-            text = inflater.decompress(data, max_size + 1)
+            if len(data) * _ZLIB_MAX_RATIO <= max_size:  # can't inflate past the limit: the fast call
+                text = zlib.decompress(data)
+            else:
+                inflater = zlib.decompressobj()
+                text = inflater.decompress(data, max_size + 1)
+                if len(text) > max_size or inflater.unconsumed_tail:
+                    raise UndecodableJob(f"job data decompresses to more than max_job_size ({max_size} bytes)")
         except zlib.error:
             text = data
-        else:
-            if len(text) > max_size or inflater.unconsumed_tail:
-                raise UndecodableJob(f"job data decompresses to more than max_job_size ({max_size} bytes)")
         try:
             decoded = json.loads(text)
         except (UnicodeDecodeError, ValueError, RecursionError):
