@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, Host
-from harness import conversation_rows, conversations, dump, tally, wait_done, wait_until, wip_and_claims
+from harness import conversation_rows, conversations, dump, wait_done, wait_until, wip_and_claims
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,8 @@ def _assert_exact(fleet: Cluster, ids: list[str], pg_url: str, timeout: float = 
     conn = fleet.conn()
     t = wait_done(conn, ids, timeout)
     logs = "\n".join(h.log()[-3000:] for h in fleet.hosts)
-    assert (t.finished, t.failed, t.pending, t.duplicated) == (len(ids), 0, 0, 0), f"{t}\n{dump(conn, t.missing)}\n{logs}"
+    counts = (t.finished, t.failed, t.pending, t.duplicated)
+    assert counts == (len(ids), 0, 0, 0), f"{t}\n{dump(conn, t.missing)}\n{logs}"
     assert conversation_rows(pg_url) == len(ids)
     wait_until(lambda: not wip_and_claims(conn, ["database"]), 30, what="nothing left started")
 
@@ -68,7 +69,7 @@ def _taken_over(fleet: Cluster, ids: list[str], victim: Host) -> list[str]:
 
 
 def test_partition_from_redis_and_database_then_heal(fleet: Cluster, module_pg_url: str) -> None:
-    a, b = _start(fleet)
+    a, _b = _start(fleet)
     ids = conversations(fleet.env, N)
     wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
     a.cut(redis=True, db=True)
@@ -86,7 +87,7 @@ def test_partition_from_database_only_burns_no_attempts(fleet: Cluster, module_p
     # One attempt only: a job that met the outage and counted it would fail.
     fleet.reconfigure(worker={"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0},
                       queues={"database": {"attempts": 1}})
-    a, b = _start(fleet)
+    a, _b = _start(fleet)
     ids = conversations(fleet.env, N)
     wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
     a.cut(redis=False, db=True)
@@ -105,7 +106,7 @@ def test_partition_from_database_only_burns_no_attempts(fleet: Cluster, module_p
 
 
 def test_host_killed_mid_batch(fleet: Cluster, module_pg_url: str) -> None:
-    a, b = _start(fleet)
+    a, _b = _start(fleet)
     ids = conversations(fleet.env, N)
     wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
     assert a.kill() >= 2  # the supervisor and its queue process
@@ -115,7 +116,7 @@ def test_host_killed_mid_batch(fleet: Cluster, module_pg_url: str) -> None:
 
 
 def test_host_frozen_then_resumed(fleet: Cluster, module_pg_url: str) -> None:
-    a, b = _start(fleet)
+    a, _b = _start(fleet)
     ids = conversations(fleet.env, N)
     wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
     assert a.freeze() >= 2
