@@ -154,6 +154,7 @@ class Host:
     def environ(self, redis_delay_ms: float = 0.0, clock_skew: float = 0.0) -> dict[str, str]:
         env = self.cluster.env.environ
         env["SLIMYQ_DATA_DIR"] = str(self.cluster.env.root / f"host{self.index}")
+        env.update(self.cluster.extra_env)
         if redis_delay_ms > 0:
             if self.redis_proxy is None or self.redis_proxy.delay_ms != redis_delay_ms:
                 if self.redis_proxy is not None:
@@ -269,6 +270,7 @@ class Cluster:
         self.hosts: list[Host] = []
         self.proxies: list[Proxy] = []
         self.valkey: subprocess.Popen[bytes] | None = None
+        self.extra_env: dict[str, str] = {}  # added to every host's environment (OPENAI_BASE_URL...)
         try:
             _ip("link", "add", BRIDGE, "type", "bridge")
             _ip("link", "set", BRIDGE, "up")
