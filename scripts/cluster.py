@@ -50,6 +50,10 @@ BRIDGE = f"{PREFIX}br0"
 NET = "10.213.0"
 REDIS_IP = f"{NET}.1"
 DB_IP = f"{NET}.2"
+# Short timings for tests, as in tests/runtime: a host that stops beating loses its jobs after 3 s.
+# The job timeout stays above the 10 s it may take to find the database unreachable (connect_timeout).
+FAST_WORKER = {"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0}
+FAST_QUEUES = {"database": {"timeout": 15}}
 SKEW_DIR = HERE / "cluster_skew"  # holds the sitecustomize.py that offsets time.time()
 
 

@@ -23,8 +23,7 @@ import cluster as cluster_mod  # noqa: E402
 pytestmark = pytest.mark.slow
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# Short timings, as in tests/runtime: a host that stops beating loses its jobs after 3 s.
-WORKER = {"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0}
+WORKER, QUEUES = cluster_mod.FAST_WORKER, cluster_mod.FAST_QUEUES
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,8 @@ def cluster(module_pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             pytest.fail(f"{reason} (CI=true: the multi-host tests must run)")
         pytest.skip(reason)
     # Every database round trip takes 5 ms more: jobs are in flight when a fault lands.
-    c = cluster_mod.Cluster(tmp_path_factory.mktemp("cluster"), module_pg_url, db_delay_ms=5.0, worker=WORKER)
+    c = cluster_mod.Cluster(tmp_path_factory.mktemp("cluster"), module_pg_url, db_delay_ms=5.0, worker=WORKER,
+                           queues=QUEUES)
     c.add_hosts(2)
     try:
         yield c
@@ -49,7 +49,7 @@ def fleet(cluster: cluster_mod.Cluster, module_pg_url: str) -> Iterator[cluster_
     from slimyq.db import connect_url, table_names
 
     cluster.reset()
-    cluster.reconfigure(worker=WORKER)
+    cluster.reconfigure(worker=WORKER, queues=QUEUES)
     db = connect_url(module_pg_url)
     try:
         with db.atomic():

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster import FAST_WORKER
 from cluster_ha import SentinelSet
 from harness import Env, WorkerProc, conversation_rows, dump, tally, wait_done, wait_until, wip_and_claims
 
@@ -23,7 +24,6 @@ from slimyq.redis import connect
 
 pytestmark = pytest.mark.slow
 
-WORKER = {"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0}
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _enqueue(env: Env, conn: object, n: int, user: str, wait_replicas: int) -> l
 
 
 def test_primary_killed_while_jobs_run(ha: SentinelSet, tmp_path: Path, private_pg_url: str) -> None:
-    env = Env.make(tmp_path / "rt", ha.url, private_pg_url, worker=WORKER)
+    env = Env.make(tmp_path / "rt", ha.url, private_pg_url, worker=FAST_WORKER)
     conn = connect(env.settings())
     before = _enqueue(env, conn, 600, "u1", wait_replicas=1)  # acknowledged by the replica too
     worker: WorkerProc = env.worker("database", "--log-level", "info")

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from cluster import Cluster, Host
+from cluster import FAST_WORKER, Cluster, Host
 from harness import conversation_rows, conversations, dump, wait_done, wait_until, wip_and_claims
 
 pytestmark = pytest.mark.slow
@@ -48,12 +48,21 @@ def _start(fleet: Cluster, **kw: Any) -> tuple[Host, Host]:
     return a, b
 
 
+def _busy(fleet: Cluster) -> tuple[Host, list[str]]:
+    """Both hosts working through N jobs, host 0 running some of them right now."""
+    a, _b = _start(fleet)
+    ids = conversations(fleet.env, N)
+    wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
+    return a, ids
+
+
 def _assert_exact(fleet: Cluster, ids: list[str], pg_url: str, timeout: float = 150) -> None:
     conn = fleet.conn()
     t = wait_done(conn, ids, timeout)
     logs = "\n".join(h.log()[-3000:] for h in fleet.hosts)
     counts = (t.finished, t.failed, t.pending, t.duplicated)
-    assert counts == (len(ids), 0, 0, 0), f"{t}\n{dump(conn, t.missing)}\n{logs}"
+    failed = [v for v in _attempts(conn, ids).values() if v and v[-1].get("outcome") != "finished"][:3]
+    assert counts == (len(ids), 0, 0, 0), f"{t}\n{failed}\n{dump(conn, t.missing)}\n{logs}"
     assert conversation_rows(pg_url) == len(ids)
     wait_until(lambda: not wip_and_claims(conn, ["database"]), 30, what="nothing left started")
 
@@ -69,9 +78,7 @@ def _taken_over(fleet: Cluster, ids: list[str], victim: Host) -> list[str]:
 
 
 def test_partition_from_redis_and_database_then_heal(fleet: Cluster, module_pg_url: str) -> None:
-    a, _b = _start(fleet)
-    ids = conversations(fleet.env, N)
-    wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
+    a, ids = _busy(fleet)
     a.cut(redis=True, db=True)
     # Longer than abandoned_after (3 s) plus a maintenance pass (5 s): host 1 takes the jobs over.
     time.sleep(10)
@@ -85,16 +92,13 @@ def test_partition_from_redis_and_database_then_heal(fleet: Cluster, module_pg_u
 
 def test_partition_from_database_only_burns_no_attempts(fleet: Cluster, module_pg_url: str) -> None:
     # One attempt only: a job that met the outage and counted it would fail.
-    fleet.reconfigure(worker={"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0},
-                      queues={"database": {"attempts": 1}})
-    a, _b = _start(fleet)
-    ids = conversations(fleet.env, N)
-    wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
+    fleet.reconfigure(worker=FAST_WORKER, queues={"database": {"attempts": 1, "timeout": 15}})
+    a, ids = _busy(fleet)
     a.cut(redis=False, db=True)
-    # Longer than the job timeout (10 s): a job whose reply never comes must fail as "database
+    # Longer than the job timeout (15 s): a job whose reply never comes must fail as "database
     # unavailable" (TCP keepalives and user timeout on the connection), not hang until its timeout
     # and count an attempt.
-    time.sleep(16)
+    time.sleep(20)
     a.heal()
     _assert_exact(fleet, ids, module_pg_url)
     recs = _attempts(fleet.conn(), ids)
@@ -106,9 +110,7 @@ def test_partition_from_database_only_burns_no_attempts(fleet: Cluster, module_p
 
 
 def test_host_killed_mid_batch(fleet: Cluster, module_pg_url: str) -> None:
-    a, _b = _start(fleet)
-    ids = conversations(fleet.env, N)
-    wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
+    a, ids = _busy(fleet)
     assert a.kill() >= 2  # the supervisor and its queue process
     assert not a.pids()
     _assert_exact(fleet, ids, module_pg_url)
@@ -116,9 +118,7 @@ def test_host_killed_mid_batch(fleet: Cluster, module_pg_url: str) -> None:
 
 
 def test_host_frozen_then_resumed(fleet: Cluster, module_pg_url: str) -> None:
-    a, _b = _start(fleet)
-    ids = conversations(fleet.env, N)
-    wait_until(lambda: _running_on(fleet, a) > 0, 60, 0.02, "jobs running on host 0")
+    a, ids = _busy(fleet)
     assert a.freeze() >= 2
     time.sleep(10)
     a.thaw()
