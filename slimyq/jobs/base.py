@@ -68,7 +68,7 @@ def rq_callable(handler: Callable[[Any, JobContext], R]) -> Callable[..., R]:
 
     @functools.wraps(handler)
     def entry(*args: Any, **kwargs: Any) -> R:
-        if len(args) == 2 and not kwargs and isinstance(args[1], JobContext):
+        if len(args) == 2 and not kwargs:  # slimyq's call; RQ's is fields as keywords (or one dict)
             return handler(args[0], args[1])
         from slimyq.jobs.rqcall import run_from_rq
 
