@@ -51,6 +51,7 @@ class Row:
     cmds_per_job: float
     redis_cpu_ms: float
     worker_cpu_ms: float
+    proxy_cpu_ms: float
     machine_cpu: float
     job_ms: float
     pg_conns: int
@@ -112,6 +113,8 @@ def measure(c: Cluster, kind: str, hosts: list[Host], n: int, latency: float, pg
     ids = enqueue(c.env, job_type, payloads, conn=conn)
     queued_bytes = (int(conn.info("memory")["used_memory"]) - mem0) / n
     pids = [p for h in hosts for p in h.pids()]
+    proxies = [c.db_proxy.proc.pid, *(h.redis_proxy.proc.pid for h in hosts if h.redis_proxy is not None)]
+    cpu_p = _cpu(proxies)
     conn.config_resetstat()
     cpu_r, cpu_w = c.redis_cpu_seconds(), _cpu(pids)
     psutil.cpu_percent()
@@ -135,8 +138,10 @@ def measure(c: Cluster, kind: str, hosts: list[Host], n: int, latency: float, pg
     machine = psutil.cpu_percent()
     used = _commands(conn) - 2 * polls - 2  # our polls, the resume and INFO itself
     cpu_r, cpu_w = c.redis_cpu_seconds() - cpu_r, _cpu(pids) - cpu_w
+    cpu_p = _cpu(proxies) - cpu_p
     retained = (int(conn.info("memory")["used_memory"]) - mem0) / n
-    return Row(kind, len(hosts), latency, n, seconds, used / n, cpu_r * 1000 / n, cpu_w * 1000 / n, machine,
+    return Row(kind, len(hosts), latency, n, seconds, used / n, cpu_r * 1000 / n, cpu_w * 1000 / n,
+               cpu_p * 1000 / n, machine,
                _median_job_ms(conn, ids), conns, queued_bytes, retained)
 
 
@@ -228,9 +233,9 @@ def main() -> int:
 
 
 HEADER = ("| jobs | hosts | added Redis latency ms | jobs run | seconds | jobs/s | vs 1 host | vs loopback | "
-          "Redis cmds/job | Redis CPU ms/job | worker CPU ms/job | machine CPU % | job ms (median) | "
-          "PostgreSQL connections | Redis bytes/queued job | Redis bytes/retained job |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "Redis cmds/job | Redis CPU ms/job | worker CPU ms/job | proxy CPU ms/job | machine CPU % | "
+          "job ms (median) | PostgreSQL connections | Redis bytes/queued job | Redis bytes/retained job |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def _line(row: Row, rows: list[Row]) -> str:
@@ -238,7 +243,8 @@ def _line(row: Row, rows: list[Row]) -> str:
     loop = next((r for r in rows if r.jobs == row.jobs and r.hosts == row.hosts and r.latency_ms == 0), row)
     return (f"| {row.jobs} | {row.hosts} | {row.latency_ms:g} | {row.n} | {row.seconds:.2f} | {row.rate:,.0f} | "
             f"{row.rate / one.rate:.2f}x | {row.rate / loop.rate:.2f} | {row.cmds_per_job:.1f} | "
-            f"{row.redis_cpu_ms:.3f} | {row.worker_cpu_ms:.2f} | {row.machine_cpu:.0f} | {row.job_ms:.1f} | "
+            f"{row.redis_cpu_ms:.3f} | {row.worker_cpu_ms:.2f} | {row.proxy_cpu_ms:.2f} | {row.machine_cpu:.0f} | "
+            f"{row.job_ms:.1f} | "
             f"{row.pg_conns} | {row.queued_bytes:,.0f} | {row.retained_bytes:,.0f} |")
 
 
