@@ -148,7 +148,7 @@ class Completer:
         completions = [self._decide(job, result) for job, result in batch]
         now = time.time()
         pending, stats = self._stats(completions, now, flush_stats)
-        args: list[Any] = [w.queue, w.name, int(now), codec.rq_now(), w.qs.keep_finished,
+        args: list[Any] = [w.queue, w.name, f"{now:.6f}", codec.rq_now(), w.qs.keep_finished,
                            w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats), os.urandom(8).hex()]
         for c in completions:
             args.extend(c.args)

@@ -135,7 +135,7 @@ end
 return out
 """
 
-# Batch completion. ARGV: 1 queue, 2 worker, 3 now int, 4 now (RQ time), 5 keep_finished,
+# Batch completion. ARGV: 1 queue, 2 worker, 3 now (float), 4 now (RQ time), 5 keep_finished,
 # 6 keep_failed, 7 trim grace seconds, 8 njobs, 9 nstats, 10 batch token, then per job 12 values:
 #   id, eid, outcome(ok|fail|stopped|retry), ttl, payload (b64), attempts json, delay, retries_left,
 #   started (float), ended (float), started (RQ time), ended (RQ time)
