@@ -113,6 +113,9 @@ class WorkerSettings(_Section):
 
 class Settings(_Section):
     redis_url: str = ""
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16,
+                                     description="replicas that must confirm an enqueue (Redis WAIT)")
+    redis_wait_timeout: float = Field(default=1.0, gt=0, le=60, description="seconds to wait for them")
     database_url: str = ""
     data_dir: Path = Field(default_factory=default_data_dir)
     history: bool = True
@@ -124,7 +127,8 @@ class Settings(_Section):
     @field_validator("redis_url", "database_url")
     @classmethod
     def _url(cls, value: str, info: ValidationInfo) -> str:
-        return _check_scheme(value, ("redis", "rediss", "unix") if info.field_name == "redis_url" else ())
+        redis_schemes = ("redis", "rediss", "unix", "redis+sentinel")
+        return _check_scheme(value, redis_schemes if info.field_name == "redis_url" else ())
 
     @property
     def queue_names(self) -> list[str]:
@@ -220,7 +224,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _known_keys() -> set[str]:
-    keys = {"redis_url", "database_url", "data_dir", "history"}
+    keys = {"redis_url", "redis_wait_replicas", "redis_wait_timeout", "database_url", "data_dir", "history"}
     for section, model in _SECTIONS.items():
         keys.update(f"{section}.{name}" for name in model.model_fields)
     for queue in QUEUE_NAMES:

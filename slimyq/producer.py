@@ -18,7 +18,7 @@ import redis
 
 from slimyq import ratelimit
 from slimyq.config import Settings
-from slimyq.errors import SlimyqError, UsageError
+from slimyq.errors import SlimyqError, Unreachable, UsageError
 from slimyq.jobs.registry import JobType
 from slimyq.payloads.common import Payload
 from slimyq.runtime import codec, keys
@@ -76,10 +76,25 @@ def enqueue_many(
     for req in requests:
         batch.append(req)
         if len(batch) >= chunk:
-            yield from _flush(conn, scripts, settings, batch)
+            yield from _acknowledged(conn, settings, list(_flush(conn, scripts, settings, batch)))
             batch = []
     if batch:
-        yield from _flush(conn, scripts, settings, batch)
+        yield from _acknowledged(conn, settings, list(_flush(conn, scripts, settings, batch)))
+
+
+def _acknowledged(conn: redis.Redis, settings: Settings, done: list[Enqueued]) -> list[Enqueued]:
+    """With ``redis_wait_replicas``: return once that many replicas hold the chunk (Redis WAIT), so
+    a failover right after cannot lose it."""
+    wanted = settings.redis_wait_replicas
+    if wanted:
+        acked = int(conn.wait(wanted, int(settings.redis_wait_timeout * 1000)))
+        if acked < wanted:
+            raise Unreachable(
+                f"{len(done)} job(s) enqueued, but only {acked} of {wanted} replica(s) confirmed them within "
+                f"{settings.redis_wait_timeout:g} s: a failover now could lose them; check the replicas "
+                "or lower redis_wait_replicas"
+            )
+    return done
 
 
 def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:

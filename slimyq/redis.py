@@ -7,7 +7,9 @@ Every client gets socket timeouts, TCP keepalive (redis-py's default), a periodi
 and a retry policy with exponential backoff on connection errors and timeouts, so a short blip (a
 Redis restart, a failover, a dropped connection) is retried rather than failing the command. The
 first PING uses a short policy, so a command against a server that is down fails within a second;
-then the client switches to the patient one.
+then the client switches to the patient one. A ``redis+sentinel://`` URL gives a client of the
+service's current primary (``slimyq.sentinel``): after a failover, its retries reach the promoted
+replica.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from slimyq import sentinel
 from slimyq.config import Settings
 from slimyq.errors import ConfigError, Unreachable
 from slimyq.redact import redact_text, redact_url
@@ -64,11 +67,14 @@ def connect(settings: Settings, on_start: Callable[[Path], None] | None = None) 
     running for the next command; ``on_start(socket)`` is called when this call started it)."""
     if settings.redis_url:
         try:
-            client = redis.Redis.from_url(settings.redis_url, **_options())
+            if sentinel.is_sentinel_url(settings.redis_url):
+                client = sentinel.client(settings.redis_url, _options())
+            else:
+                client = redis.Redis.from_url(settings.redis_url, **_options())
         except ValueError as exc:
             raise ConfigError(
                 f"bad Redis URL {redact_url(settings.redis_url)}: {redact_text(str(exc))}; "
-                "use redis://, rediss:// or unix://"
+                "use redis://, rediss://, unix:// or redis+sentinel://"
             ) from None
     else:
         from slimyq.server import ensure_running

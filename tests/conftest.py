@@ -324,3 +324,11 @@ def on_tty() -> Callable[..., tuple[int, str, str]]:
         return code, seen.decode(errors="replace"), piped
 
     return run
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test module's own (the multi-host tests count its rows)."""
+    url, drop = _create_pg_database()
+    yield url
+    drop()

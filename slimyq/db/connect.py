@@ -32,6 +32,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 HISTORY_TABLE = "slimyq_schema_migrations"
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000, "synchronous": "normal"}
 CONNECT_TIMEOUT = 10  # seconds, for PostgreSQL and MySQL unless the URL says otherwise
+# PostgreSQL connections notice a silent partition (packets dropped, no reset) within seconds, so a
+# job waiting on a reply that will never come fails as "database unavailable" (retried without
+# using up an attempt) instead of hanging in a C call past its timeout. libpq's TCP options; a
+# URL's own values win.
+PG_TCP_PARAMS = {"keepalives": 1, "keepalives_idle": 3, "keepalives_interval": 1, "keepalives_count": 3,
+                 "tcp_user_timeout": 6_000}
 LOCK_TIMEOUT = 600  # seconds to wait for another process's migration
 _PG_LOCK_KEY = 0x736C696D79710001  # "slimyq" + 1: the advisory lock held while migrating
 _UNREACHABLE = re.compile(
@@ -69,6 +75,7 @@ def connect_url(url: str) -> peewee.Database:
             params["connect_timeout"] = CONNECT_TIMEOUT
         if scheme.startswith("postgres"):
             params["prefer_psycopg3"] = True
+            params.update({k: v for k, v in PG_TCP_PARAMS.items() if k not in query})
     try:
         db: peewee.Database = connect(url, unquote_password=True, unquote_user=True, **params)
     except ValueError:
