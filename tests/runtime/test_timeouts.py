@@ -36,7 +36,11 @@ def test_timeout_fails_retries_and_worker_keeps_serving(env: Env, conn: redis.Re
 
     # Metrics of an idle worker are flushed within a fraction of a second, not at its next job.
     wait_until(lambda: counts().get("canary:completed") == 11, 5, what="metrics to be flushed")
-    assert counts()["canary:retried"] == 1 and counts()["canary:failed"] == 1
+    # The counters agree with the jobs' own attempt records: the slow job's one retry, plus any quick
+    # canary whose forked child took longer than the 1 s timeout to start on a loaded machine.
+    retried = sum(x["outcome"] == "retried" for j in [slow, *quick, late] for x in attempts(conn, j))
+    assert retried >= 1
+    assert counts()["canary:retried"] == retried and counts()["canary:failed"] == 1
     worker.signal(15)
     assert worker.wait(30) == 0
     assert tally(conn, [slow, *quick, late]).duplicated == 0
