@@ -59,7 +59,8 @@ def test_freeze_thaw_and_kill_reach_every_process_of_the_namespace(cluster: Clus
     env = dict(os.environ)
     procs = [host.run(["sleep", "300"], env, "sleep") for _ in range(2)]
     pids = {p.pid for p in procs}
-    assert pids <= set(host.pids())
+    # `ip netns exec` enters the namespace just before it execs the command: wait for that.
+    wait_until(lambda: pids <= set(host.pids()), 10, what="both processes inside the namespace")
     assert host.freeze() >= 2
     wait_until(lambda: all(_status(pid) == psutil.STATUS_STOPPED for pid in pids), 10, what="stopped")
     host.thaw()
