@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,18 @@ def _tagged_processes() -> list[psutil.Process]:
 
 
 def netns_pids(ns: str) -> list[int]:
+    """Live processes of the namespace (a zombie waiting for its reaper is not one)."""
     done = _ip("netns", "pids", ns, check=False)
-    return [int(x) for x in done.stdout.split()] if done.returncode == 0 else []
+    if done.returncode != 0:
+        return []
+    return [pid for pid in (int(x) for x in done.stdout.split()) if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cleanup() -> None:
@@ -238,6 +249,13 @@ class Host:
         for p in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
+        # A grandchild (the queue process) is reaped by init, not by us, and may still be listed
+        # for a moment; one forked just before the signal was not in the first list. Repeat until
+        # the namespace is empty, so "killed" means gone.
+        deadline = time.monotonic() + 10
+        while self.pids() and time.monotonic() < deadline:
+            self._signal_all(signal.SIGKILL)
+            time.sleep(0.05)
         return n
 
     def stop(self) -> None:
