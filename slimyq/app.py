@@ -31,7 +31,11 @@ class App:
 
     @cached_property
     def loaded(self) -> LoadedSettings:
-        return load_settings(config_file=self.config_file, overrides=self.overrides)
+        from slimyq.jobs import registry
+
+        loaded = load_settings(config_file=self.config_file, overrides=self.overrides)
+        registry.configure(loaded.settings.jobs, _jobs_source(loaded))
+        return loaded
 
     @property
     def settings(self) -> Settings:
@@ -48,6 +52,12 @@ class App:
         from slimyq.db import open_database
 
         return open_database(self.settings)
+
+
+def _jobs_source(loaded: LoadedSettings) -> str:
+    """Where the ``jobs`` setting came from, for an error naming a module that does not import."""
+    source = loaded.sources.get("jobs", "default")
+    return f"jobs ({source})"
 
 
 def _server_started(socket: Path) -> None:

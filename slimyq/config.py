@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from pydantic.fields import FieldInfo
 from slimyq import QUEUE_NAMES
 from slimyq.errors import ConfigError
 from slimyq.redact import mask_secret, redact_url
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def default_data_dir() -> Path:
@@ -119,6 +123,7 @@ class Settings(_Section):
     database_url: str = ""
     data_dir: Path = Field(default_factory=default_data_dir)
     history: bool = True
+    jobs: tuple[str, ...] = Field(default=(), description="modules declaring job types of your own (myapp.jobs)")
     queues: dict[str, QueueSettings] = Field(default_factory=_default_queues)
     chat: ChatSettings = ChatSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
@@ -129,6 +134,18 @@ class Settings(_Section):
     def _url(cls, value: str, info: ValidationInfo) -> str:
         redis_schemes = ("redis", "rediss", "unix", "redis+sentinel")
         return _check_scheme(value, redis_schemes if info.field_name == "redis_url" else ())
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _modules(cls, value: Any) -> Any:
+        """A list of module names; from the environment, a comma-separated string."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            for name in value:
+                if not isinstance(name, str) or not _MODULE_NAME.match(name):
+                    raise ValueError(f"{name!r} is not a module name (e.g. \"myapp.jobs\")")
+        return value
 
     @property
     def queue_names(self) -> list[str]:
@@ -162,6 +179,7 @@ ENV_KEYS: dict[str, str] = {
     "REDIS_URL": "redis_url",
     "DATABASE_URL": "database_url",
     "SLIMYQ_DATA_DIR": "data_dir",
+    "SLIMYQ_JOBS": "jobs",
     "OPENAI_API_KEY": "chat.api_key",
     "OPENAI_BASE_URL": "chat.base_url",
     "OPENAI_MODEL": "chat.model",
@@ -224,7 +242,8 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _known_keys() -> set[str]:
-    keys = {"redis_url", "redis_wait_replicas", "redis_wait_timeout", "database_url", "data_dir", "history"}
+    keys = {"redis_url", "redis_wait_replicas", "redis_wait_timeout", "database_url", "data_dir", "history",
+            "jobs"}
     for section, model in _SECTIONS.items():
         keys.update(f"{section}.{name}" for name in model.model_fields)
     for queue in QUEUE_NAMES:

@@ -67,10 +67,9 @@ def _root(
         bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    from slimyq.app import App
+    from slimyq.cli._options import root_app
 
-    overrides = {"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir}
-    ctx.obj = App(config_file=config, overrides=overrides, debug=debug)
+    root_app(ctx)  # built from these options (config, redis_url, database_url, data_dir, debug)
 
 
 worker.register(app)

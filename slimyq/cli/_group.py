@@ -67,7 +67,9 @@ class SlimyqGroup(TyperGroup):
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
             from slimyq.cli._help import honest
+            from slimyq.cli._options import root_app
 
+            root_app(ctx).settings  # noqa: B018 - registers the `jobs` setting's modules: their types get commands
             cmd = load_lazy(name)
             cmd._slimyq_real = True
             honest(cmd)

@@ -28,6 +28,21 @@ def pick_format(fmt: Format, as_json: bool) -> Format:
     return Format.json if as_json else fmt
 
 
+def root_app(ctx: typer.Context) -> App:
+    """The root command's :class:`App`, built once from the root options (``--config``, URLs,
+    ``--debug``) whichever asks first: the root callback, or the lazy ``enqueue`` group, which
+    needs the ``jobs`` setting to list a team's job types."""
+    from slimyq.app import App
+
+    root = ctx.find_root()
+    if isinstance(root.obj, App):
+        return root.obj
+    p = root.params
+    overrides = {"redis_url": p.get("redis_url"), "database_url": p.get("database_url"), "data_dir": p.get("data_dir")}
+    root.obj = App(config_file=p.get("config"), overrides=overrides, debug=bool(p.get("debug")))
+    return root.obj
+
+
 def app_of(ctx: typer.Context) -> App:
     from slimyq.app import App
 

@@ -6,6 +6,9 @@ resource, so one request may log several distinct events) or, without one, from 
 on-conflict-ignore, and each job's first result is kept under its job id in ``job_effects``
 (:func:`slimyq.jobs.effects.once`), so a retried or redelivered job writes each entry once and
 reports the timestamp of the first write, even after ``audit cleanup`` removed the entries.
+
+peewee (the models, cleanup, report, job_effects) is imported inside the handlers: enqueueing
+imports this module for its job type declarations and must not import peewee.
 """
 
 from __future__ import annotations
@@ -13,11 +16,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from slimyq.audit.cleanup import BUSY_MESSAGE, cleanup
-from slimyq.audit.report import build_report
-from slimyq.db.models import AuditLog, utcnow
-from slimyq.jobs.base import JobContext, iso, rq_callable
-from slimyq.jobs.effects import once
+from slimyq.jobs.base import JobContext, iso
+from slimyq.jobs.registry import job_type
 from slimyq.payloads.audit import AuditCleanup, AuditReport, BulkLogEvents, LogEvent, check_event
 
 _REQUEST_NAMESPACE = uuid.UUID("8f6f7b7e-2f43-4f0e-9d0c-1d3a8c7e5b21")
@@ -54,8 +54,12 @@ def _row(row_id: str, p: LogEvent, now: Any) -> dict[str, Any]:
     }
 
 
-@rq_callable
+@job_type("log_event", queue="audit", payload=LogEvent,
+          help="Write one audit log entry (a retry writes it once).")
 def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import AuditLog, utcnow
+    from slimyq.jobs.effects import once
+
     row_id = request_row_id(p) if p.request_id else ctx.derived_id("audit_log")
 
     def apply() -> dict[str, Any]:
@@ -68,8 +72,12 @@ def log_event(p: LogEvent, ctx: JobContext) -> dict[str, Any]:
     return once(ctx, "log_event", apply)
 
 
-@rq_callable
+@job_type("bulk_log_events", queue="audit", payload=BulkLogEvents,
+          help="Write many audit log entries; each succeeds or fails on its own.")
 def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import AuditLog, utcnow
+    from slimyq.jobs.effects import once
+
     checked = [check_event(event) for event in p.events]
     events = {index: event for index, event in enumerate(checked) if isinstance(event, LogEvent)}
     ids = {index: ctx.derived_id(f"audit_log:{index}") for index in events}
@@ -97,16 +105,23 @@ def bulk_log_events(p: BulkLogEvents, ctx: JobContext) -> dict[str, Any]:
     }
 
 
-@rq_callable
+@job_type("audit_cleanup", queue="audit", payload=AuditCleanup,
+          help="Delete audit entries older than beforeDate, in batches, except excludeActions.")
 def audit_cleanup(p: AuditCleanup, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.audit.cleanup import BUSY_MESSAGE, cleanup
+
     result = cleanup(ctx.db, p.before_date, p.exclude_actions, batch_size=p.batch_size, wait=CLEANUP_LOCK_WAIT)
     if result.skipped:
         raise CleanupBusy(BUSY_MESSAGE)
     return {"success": True, "deletedCount": result.deleted}
 
 
-@rq_callable
+@job_type("audit_report", queue="audit", payload=AuditReport,
+          help="Summarise audit entries between startDate and endDate.")
 def audit_report(p: AuditReport, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.audit.report import build_report
+    from slimyq.db.models import utcnow
+
     report = build_report(ctx.db, p.start_date, p.end_date, top=p.top).wire()
     if p.report_type:
         report["reportType"] = p.report_type

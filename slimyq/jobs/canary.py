@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from slimyq.jobs.base import JobContext, rq_callable
+from slimyq.jobs.base import JobContext
+from slimyq.jobs.registry import ANY_QUEUE, job_type
 from slimyq.payloads.canary import Canary
 
 
@@ -12,7 +13,8 @@ class CanaryFailure(Exception):
     error_type = "canary_failure"
 
 
-@rq_callable
+@job_type("canary", queue=ANY_QUEUE, payload=Canary,
+          help="Sleep, fail the first N attempts, then succeed: proves a queue works.")
 def canary(p: Canary, ctx: JobContext) -> dict[str, object]:
     deadline = time.monotonic() + p.sleep_seconds
     # Sleep in short steps so a timeout (an exception raised in this thread) lands promptly.

@@ -10,20 +10,25 @@ them, honouring ``retry_after``); the error row is written on the last attempt o
 ones (:class:`slimyq.llm.OpenAIPermanentError`, ``openai_error``) write it at once. A success is
 recorded under the job id in ``job_effects`` with its audit row: a rerun of a job that already
 answered returns that answer without asking OpenAI again.
+
+peewee (the models, job_effects) is imported inside the handlers, openai inside :mod:`slimyq.llm`:
+enqueueing imports this module for its job type declarations and must import neither.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimyq import llm
 from slimyq.config import Settings
-from slimyq.db.models import AuditLog, utcnow
-from slimyq.jobs.base import InvalidPayload, JobContext, iso, rq_callable, write_transaction
-from slimyq.jobs.effects import applied, once
+from slimyq.jobs.base import InvalidPayload, JobContext, iso, write_transaction
+from slimyq.jobs.registry import job_type
 from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
 from slimyq.payloads.fields import is_blank
+
+if TYPE_CHECKING:
+    from slimyq.db.models import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,12 @@ def preload(settings: Settings) -> None:
 # ---------------------------------------------------------------- chat_bot_interaction
 
 
-@rq_callable
+@job_type("chat_bot_interaction", queue="chat", payload=ChatBotInteraction, positional="prompt", rate_limited=True,
+          help="Ask the bot: an OpenAI chat completion (or the fallback reply without an API key).")
 def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import utcnow
+    from slimyq.jobs.effects import applied, once
+
     ctx.db  # noqa: B018 - opens the connection for this thread
     done = applied(ctx.job_id, EFFECT)
     if done is not None:  # a rerun of a job that already answered: no second request to OpenAI
@@ -101,6 +110,8 @@ def _audit_error(p: ChatBotInteraction, ctx: JobContext, message: str) -> None:
 def _audit(
     p: ChatBotInteraction, ctx: JobContext, *, success: bool, details: dict[str, Any], error: str | None = None
 ) -> None:
+    from slimyq.db.models import AuditLog, utcnow
+
     row_id = ctx.derived_id("audit")
     fields: dict[str, Any] = {
         "user_id": p.user_id,
@@ -142,12 +153,14 @@ def validate_message(message: Any) -> dict[str, Any]:
     return {**message, "content": content}
 
 
-@rq_callable
+@job_type("message_validation", queue="chat", payload=MessageValidation,
+          help="Validate one chat message {role, content}: role, length and unsafe content.")
 def message_validation(p: MessageValidation, ctx: JobContext) -> dict[str, Any]:
     return {"success": True, "validatedMessage": validate_message(p.message)}
 
 
-@rq_callable
+@job_type("bulk_messages", queue="chat", payload=BulkMessages,
+          help="Validate many chat messages; reports each one and a summary.")
 def bulk_messages(p: BulkMessages, ctx: JobContext) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     for index, message in enumerate(p.messages):

@@ -5,17 +5,17 @@ Effect-once: every handler that writes records its result under its job id in ``
 the commit, redelivery after a crash) returns that first result and writes nothing: an older
 rename redelivered after a newer one does not put the old title back, a create redelivered after
 the conversation was deleted does not bring it back. Row ids are still derived from the job id.
+
+peewee and the models are imported inside the handlers: enqueueing imports this module for its
+job type declarations, and must not import peewee.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import peewee
-
-from slimyq.db.models import AuditLog, Conversation, Message, utcnow
-from slimyq.jobs.base import AccessDenied, JobContext, iso, rq_callable, write_transaction
-from slimyq.jobs.effects import once
+from slimyq.jobs.base import AccessDenied, JobContext, iso, write_transaction
+from slimyq.jobs.registry import job_type
 from slimyq.payloads.database import (
     CreateConversation,
     DeleteConversation,
@@ -25,8 +25,13 @@ from slimyq.payloads.database import (
     UpdateConversation,
 )
 
+if TYPE_CHECKING:
+    from slimyq.db.models import Conversation
+
 
 def _owned(conversation_id: str, user_id: str) -> Conversation:
+    from slimyq.db.models import Conversation
+
     conv: Conversation | None = Conversation.get_or_none(
         (Conversation.id == conversation_id) & (Conversation.user_id == user_id)
     )
@@ -35,8 +40,12 @@ def _owned(conversation_id: str, user_id: str) -> Conversation:
     return conv
 
 
-@rq_callable
+@job_type("create_conversation", queue="database", payload=CreateConversation,
+          help="Create a conversation for a user.")
 def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import Conversation, utcnow
+    from slimyq.jobs.effects import once
+
     conv_id = ctx.derived_id("conversation")
 
     def apply() -> dict[str, Any]:
@@ -55,8 +64,12 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "create_conversation", apply)
 
 
-@rq_callable
+@job_type("save_message", queue="database", payload=SaveMessage,
+          help="Save a message in a conversation (bumps its updated_at).")
 def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import Conversation, Message, utcnow
+    from slimyq.jobs.effects import once
+
     conversation_id = str(p.conversation_id)
 
     def apply() -> dict[str, Any]:
@@ -77,8 +90,12 @@ def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     return once(ctx, "save_message", apply)
 
 
-@rq_callable
+@job_type("update_conversation", queue="database", payload=UpdateConversation,
+          help="Rename a conversation.")
 def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any]:
+    from slimyq.db.models import Conversation, utcnow
+    from slimyq.jobs.effects import once
+
     conversation_id = str(p.conversation_id)
 
     def apply() -> dict[str, Any]:
@@ -90,11 +107,15 @@ def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "update_conversation", apply)
 
 
-@rq_callable
+@job_type("delete_conversation", queue="database", payload=DeleteConversation,
+          help="Delete a conversation and its messages.")
 def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any]:
     """Delete a conversation (messages cascade) and leave a ``conversation_deleted`` audit entry,
     in one transaction. A rerun returns the first result: its marker is in ``job_effects``, not
     the audit entry (which ``audit cleanup`` may have deleted since)."""
+    from slimyq.db.models import AuditLog, Conversation, Message, utcnow
+    from slimyq.jobs.effects import once
+
     conversation_id = str(p.conversation_id)
 
     def apply() -> dict[str, Any]:
@@ -114,8 +135,13 @@ def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "delete_conversation", apply)
 
 
-@rq_callable
+@job_type("get_conversations", queue="database", payload=GetConversations,
+          help="List a user's conversations, newest first, with message counts.")
 def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, Any]]:
+    import peewee
+
+    from slimyq.db.models import Conversation, Message
+
     ctx.db  # noqa: B018 - opens the connection for this thread
     convs = list(
         Conversation.select()
@@ -145,8 +171,11 @@ def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, An
     ]
 
 
-@rq_callable
+@job_type("get_messages", queue="database", payload=GetMessages,
+          help="List a conversation's messages, oldest first.")
 def get_messages(p: GetMessages, ctx: JobContext) -> list[dict[str, Any]]:
+    from slimyq.db.models import Message
+
     conversation_id = str(p.conversation_id)
     with write_transaction(ctx.db):
         _owned(conversation_id, p.user_id)

@@ -27,8 +27,11 @@ from slimyq.jobs.calls import check_call
 @functools.cache
 def _settings() -> Settings:
     from slimyq.config import load_settings
+    from slimyq.jobs import registry
 
-    return load_settings().settings
+    settings = load_settings().settings
+    registry.configure(settings.jobs)
+    return settings
 
 
 @functools.cache
@@ -58,8 +61,9 @@ def run_from_rq(handler: Callable[[Any, JobContext], Any], args: tuple[Any, ...]
         raise TypeError(f"{handler.__name__}: call it as handler(payload, ctx), or run it as an RQ job")
     func_name = f"{handler.__module__}.{handler.__name__}"
     try:
+        settings = _settings()  # first: it registers the `jobs` setting's modules
         _, payload = check_call(func_name, None, list(args), kwargs, job.origin)
-        ctx = JobContext(job.id, job.origin, _attempt(job), _settings(), db_factory=_database)
+        ctx = JobContext(job.id, job.origin, _attempt(job), settings, db_factory=_database)
         return handler(payload, ctx)
     except PermanentError:
         job.retries_left = 0  # RQ retries only while retries_left > 0: a permanent error fails now

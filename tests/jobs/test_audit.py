@@ -45,7 +45,7 @@ def test_registered_on_the_audit_queue():
 
 
 def test_audit_types_import_no_peewee():
-    code = "import sys, slimyq.jobs.audit_types; print('peewee' in sys.modules)"
+    code = "import sys, slimyq.jobs.audit; print('peewee' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
