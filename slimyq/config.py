@@ -27,7 +27,6 @@ from slimyq import QUEUE_NAMES
 from slimyq.errors import ConfigError
 from slimyq.redact import mask_secret, redact_url
 
-
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
