@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import peewee
     import redis
 
+    from slimyq.client import Client
+
 
 class App:
     def __init__(
@@ -46,6 +48,14 @@ class App:
         from slimyq.redis import connect
 
         return connect(self.settings, on_start=_server_started)
+
+    @cached_property
+    def client(self) -> Client:
+        """The :class:`slimyq.Client` of this command, on its Redis connection: what ``enqueue``
+        and ``job show`` go through, as an application would."""
+        from slimyq.client import Client
+
+        return Client(settings=self.settings, connection=self.redis)
 
     @cached_property
     def db(self) -> peewee.Database:

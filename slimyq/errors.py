@@ -23,13 +23,33 @@ class ConfigError(UsageError):
     """A configuration key has a bad value or is unknown."""
 
 
-class ValidationFailed(UsageError):
-    """A payload failed validation; ``problems`` holds one ``field: problem`` line each."""
+class ValidationFailed(UsageError, ValueError):
+    """A payload failed validation; ``problems`` holds one ``field: problem`` line each, and
+    ``errors`` the same as ``{"field": ..., "message": ...}`` dicts. Nothing was enqueued.
+
+    Importable as :class:`slimyq.ValidationError` (it is a :class:`ValueError`).
+    """
 
     def __init__(self, problems: list[str], prefix: str = "") -> None:
         self.problems = problems
         lines = [f"{prefix}{p}" for p in problems]
         super().__init__("\n".join(lines))
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """One entry per problem: the field as the caller named it (``title``, ``items.0.name``,
+        ``--user-id``, ``item 3: userId``) and what is wrong with it."""
+        out = []
+        for line in self.problems:
+            field, sep, message = line.partition(": ")
+            if field.split(" ")[0] in ("item", "line") and ": " in message:  # a batch's "item 3: userId: ..."
+                inner, _, message = message.partition(": ")
+                field = f"{field}: {inner}"
+            out.append({"field": field, "message": message} if sep else {"field": "", "message": line})
+        return out
+
+
+ValidationError = ValidationFailed
 
 
 class NotFound(SlimyqError):
@@ -48,6 +68,32 @@ class RateLimited(SlimyqError):
     def __init__(self, retry_in: int) -> None:
         self.retry_in = retry_in
         super().__init__(f"rate limited, retry in {retry_in} s")
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds until the user's window ends (an HTTP ``Retry-After``)."""
+        return self.retry_in
+
+
+class JobFailed(SlimyqError):
+    """A waited-for job failed for good: ``error`` (its message), ``error_type`` and ``attempts``."""
+
+    def __init__(self, job_id: str, error: str, attempts: int, error_type: str | None = None) -> None:
+        self.job_id = job_id
+        self.error = error
+        self.attempts = attempts
+        self.error_type = error_type
+        super().__init__(f"job {job_id} failed: {error}")
+
+
+class JobTimeout(SlimyqError, TimeoutError):
+    """A waited-for job did not end in time (a :class:`TimeoutError`); it stays on its queue."""
+
+    def __init__(self, job_id: str, timeout: float, state: str, queue: str = "") -> None:
+        self.job_id = job_id
+        self.state = state
+        where = f"; it is left on the {queue!r} queue (is a worker running? slimyq worker {queue})" if queue else ""
+        super().__init__(f"job {job_id} did not finish within {timeout:g} s: still {state}{where}")
 
 
 class Interrupted(SlimyqError):

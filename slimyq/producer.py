@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +18,10 @@ import redis
 
 from slimyq import ratelimit
 from slimyq.config import Settings
-from slimyq.errors import SlimyqError, Unreachable, UsageError
+from slimyq.errors import SlimyqError, Unreachable, UsageError, ValidationFailed
+from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
-from slimyq.payloads.common import Payload
+from slimyq.payloads.common import Payload, validate_payload
 from slimyq.runtime import codec, keys
 from slimyq.runtime.scripts import Scripts
 
@@ -67,11 +68,58 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, flo
     return job_id, score, mapping
 
 
+def build_request(
+    settings: Settings,
+    job_type: str | JobType,
+    payload: Mapping[str, Any] | Payload,
+    *,
+    job_id: str | None = None,
+    queue: str | None = None,
+    run_at: dt.datetime | None = None,
+    prefix: str = "",
+) -> EnqueueRequest:
+    """A validated request, or :class:`ValidationFailed` naming every bad field (``prefix`` goes
+    before each: ``item 3: ``). Pure: no I/O, the same for the CLI, :class:`slimyq.Client` and
+    :class:`slimyq.AsyncClient`."""
+    problems: list[str] = []
+    jt: JobType | None = None
+    try:
+        jt = job_type if isinstance(job_type, JobType) else registry.get(job_type)
+    except UsageError as exc:
+        problems.append(f"type: {exc}")
+    if job_id is not None:
+        try:
+            check_job_id(job_id)
+        except UsageError as exc:
+            problems.append(f"job_id: {str(exc).removeprefix('--job-id: ')}")
+    checked: Payload | None = None
+    target = ""
+    if jt is not None:
+        try:
+            target = registry.queue_for(jt, queue, settings.queue_names)
+        except UsageError as exc:
+            problems.append(f"queue: {str(exc).removeprefix('--queue: ')}")
+        if isinstance(payload, jt.payload):
+            checked = payload
+        else:
+            data = payload.wire() if isinstance(payload, Payload) else payload
+            try:
+                checked = validate_payload(jt.payload, dict(data) if isinstance(data, Mapping) else data)
+            except ValidationFailed as exc:
+                problems += exc.problems
+    if run_at is not None and run_at.tzinfo is None:
+        run_at = run_at.replace(tzinfo=dt.UTC)  # a naive time is UTC, as on the command line
+    if problems or jt is None or checked is None:
+        raise ValidationFailed(problems, prefix=prefix)
+    return EnqueueRequest(jt, checked, target, job_id, run_at)
+
+
 def enqueue_many(
-    conn: redis.Redis, settings: Settings, requests: Iterable[EnqueueRequest], *, chunk: int = 500
+    conn: redis.Redis, settings: Settings, requests: Iterable[EnqueueRequest], *, chunk: int = 500,
+    scripts: Scripts | None = None,
 ) -> Iterator[Enqueued]:
     """Enqueue in chunks (one round trip each), yielding one :class:`Enqueued` per request."""
-    scripts = Scripts(conn)
+    scripts = scripts or Scripts(conn)
     batch: list[EnqueueRequest] = []
     for req in requests:
         batch.append(req)
@@ -87,25 +135,38 @@ def _acknowledged(conn: redis.Redis, settings: Settings, done: list[Enqueued]) -
     a failover right after cannot lose it."""
     wanted = settings.redis_wait_replicas
     if wanted:
-        acked = int(conn.wait(wanted, int(settings.redis_wait_timeout * 1000)))
-        if acked < wanted:
-            raise Unreachable(
-                f"{len(done)} job(s) enqueued, but only {acked} of {wanted} replica(s) confirmed them within "
-                f"{settings.redis_wait_timeout:g} s: a failover now could lose them; check the replicas "
-                "or lower redis_wait_replicas"
-            )
+        check_replicas(settings, int(conn.wait(wanted, int(settings.redis_wait_timeout * 1000))), len(done))
     return done
 
 
-def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
+def check_replicas(settings: Settings, acked: int, count: int) -> None:
+    """Raise :class:`Unreachable` when fewer replicas than ``redis_wait_replicas`` confirmed a chunk."""
+    wanted = settings.redis_wait_replicas
+    if acked < wanted:
+        raise Unreachable(
+            f"{count} job(s) enqueued, but only {acked} of {wanted} replica(s) confirmed them within "
+            f"{settings.redis_wait_timeout:g} s: a failover now could lose them; check the replicas "
+            "or lower redis_wait_replicas"
+        )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk's ENQUEUE script calls (one per queue and mode), ready for any Redis client."""
+
+    batch: list[EnqueueRequest]
+    calls: list[list[Any]]  # the script's ARGV, per call
+    order: list[list[tuple[int, str]]]  # per call: (index in batch, job id) of each job
+
+
+def encode_chunk(settings: Settings, batch: list[EnqueueRequest]) -> Chunk:
     now = codec.rq_now()
     groups: dict[tuple[str, str], list[tuple[int, str, float, dict[str, Any]]]] = {}
     for index, req in enumerate(batch):
         job_id, score, mapping = _encode(req, settings, now)
         mode = "schedule" if req.run_at else "queue"
         groups.setdefault((req.queue, mode), []).append((index, job_id, score, mapping))
-    results: list[Enqueued | None] = [None] * len(batch)
-    pipe = conn.pipeline(transaction=False)
+    calls: list[list[Any]] = []
     order: list[list[tuple[int, str]]] = []
     limits = ratelimit.script_args(settings)
     for (queue, mode), items in groups.items():
@@ -115,11 +176,18 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
             args += [job_id, score, ratelimit.counter_key(req.job_type, req.payload), len(mapping)]
             for field, value in mapping.items():
                 args += [field, value]
-        scripts.enqueue(args=args, client=pipe)
+        calls.append(args)
         order.append([(item[0], item[1]) for item in items])
-    replies = pipe.execute()
+    return Chunk(batch, calls, order)
+
+
+def decode_chunk(chunk: Chunk, replies: list[Any]) -> tuple[list[Enqueued], ratelimit.UserRateLimited | None]:
+    """What the script calls did: the jobs written or found, in order, and the rate-limit refusal of
+    a call that wrote nothing (its jobs are left out)."""
+    batch = chunk.batch
+    results: list[Enqueued | None] = [None] * len(batch)
     limited: ratelimit.UserRateLimited | None = None
-    for written, pairs in zip(replies, order, strict=True):
+    for written, pairs in zip(replies, chunk.order, strict=True):
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
             user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
             limited = limited or ratelimit.refused(int(written[2]), user)
@@ -128,15 +196,28 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
             req = batch[index]
             status = ("scheduled" if req.run_at else "queued") if flag else "exists"
             results[index] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
-    for done in results:
-        if done is not None:  # a group refused for the rate limit has none
-            yield done
+    return [done for done in results if done is not None], limited
+
+
+def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
+    chunk = encode_chunk(settings, batch)
+    if len(chunk.calls) == 1:  # one EVALSHA: no pipeline, whose execute would first ask SCRIPT EXISTS
+        replies = [scripts.enqueue(args=chunk.calls[0])]
+    else:
+        pipe = conn.pipeline(transaction=False)
+        for args in chunk.calls:
+            scripts.enqueue(args=args, client=pipe)
+        replies = pipe.execute()
+    done, limited = decode_chunk(chunk, replies)
+    yield from done
     if limited is not None:
         raise limited
 
 
-def enqueue_one(conn: redis.Redis, settings: Settings, req: EnqueueRequest) -> Enqueued:
-    return next(enqueue_many(conn, settings, [req]))
+def enqueue_one(
+    conn: redis.Redis, settings: Settings, req: EnqueueRequest, *, scripts: Scripts | None = None
+) -> Enqueued:
+    return next(enqueue_many(conn, settings, [req], scripts=scripts))
 
 
 @dataclass(frozen=True)
@@ -155,21 +236,42 @@ def wait_for(conn: redis.Redis, job_id: str, timeout: float) -> Outcome:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            status: Any = conn.hget(keys.job(job_id), "status")
-            state = status.decode() if status else "gone"
-            return Outcome(job_id, "timeout", error=f"still {state}")
-        reply: Any = conn.xread({stream: last}, count=10, block=max(1, int(min(left, 1.0) * 1000)))
-        for _name, entries in reply or []:
-            for entry_id, fields in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                kind = fields.get(b"type")
-                if kind == b"1":
-                    return Outcome(job_id, "finished", result=codec.decode_return_value(fields.get(b"return_value")))
-                # RQ's result types: 2 failed, 3 stopped, 5 max retries exceeded; 4 (retried) is
-                # not an end, so keep waiting.
-                if kind in (b"2", b"3", b"5"):
-                    text = codec.failure_text(codec.decode_exc_string(fields.get(b"exc_string")))
-                    default = "stopped" if kind == b"3" else "failed"
-                    return Outcome(job_id, "failed", error=text or default)
+            return timed_out(job_id, conn.hget(keys.job(job_id), "status"))
+        reply: Any = conn.xread({stream: last}, count=10, block=block_ms(left))
+        outcome, last = read_results(job_id, reply, last)
+        if outcome is not None:
+            return outcome
         if not conn.exists(keys.job(job_id)):
-            raise SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")
+            raise gone(job_id)
+
+
+def block_ms(left: float) -> int:
+    """How long one XREAD blocks: at most a second, so a deleted job is noticed."""
+    return max(1, int(min(left, 1.0) * 1000))
+
+
+def timed_out(job_id: str, status: Any) -> Outcome:
+    state = status.decode() if isinstance(status, bytes) else status or "gone"
+    return Outcome(job_id, "timeout", error=f"still {state}")
+
+
+def gone(job_id: str) -> SlimyqError:
+    return SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")
+
+
+def read_results(job_id: str, reply: Any, last: str) -> tuple[Outcome | None, str]:
+    """The end of the job in an XREAD reply of its result stream (None: not yet), and the last
+    entry id read."""
+    for _name, entries in reply or []:
+        for entry_id, fields in entries:
+            last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            kind = fields.get(b"type")
+            if kind == b"1":
+                return Outcome(job_id, "finished", result=codec.decode_return_value(fields.get(b"return_value"))), last
+            # RQ's result types: 2 failed, 3 stopped, 5 max retries exceeded; 4 (retried) is
+            # not an end, so keep waiting.
+            if kind in (b"2", b"3", b"5"):
+                text = codec.failure_text(codec.decode_exc_string(fields.get(b"exc_string")))
+                default = "stopped" if kind == b"3" else "failed"
+                return Outcome(job_id, "failed", error=text or default), last
+    return None, last

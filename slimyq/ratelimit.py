@@ -14,7 +14,7 @@ Key: ``slimyq:rl:<user>`` (a counter). ``reset`` deletes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,24 @@ def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -
 
     Reads only; the slots are taken chunk by chunk by the ENQUEUE script itself.
     """
+    wanted = precheck_counts(settings, counts)
+    pipe = conn.pipeline(transaction=False)
+    precheck_reads(pipe, wanted)
+    precheck_decide(settings, wanted, pipe.execute())  # one round trip for any number of users
+
+
+def batch_counts(requests: Iterable[tuple[JobType, Payload]]) -> dict[str, int]:
+    """Rate-limited requests per user in a batch of (job type, payload)."""
+    counts: dict[str, int] = {}
+    for job_type, payload in requests:
+        user = user_of(payload)
+        if job_type.rate_limited and user is not None:
+            counts[user] = counts.get(user, 0) + 1
+    return counts
+
+
+def precheck_counts(settings: Settings, counts: Mapping[str, int]) -> dict[str, int]:
+    """The users to check; :class:`UsageError` for one asking more than a whole window allows."""
     counts = {user: n for user, n in counts.items() if n > 0}
     limit, window = settings.rate_limit.requests, settings.rate_limit.window
     for user, n in counts.items():
@@ -100,13 +118,19 @@ def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -
                 f"{n} rate-limited requests for user {user!r} at once, but the limit is {limit} per "
                 f"{window} s; split them into batches of at most {limit}"
             )
-    users = list(counts)
-    pipe = conn.pipeline(transaction=False)
-    for user in users:
+    return counts
+
+
+def precheck_reads(pipe: Any, counts: Mapping[str, int]) -> None:
+    """Queue the reads of :func:`precheck_decide` on a pipeline (sync or asyncio)."""
+    for user in counts:
         pipe.get(key(user))
         pipe.pttl(key(user))
-    replies = pipe.execute()  # one round trip for any number of users
-    for i, user in enumerate(users):
+
+
+def precheck_decide(settings: Settings, counts: Mapping[str, int], replies: list[Any]) -> None:
+    limit, window = settings.rate_limit.requests, settings.rate_limit.window
+    for i, user in enumerate(counts):
         used, ttl_ms = int(replies[2 * i] or 0), int(replies[2 * i + 1])
         if used + counts[user] > limit:
             raise UserRateLimited(_seconds(ttl_ms if ttl_ms > 0 else window * 1000), user)

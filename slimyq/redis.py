@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -28,6 +28,9 @@ from slimyq import sentinel
 from slimyq.config import Settings
 from slimyq.errors import ConfigError, Unreachable
 from slimyq.redact import redact_text, redact_url
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 SOCKET_TIMEOUT = 10.0  # rq raises this itself for a worker's blocking dequeue
 CONNECT_TIMEOUT = 5.0
@@ -94,6 +97,49 @@ def connect(settings: Settings, on_start: Callable[[Path], None] | None = None) 
             f"cannot reach Redis at {describe(settings)} ({_reason(exc)}); start it or set REDIS_URL"
         ) from None
     client.set_retry(_steady_retry())
+    return client
+
+
+async def async_connect(settings: Settings) -> redis.asyncio.Redis:
+    """:func:`connect` for asyncio (``redis.asyncio``): the same URL, options, retries and messages.
+    The embedded server is started (in a thread) when there is no URL. ``redis+sentinel://`` is
+    for the synchronous client only."""
+    import asyncio
+
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    options = {**_options(), "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.1), retries=2)}
+    if settings.redis_url:
+        if sentinel.is_sentinel_url(settings.redis_url):
+            raise ConfigError("redis+sentinel:// URLs work with slimyq.Client, not AsyncClient yet; use Client "
+                              "(e.g. in a thread) or a redis:// URL")
+        try:
+            client = aredis.Redis.from_url(settings.redis_url, **options)
+        except ValueError as exc:
+            raise ConfigError(
+                f"bad Redis URL {redact_url(settings.redis_url)}: {redact_text(str(exc))}; "
+                "use redis://, rediss:// or unix://"
+            ) from None
+    else:
+        from slimyq.server import ensure_running
+
+        socket_path = await asyncio.to_thread(ensure_running, settings)
+        client = aredis.Redis(unix_socket_path=str(socket_path), **options)
+    try:
+        await client.ping()
+    except redis.AuthenticationError as exc:
+        await client.aclose()
+        raise Unreachable(
+            f"cannot reach Redis at {describe(settings)} (authentication failed: {_short(exc)}); "
+            "check the user name and password in REDIS_URL"
+        ) from None
+    except redis.RedisError as exc:
+        await client.aclose()
+        raise Unreachable(
+            f"cannot reach Redis at {describe(settings)} ({_reason(exc)}); start it or set REDIS_URL"
+        ) from None
+    client.set_retry(AsyncRetry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), retries=6))
     return client
 
 

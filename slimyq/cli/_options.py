@@ -39,8 +39,9 @@ def root_app(ctx: typer.Context) -> App:
         return root.obj
     p = root.params
     overrides = {"redis_url": p.get("redis_url"), "database_url": p.get("database_url"), "data_dir": p.get("data_dir")}
-    root.obj = App(config_file=p.get("config"), overrides=overrides, debug=bool(p.get("debug")))
-    return root.obj
+    app = App(config_file=p.get("config"), overrides=overrides, debug=bool(p.get("debug")))
+    root.obj = app
+    return app
 
 
 def app_of(ctx: typer.Context) -> App:

@@ -29,10 +29,9 @@ from slimyq.render import Format
 from slimyq.text import count
 
 if TYPE_CHECKING:
-    import redis
-
     from slimyq.app import App
     from slimyq.bulk import BulkStopped
+    from slimyq.client import Client
     from slimyq.producer import Enqueued
 
 BULK_HELP = (
@@ -134,7 +133,7 @@ def _metavar(jt: JobType, spec: FieldSpec) -> str:
 
 
 def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: dict[str, Any]) -> None:
-    from slimyq.producer import EnqueueRequest, check_job_id, enqueue_one
+    from slimyq.producer import check_job_id
 
     app_ = app_of(ctx)
     fmt, quiet = _output(ctx, pick_format(kw["fmt"], kw["as_json"]), kw["quiet"])
@@ -147,20 +146,19 @@ def _enqueue_one(ctx: typer.Context, jt: JobType, specs: list[FieldSpec], kw: di
     if kw["wait"] and not kw["timeout"] > 0:
         problems.append("--timeout: must be more than 0 seconds")
     settings = app_.settings
-    queue = ""
     try:
-        queue = registry.queue_for(jt, kw["queue"], settings.queue_names)
+        registry.queue_for(jt, kw["queue"], settings.queue_names)
     except UsageError as exc:
         text = str(exc)
         problems.append(text if text.startswith("--queue") else f"--queue: {text}")
     payload = build_payload(jt, specs, kw, argument=kw.get("argument"), extra_problems=problems)
 
-    conn = app_.redis
-    done = enqueue_one(conn, settings, EnqueueRequest(jt, payload, queue, kw["job_id"], run_time))
+    client = app_.client  # the Python API's path: validated again there, enqueued by one script call
+    done = client.enqueue(jt, payload, job_id=kw["job_id"], queue=kw["queue"], at=run_time)
     if done.status == "exists" and not quiet:
         render.warn(f"job {done.id} already exists; nothing was enqueued")
     if kw["wait"]:
-        _wait(conn, done, kw["timeout"], fmt, quiet)
+        _wait(client, done, kw["timeout"], fmt, quiet)
     else:
         _report(done, fmt, quiet)
 
@@ -192,23 +190,14 @@ def _report(done: Enqueued, fmt: Format, quiet: bool) -> None:
     render.show(_record(done), fmt)
 
 
-def _wait(conn: redis.Redis, done: Enqueued, timeout: float, fmt: Format, quiet: bool) -> None:
-    from slimyq.producer import wait_for
-
+def _wait(client: Client, done: Enqueued, timeout: float, fmt: Format, quiet: bool) -> None:
     if not quiet:
         render.note(f"waiting up to {timeout:g} s for job {done.id} ...")
-    outcome = wait_for(conn, done.id, timeout)
-    if outcome.status == "failed":
-        raise SlimyqError(f"job {done.id} failed: {outcome.error}")
-    if outcome.status == "timeout":
-        raise SlimyqError(
-            f"job {done.id} did not finish within {timeout:g} s: {outcome.error}; it is left on the "
-            f"{done.queue!r} queue (is a worker running? slimyq worker {done.queue})"
-        )
+    result = client.wait(done.id, timeout)  # JobFailed, JobTimeout: exit 1 with their one line
     if quiet:
         render.line(done.id)
     else:
-        render.show(outcome.result, fmt, empty="(empty result)")
+        render.show(result, fmt, empty="(empty result)")
 
 
 # ------------------------------------------------------------------ bulk

@@ -66,17 +66,12 @@ def show(
 
     With --user, another user's job reads exactly like a job that does not exist (exit 1).
     """
-    from slimyq.inspect.jobs import show_job
-
     fmt = pick_format(fmt, as_json)
-    if not _valid_id(job_id):
+    job = app_of(ctx).client.job(job_id, user, traceback=traceback) if _valid_id(job_id) else None
+    if job is None:  # missing, or another user's: the same answer
+        if _valid_id(job_id) and _from_history(ctx, job_id, user, fmt):
+            return
         raise NotFound(f"job {job_id} not found")
-    try:
-        job = show_job(app_of(ctx).redis, job_id, user=user, traceback=traceback)
-    except NotFound:
-        if not _from_history(ctx, job_id, user, fmt):
-            raise
-        return
     if fmt is Format.json:
         data = render.jsonable(job)
         if not traceback:

@@ -212,6 +212,11 @@ class JobDetail:
     error_type: str | None = None
     traceback: str | None = None
 
+    @property
+    def status(self) -> str:
+        """The job's state (``queued``, ``started``, ``finished``, ``failed`` ...), as RQ names it."""
+        return self.state
+
 
 def _payload(data: bytes | None) -> tuple[str | None, Any]:
     from slimyq.runtime.codec import ClaimedJob, UndecodableJob
@@ -239,16 +244,31 @@ def _error_type(raw: str | None) -> str | None:
 def show_job(conn: redis.Redis, job_id: str, *, user: str | None = None, traceback: bool = False) -> JobDetail:
     """One job in full. A job of another ``user`` is reported exactly like a missing one."""
     from slimyq.errors import NotFound
-    from slimyq.runtime import codec
 
     pipe = conn.pipeline(transaction=False)
+    read_job(pipe, job_id)
+    detail = job_detail(job_id, pipe.execute(), user=user, traceback=traceback)
+    if detail is None:
+        raise NotFound(f"job {job_id} not found")
+    return detail
+
+
+def read_job(pipe: Any, job_id: str) -> None:
+    """Queue the reads :func:`job_detail` needs on a pipeline (sync or asyncio): one round trip."""
     pipe.hgetall(keys.job(job_id))
     pipe.xrevrange(keys.results(job_id), "+", "-", count=1)
-    raw, results = pipe.execute()
+
+
+def job_detail(job_id: str, replies: list[Any], *, user: str | None = None,
+               traceback: bool = False) -> JobDetail | None:
+    """The job from :func:`read_job`'s replies; None when it is missing or belongs to another ``user``."""
+    from slimyq.runtime import codec
+
+    raw, results = replies
     info = meta(raw.get(b"meta")) if raw else {}
     owner = str(info["user"]) if info.get("user") is not None else None
     if not raw or (user is not None and owner != user):
-        raise NotFound(f"job {job_id} not found")
+        return None
     f = {(text(k) or ""): text(v) for k, v in raw.items() if k != b"data"}
     func, payload = _payload(raw.get(b"data"))
     tries = [
