@@ -40,11 +40,11 @@ class JobSpec:
 def settings_for(redis_url: str | None, database_url: str | None, config_file: str | Path | None,
                  settings: Settings | None) -> Settings:
     """The CLI's settings (env, ``.env``, TOML, defaults), the URLs given here winning; the ``jobs``
-    setting's modules are registered."""
+    setting's modules are imported."""
     if settings is None:
         overrides = {"redis_url": redis_url, "database_url": database_url}
         settings = load_settings(config_file=config_file, overrides=overrides).settings
-    registry.configure(settings.jobs)
+    registry.configure(settings.jobs, now=True)  # a module that does not import fails the constructor
     return settings
 
 

@@ -37,9 +37,9 @@ backoff_base = 0.2
 """
 
 
-def write_config(cwd: Path, jobs: list[str] | None = None) -> Path:
+def write_config(cwd: Path, jobs: list[str] | None = None, name: str = "slimyq.toml") -> Path:
     """``./slimyq.toml``: found by the CLI, the workers and ``Client()`` alike."""
-    path = cwd / "slimyq.toml"
+    path = cwd / name
     path.write_text(CONFIG.format(jobs="[" + ", ".join(f'"{m}"' for m in jobs or []) + "]"))
     return path
 

@@ -135,6 +135,7 @@ def _import(module: str, source: str) -> None:
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        _WANTED.pop(module, None)  # reported once, to whoever configured it; not every later lookup
         raise ConfigError(f"{source}: cannot import job module {module!r} ({reason}); install it, fix the name "
                           "or remove it") from None
     _LOADED.add(module)
@@ -170,14 +171,17 @@ def _load() -> None:
         _ready.set()
 
 
-def configure(modules: Iterable[str], source: str = "jobs setting") -> None:
+def configure(modules: Iterable[str], source: str = "jobs setting", *, now: bool = False) -> None:
     """Add the modules the ``jobs`` setting names; they are imported on the next lookup (each once,
-    thread-safe). Cheap: commands call it whenever they build their settings."""
+    thread-safe), or at once with ``now`` (a :class:`ConfigError` names a module that does not
+    import). Cheap otherwise: commands call it whenever they build their settings."""
     with _LOCK:
         for module in modules:
             if module not in _LOADED and module not in _WANTED:
                 _WANTED[module] = source
                 _ready.clear()
+    if now:
+        _load()
 
 
 def get(name: str) -> JobType:
