@@ -62,17 +62,3 @@ def burst(*queues: str, env: dict[str, str] | None = None) -> subprocess.Complet
     done = slimyq("worker", *queues, "--burst", env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
-
-
-def start_worker(*queues: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "slimyq", "worker", *queues], env=env or environ(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def stop_worker(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
