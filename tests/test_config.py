@@ -306,3 +306,14 @@ def test_several_bad_values_are_all_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config_file=conf, env={}, cwd=tmp_path)
     assert len(str(info.value).splitlines()) == 2
+
+
+def test_jobs_setting_takes_module_names_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "slimyq.toml").write_text('jobs = ["myapp.jobs", "other"]\n')
+    loaded = load_settings(env={}, cwd=tmp_path)
+    assert loaded.settings.jobs == ("myapp.jobs", "other")
+    assert load_settings(env={"SLIMYQ_JOBS": "a.b, c"}, cwd=tmp_path).settings.jobs == ("a.b", "c")
+    assert load_settings(env={}, cwd=tmp_path / "nowhere").settings.jobs == ()
+    (tmp_path / "slimyq.toml").write_text('jobs = ["my app"]\n')
+    with pytest.raises(ConfigError, match=r"jobs = \[\"my app\"\] in .*: 'my app' is not a module name"):
+        load_settings(env={}, cwd=tmp_path)
