@@ -18,7 +18,7 @@ import redis
 
 from slimyq import ratelimit
 from slimyq.config import Settings
-from slimyq.errors import SlimyqError, Unreachable, UsageError, ValidationFailed
+from slimyq.errors import NotFound, SlimyqError, Unreachable, UsageError, ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
 from slimyq.payloads.common import Payload, validate_payload
@@ -256,7 +256,7 @@ def timed_out(job_id: str, status: Any) -> Outcome:
 
 
 def gone(job_id: str) -> SlimyqError:
-    return SlimyqError(f"job {job_id} disappeared while waiting (deleted, or expired)")
+    return NotFound(f"job {job_id} not found while waiting (never enqueued, deleted, or expired)")
 
 
 def read_results(job_id: str, reply: Any, last: str) -> tuple[Outcome | None, str]:

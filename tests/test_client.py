@@ -14,7 +14,7 @@ import redis as redis_lib
 from clientkit import burst, write_config
 
 import slimyq
-from slimyq import Client, JobFailed, JobSpec, JobTimeout, RateLimited, Unreachable, ValidationError
+from slimyq import Client, JobFailed, JobSpec, JobTimeout, NotFound, RateLimited, Unreachable, ValidationError
 
 
 @pytest.fixture
@@ -134,6 +134,11 @@ def test_wait_times_out_with_a_timeout_error(client: Client) -> None:
         client.wait(job.id, timeout=0.2)
     assert isinstance(caught.value, JobTimeout) and caught.value.state == "queued"
     assert "slimyq worker audit" in str(caught.value)
+
+
+def test_wait_on_a_job_that_does_not_exist(client: Client) -> None:
+    with pytest.raises(NotFound, match="job nope not found while waiting"):
+        client.wait("nope", timeout=5)
 
 
 def test_stats_counts_what_is_queued_and_done(client: Client) -> None:

@@ -161,5 +161,5 @@ def test_wait_for_timeout_says_still_queued(r, settings):
 def test_wait_for_a_deleted_job(r, settings):
     done = enqueue_one(r, settings, conversation())
     r.delete(keys.job(done.id))
-    with pytest.raises(SlimyqError, match="disappeared"):
+    with pytest.raises(SlimyqError, match="not found while waiting"):
         wait_for(r, done.id, 5)
