@@ -31,7 +31,11 @@ class App:
 
     @cached_property
     def loaded(self) -> LoadedSettings:
-        return load_settings(config_file=self.config_file, overrides=self.overrides)
+        loaded = load_settings(config_file=self.config_file, overrides=self.overrides)
+        from slimyq import logs  # observability (issue 20): every command logs in the chosen format
+
+        logs.setup(loaded.settings.log_format)
+        return loaded
 
     @property
     def settings(self) -> Settings:

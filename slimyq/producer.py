@@ -20,6 +20,7 @@ from slimyq import ratelimit
 from slimyq.config import Settings
 from slimyq.errors import SlimyqError, Unreachable, UsageError
 from slimyq.jobs.registry import JobType
+from slimyq.obs import ops, trace
 from slimyq.payloads.common import Payload
 from slimyq.runtime import codec, keys
 from slimyq.runtime.scripts import Scripts
@@ -63,6 +64,7 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, flo
         status="scheduled" if req.run_at else "queued",
         now=now,
     )
+    trace.stamp(mapping, req.queue, job_id)  # issue 20: traceparent into meta, when tracing (else a no-op)
     score = req.run_at.timestamp() if req.run_at else 0.0
     return job_id, score, mapping
 
@@ -123,6 +125,7 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
             user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
             limited = limited or ratelimit.refused(int(written[2]), user)
+            ops.count_rejections(conn, [batch[index] for index, _ in pairs])  # issue 20
             continue
         for flag, (index, job_id) in zip(written, pairs, strict=True):
             req = batch[index]

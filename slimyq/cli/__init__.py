@@ -62,14 +62,27 @@ def _root(
         str | None,
         typer.Option("--data-dir", metavar="PATH", help="Where the embedded server and SQLite file live."),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", metavar="text|json|auto",
+                     help="Log lines as text or JSON (default: $SLIMYQ_LOG_FORMAT, config, auto = text on a "
+                          "terminal or journald, else JSON)."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    import os
+
     from slimyq.app import App
 
-    overrides = {"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir}
+    if os.environ.get("SLIMYQ_TRACING"):  # issue 20: OpenTelemetry only when asked for
+        from slimyq.obs import trace
+
+        trace.configure()
+    overrides = {"redis_url": redis_url, "database_url": database_url, "data_dir": data_dir,
+                 "log_format": log_format}
     ctx.obj = App(config_file=config, overrides=overrides, debug=debug)
 
 
