@@ -46,8 +46,15 @@ _local = threading.local()
 
 
 def _api_in_use() -> bool:
-    """The application imported OpenTelemetry itself (the library client in a traced app)."""
-    return "opentelemetry.trace" in sys.modules
+    """The application traces with OpenTelemetry itself (the library client in a traced app): its
+    API is loaded and a tracer provider is set or a span is current. Merely loaded is not enough:
+    redis-py imports it whenever it is installed."""
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return False
+    if getattr(api, "_TRACER_PROVIDER", None) is not None:
+        return True
+    return bool(api.get_current_span().get_span_context().is_valid)
 
 
 def configure(spec: str | None = None, service: str = "slimyq") -> bool:
