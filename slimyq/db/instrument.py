@@ -40,13 +40,16 @@ def operation(sql: str) -> str:
 def install(db: peewee.Database) -> peewee.Database:
     """Measure ``db`` from now on (before it connects, so its connection is counted).
 
-    The three methods peewee funnels everything through are wrapped on the instance (peewee 4's
-    classes have a fixed layout: no subclass can be swapped in), once.
+    The three methods peewee funnels everything through are wrapped on the instance, once (a
+    subclass cannot be swapped in: Python refuses the ``__class__`` assignment for peewee's slotted
+    classes).
     """
     if getattr(db, "_slimyq_instrumented", False):
         return db
     backend = backend_of(db)
-    run, connect, close = db.execute_sql, db._connect, db._close  # type: ignore[attr-defined]
+    run: Any = db.execute_sql
+    connect: Any = db._connect  # type: ignore[attr-defined]
+    close: Any = db._close  # type: ignore[attr-defined]
     from slimyq.obs import trace
 
     def execute_sql(sql: str, params: Any = None) -> Any:
