@@ -20,9 +20,12 @@ from slimyq.config import load_settings
 def root_handlers() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    saved = {k: getattr(logging, k) for k in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for k, v in saved.items():
+        setattr(logging, k, v)
 
 
 def record(message: str = "m", **fields: object) -> logging.LogRecord:
