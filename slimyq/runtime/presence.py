@@ -210,7 +210,10 @@ class Presence:
         now, at = ops.connections(), time.monotonic()
         if now and (now != self._connections or at >= self._connections_at + 30):
             fields = {f"{ops.CONNECTIONS_FIELD}:{backend}": n for backend, n in now.items()}
-            self.conn.hset(keys.worker(self.name), mapping=fields)  # type: ignore[arg-type]
+            pipe = self.conn.pipeline(transaction=True)  # never a worker key without its TTL
+            pipe.hset(keys.worker(self.name), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(keys.worker(self.name), int(self.settings.worker.abandoned_after))
+            pipe.execute()
             self._connections, self._connections_at = now, at
 
     def _trim_throughput(self) -> None:
