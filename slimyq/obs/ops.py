@@ -52,13 +52,16 @@ def label(text: str) -> str:
     return text.replace(SEP, "_")[:100] or "unknown"
 
 
+def _observe(head: str, bounds: tuple[str, ...], buckets: tuple[float, ...], seconds: float) -> None:
+    """One duration into histogram ``head`` (the caller holds the lock)."""
+    _ints[f"{head}|le|{bounds[bisect.bisect_left(buckets, seconds)]}"] += 1
+    _ints[f"{head}|count"] += 1
+    _floats[f"{head}|sum"] = _floats.get(f"{head}|sum", 0.0) + seconds
+
+
 def db_query(backend: str, op: str, seconds: float, error: bool) -> None:
-    head = f"db|{backend}|{op}"
-    bucket = DB_BOUNDS[bisect.bisect_left(DB_BUCKETS, seconds)]
     with _lock:
-        _ints[f"{head}|le|{bucket}"] += 1
-        _ints[f"{head}|count"] += 1
-        _floats[f"{head}|sum"] = _floats.get(f"{head}|sum", 0.0) + seconds
+        _observe(f"db|{backend}|{op}", DB_BOUNDS, DB_BUCKETS, seconds)
         if error:
             _ints[f"dberr|{backend}|{op}"] += 1
 
@@ -66,12 +69,8 @@ def db_query(backend: str, op: str, seconds: float, error: bool) -> None:
 def openai_request(model: str, outcome: str, seconds: float, prompt_tokens: int = 0,
                    completion_tokens: int = 0) -> None:
     model = label(model)
-    head = f"ai|{model}|{outcome}"
-    bucket = AI_BOUNDS[bisect.bisect_left(OPENAI_BUCKETS, seconds)]
     with _lock:
-        _ints[f"{head}|le|{bucket}"] += 1
-        _ints[f"{head}|count"] += 1
-        _floats[f"{head}|sum"] = _floats.get(f"{head}|sum", 0.0) + seconds
+        _observe(f"ai|{model}|{outcome}", AI_BOUNDS, OPENAI_BUCKETS, seconds)
         if prompt_tokens:
             _ints[f"tok|{model}|prompt"] += prompt_tokens
         if completion_tokens:

@@ -6,24 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from fake_openai import FakeOpenAI, reply
+from fake_openai import FakeOpenAI, fake_openai, reply
 from harness import Env, Valkey, WorkerProc, canaries, enqueue, tally, wait_until
+
+__all__ = ["fake_openai"]  # the fixture, used by name
 
 SECRET_KEY = "sk-test-NEVER-LOGGED-4242"
 PROMPT = "my PROMPT-CONTENT-7f3a is private"
 TITLE = "TITLE-CONTENT-91c2"
 DETAILS = "DETAILS-CONTENT-5be0"
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -44,12 +41,12 @@ def ends(records: list[dict[str, Any]], job_id: str) -> list[dict[str, Any]]:
     return [r for r in records if r["event"] == "job.end" and r["job_id"] == job_id]
 
 
-def test_json_lines_for_every_attempt_and_outcome(env: Env, conn: redis.Redis, fake: FakeOpenAI,
+def test_json_lines_for_every_attempt_and_outcome(env: Env, conn: redis.Redis, fake_openai: FakeOpenAI,
                                                   start: Callable[..., WorkerProc]) -> None:
-    env.extra.update({"OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake.url, "SLIMYQ_LOG_FORMAT": "json"})
+    env.extra.update({"OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake_openai.url, "SLIMYQ_LOG_FORMAT": "json"})
     env.reconfigure(queues={"database": {"attempts": 2, "backoff_base": 0.1, "timeout": 1},
                             "chat": {"attempts": 2, "backoff_base": 0.1, "timeout": 1}}, history=True)
-    fake.script(reply("a reply"))
+    fake_openai.script(reply("a reply"))
     chat = enqueue(env, "chat_bot_interaction", [{"prompt": PROMPT, "userId": "u1", "requestId": "req-abc-1"}])
     timed_out = enqueue(env, "canary", [{"sleepSeconds": 10}], "chat")
     finished = enqueue(env, "create_conversation", [{"userId": "u1", "title": TITLE}])

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
-from fake_openai import FakeOpenAI, error, reply
+from fake_openai import FakeOpenAI, error, fake_openai, reply
 from harness import Env, WorkerProc, conversations, enqueue, tally, wait_done, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
+__all__ = ["fake_openai"]  # the fixture, used by name
 
 NEW_FAMILIES = {
     "slimyq_db_query_duration_seconds": "histogram",
@@ -22,11 +23,6 @@ NEW_FAMILIES = {
     "slimyq_ratelimit_rejections": "counter",
 }
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def scrape(env: Env) -> tuple[dict[str, str], list[Sample]]:
@@ -40,15 +36,15 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-def test_database_and_openai_metrics_add_up_across_processes(env: Env, conn: redis.Redis, fake: FakeOpenAI,
+def test_database_and_openai_metrics_add_up_across_processes(env: Env, conn: redis.Redis, fake_openai: FakeOpenAI,
                                                               start: Callable[..., WorkerProc],
                                                               tmp_path: Path) -> None:
-    env.extra.update({"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.url})
+    env.extra.update({"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url})
     env.reconfigure(queues={"chat": {"attempts": 2, "backoff_base": 0.1}})
     types, _ = scrape(env)
     assert {name: types.get(name) for name in NEW_FAMILIES} == NEW_FAMILIES  # present before anything ran
 
-    fake.script(reply("one"), reply("two"), error(400, "bad request"), error(503, "busy"), reply("three"))
+    fake_openai.script(reply("one"), reply("two"), error(400, "bad request"), error(503, "busy"), reply("three"))
     chats = enqueue(env, "chat_bot_interaction", [{"prompt": f"p{i}", "userId": f"u{i}"} for i in range(4)])
     rows = conversations(env, 6)
     # Two worker processes on the database queue: their sums meet in Redis.

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from fake_openai import FakeOpenAI, reply
+from fake_openai import FakeOpenAI, fake_openai, reply
 from harness import Env, tally
+
+__all__ = ["fake_openai"]  # the fixture, used by name
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -22,11 +23,6 @@ SECRET_KEY = "sk-test-TRACE-SECRET-77"
 PROMPT = "PROMPT-IN-TRACE-31d"
 TITLE = "TITLE-IN-TRACE-8e1"
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
 
 
 def spans_of(path: Path) -> list[dict[str, Any]]:
@@ -37,11 +33,12 @@ def hexid(value: str | None) -> str | None:
     return value[2:] if value else None
 
 
-def test_a_trace_runs_from_the_cli_enqueue_through_the_worker(env: Env, conn: redis.Redis, fake: FakeOpenAI,
+def test_a_trace_runs_from_the_cli_enqueue_through_the_worker(env: Env, conn: redis.Redis, fake_openai: FakeOpenAI,
                                                               tmp_path: Path) -> None:
     out = tmp_path / "spans.jsonl"
-    env.extra.update({"SLIMYQ_TRACING": f"file:{out}", "OPENAI_API_KEY": SECRET_KEY, "OPENAI_BASE_URL": fake.url})
-    fake.script(reply("a traced reply"))
+    env.extra.update({"SLIMYQ_TRACING": f"file:{out}", "OPENAI_API_KEY": SECRET_KEY,
+                      "OPENAI_BASE_URL": fake_openai.url})
+    fake_openai.script(reply("a traced reply"))
     enq = subprocess.run(
         [sys.executable, "-m", "slimyq", "--config", str(env.config), "enqueue", "chat-bot-interaction",
          "--user", "u1", PROMPT, "-q"],
