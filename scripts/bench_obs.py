@@ -199,6 +199,9 @@ def main() -> int:
           f"{(on / off - 1) * 100:+.1f}% (json logs + metrics; spread of one mode: "
           f"{min(per_job['off']):.0f}-{max(per_job['off']):.0f} µs off, "
           f"{min(per_job['on']):.0f}-{max(per_job['on']):.0f} µs on)")
+    ratios = [a / b for a, b in zip(per_job["on"], per_job["off"], strict=True)]
+    print(f"median of the paired ratios (on/off of the same round): {(statistics.median(ratios) - 1) * 100:+.1f}% "
+          f"(rounds: {', '.join(f'{(x - 1) * 100:+.0f}%' for x in ratios)})")
     print(f"median jobs/s (wall, incl. start-up): on {statistics.median(rates['on']):.0f}, "
           f"off {statistics.median(rates['off']):.0f}")
     stmts = statistics.median(per_stmt)

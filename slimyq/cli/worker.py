@@ -56,12 +56,6 @@ def register(app: typer.Typer) -> None:
         logs.setup(settings.log_format, level)  # issue 20: --log-format / log_format / SLIMYQ_LOG_FORMAT
         plan = {name: (concurrency or settings.queue(name).concurrency, processes or settings.queue(name).processes)
                 for name in names}
-        logs.event(
-            logging.getLogger("slimyq.supervisor"), logging.INFO, "supervisor.start",
-            "starting workers: " + ", ".join(f"{q} x{n} in {p} process(es)" for q, (n, p) in plan.items())
-            + (" (fork per job)" if fork else ""),
-            pid=os.getpid(), queues={q: {"concurrency": n, "processes": p} for q, (n, p) in plan.items()}, fork=fork,
-        )
         code = Supervisor(settings, plan, burst=burst, max_jobs=max_jobs, fork=fork).run()
         logs.event(logging.getLogger("slimyq.supervisor"), logging.INFO, "supervisor.stop", "workers stopped",
                    pid=os.getpid(), exit_code=code)

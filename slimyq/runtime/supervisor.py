@@ -109,6 +109,16 @@ class Supervisor:
         self.signals = 0
         self._ctx = multiprocessing.get_context("fork")
 
+    def _log_start(self) -> None:
+        plan: dict[str, dict[str, int]] = {}
+        for c in self.children:
+            entry = plan.setdefault(c.queue, {"concurrency": 0, "processes": 0})
+            entry["concurrency"] += c.concurrency
+            entry["processes"] += 1
+        event(log, logging.INFO, "supervisor.start", "starting workers: " + ", ".join(
+            f"{q} x{p['concurrency']} in {p['processes']} process(es)" for q, p in plan.items())
+            + (" (fork per job)" if self.fork else ""), pid=os.getpid(), queues=plan, fork=self.fork)
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals += 1
         sig = signal.SIGTERM if self.signals == 1 else signal.SIGUSR1
@@ -146,6 +156,7 @@ class Supervisor:
         db = open_database(self.settings)  # migrates the SQLite default, checks other schemas
         db.close()
         preload(self.settings, [c.queue for c in self.children])
+        self._log_start()  # issue 20: once Redis and the database passed their checks
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
