@@ -33,9 +33,11 @@ class App:
 
     @cached_property
     def loaded(self) -> LoadedSettings:
+        from slimyq import logs  # every command logs in the chosen format
         from slimyq.jobs import registry
 
         loaded = load_settings(config_file=self.config_file, overrides=self.overrides)
+        logs.setup(loaded.settings.log_format)
         registry.configure(loaded.settings.jobs, _jobs_source(loaded))
         return loaded
 

@@ -123,6 +123,7 @@ class Settings(_Section):
     data_dir: Path = Field(default_factory=default_data_dir)
     history: bool = True
     jobs: tuple[str, ...] = Field(default=(), description="modules declaring job types of your own (myapp.jobs)")
+    log_format: Literal["auto", "text", "json"] = "auto"  # auto: text on a terminal or journald, else JSON
     queues: dict[str, QueueSettings] = Field(default_factory=_default_queues)
     chat: ChatSettings = ChatSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
@@ -182,6 +183,7 @@ ENV_KEYS: dict[str, str] = {
     "OPENAI_API_KEY": "chat.api_key",
     "OPENAI_BASE_URL": "chat.base_url",
     "OPENAI_MODEL": "chat.model",
+    "SLIMYQ_LOG_FORMAT": "log_format",
 }
 SECRET_KEYS = frozenset({"chat.api_key"})
 URL_KEYS = frozenset({"redis_url", "database_url", "chat.base_url"})
@@ -242,7 +244,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _known_keys() -> set[str]:
     keys = {"redis_url", "redis_wait_replicas", "redis_wait_timeout", "database_url", "data_dir", "history",
-            "jobs"}
+            "jobs", "log_format"}
     for section, model in _SECTIONS.items():
         keys.update(f"{section}.{name}" for name in model.model_fields)
     for queue in QUEUE_NAMES:

@@ -130,15 +130,19 @@ def complete(chat: ChatSettings, system: str, prompt: str) -> str:
     """
     import openai
 
-    try:
-        completion = client(chat).chat.completions.create(
-            model=chat.model,
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-            max_tokens=chat.max_tokens,
-            temperature=chat.temperature,
-        )
-    except openai.OpenAIError as exc:
-        raise classify(exc, chat) from None
+    from slimyq.obs import llm_metrics
+
+    with llm_metrics.measured(chat) as call:  # issue 20: duration, outcome, tokens (and a span, with tracing)
+        try:
+            completion = client(chat).chat.completions.create(
+                model=chat.model,
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+                max_tokens=chat.max_tokens,
+                temperature=chat.temperature,
+            )
+        except openai.OpenAIError as exc:
+            raise classify(exc, chat) from None
+        call.completed(completion)
     if not completion.choices:
         return ""
     return (completion.choices[0].message.content or "").strip()

@@ -21,6 +21,7 @@ from slimyq.config import Settings
 from slimyq.errors import NotFound, SlimyqError, Unreachable, UsageError, ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
+from slimyq.obs import ops, trace
 from slimyq.payloads.common import Payload, validate_payload
 from slimyq.runtime import codec, keys
 from slimyq.runtime.scripts import Scripts
@@ -64,6 +65,7 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, flo
         status="scheduled" if req.run_at else "queued",
         now=now,
     )
+    trace.stamp(mapping, req.queue, job_id)  # issue 20: traceparent into meta, when tracing (else a no-op)
     score = req.run_at.timestamp() if req.run_at else 0.0
     return job_id, score, mapping
 
@@ -191,6 +193,7 @@ def decode_chunk(chunk: Chunk, replies: list[Any]) -> tuple[list[Enqueued], rate
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
             user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
             limited = limited or ratelimit.refused(int(written[2]), user)
+            ops.count_rejections(conn, [batch[index] for index, _ in pairs])  # issue 20
             continue
         for flag, (index, job_id) in zip(written, pairs, strict=True):
             req = batch[index]

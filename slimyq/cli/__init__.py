@@ -62,14 +62,26 @@ def _root(
         str | None,
         typer.Option("--data-dir", metavar="PATH", help="Where the embedded server and SQLite file live."),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", metavar="text|json|auto",
+                     help="Log lines as text or JSON (default: $SLIMYQ_LOG_FORMAT, config, auto = text on a "
+                          "terminal or journald, else JSON)."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    import os
+
     from slimyq.cli._options import root_app
 
-    root_app(ctx)  # built from these options (config, redis_url, database_url, data_dir, debug)
+    if os.environ.get("SLIMYQ_TRACING"):  # OpenTelemetry only when asked for
+        from slimyq.obs import trace
+
+        trace.configure()
+    root_app(ctx)  # built from these options (config, URLs, data_dir, log_format, debug)
 
 
 worker.register(app)

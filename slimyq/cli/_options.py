@@ -38,7 +38,8 @@ def root_app(ctx: typer.Context) -> App:
     if isinstance(root.obj, App):
         return root.obj
     p = root.params
-    overrides = {"redis_url": p.get("redis_url"), "database_url": p.get("database_url"), "data_dir": p.get("data_dir")}
+    overrides = {"redis_url": p.get("redis_url"), "database_url": p.get("database_url"), "data_dir": p.get("data_dir"),
+                 "log_format": p.get("log_format")}
     app = App(config_file=p.get("config"), overrides=overrides, debug=bool(p.get("debug")))
     root.obj = app
     return app

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         a second signal stops at once and puts running jobs back on their queues.
         """
         import logging
+        import os
 
         from slimyq.runtime.supervisor import Supervisor
 
@@ -50,12 +51,12 @@ def register(app: typer.Typer) -> None:
         level = getattr(logging, log_level.upper(), None)
         if not isinstance(level, int):
             raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from slimyq import logs
+
+        logs.setup(settings.log_format, level)  # issue 20: --log-format / log_format / SLIMYQ_LOG_FORMAT
         plan = {name: (concurrency or settings.queue(name).concurrency, processes or settings.queue(name).processes)
                 for name in names}
-        logging.getLogger("slimyq").info(
-            "starting workers: %s%s", ", ".join(f"{q} x{n} in {p} process(es)" for q, (n, p) in plan.items()),
-            " (fork per job)" if fork else "",
-        )
         code = Supervisor(settings, plan, burst=burst, max_jobs=max_jobs, fork=fork).run()
+        logs.event(logging.getLogger("slimyq.supervisor"), logging.INFO, "supervisor.stop", "workers stopped",
+                   pid=os.getpid(), exit_code=code)
         raise typer.Exit(code)

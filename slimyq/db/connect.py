@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import peewee
 
+from slimyq.db import instrument
 from slimyq.db.models import database_proxy, table_names
 from slimyq.db.mysql import make_exact, require_exact_connection, require_exact_text, table_problems
 from slimyq.errors import ConfigError, SlimyqError, Unreachable
@@ -83,6 +84,7 @@ def connect_url(url: str) -> peewee.Database:
         raise ConfigError(f"database URL {shown} names no database; write it like {example}") from None
     if "passwd" in db.connect_params:  # db_url's spelling, deprecated by PyMySQL
         db.connect_params["password"] = db.connect_params.pop("passwd")
+    instrument.install(db)  # issue 20: query durations, errors and connections (and spans, with tracing)
     try:
         db.connect()
     except peewee.ImproperlyConfigured:

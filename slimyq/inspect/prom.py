@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from slimyq.config import Settings
+from slimyq.inspect import prom_ops
 from slimyq.inspect._common import as_float, as_int
 from slimyq.inspect.stats import BUCKET_BOUNDS, counters, histogram_buckets, queue_stats
 from slimyq.runtime.metrics import ALL, INF
@@ -75,6 +76,7 @@ class QueueCollector(Collector):
                     buckets.append((_le(bound), running))
                 hist.add_metric([queue, job_type], buckets, as_float(fields.get("sum")))
         yield hist
+        yield from prom_ops.collect(self.conn, self.queues)  # database, OpenAI, rate limit (issue 20)
 
 
 def registry(conn: redis.Redis, settings: Settings, queues: list[str] | None = None) -> CollectorRegistry:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from slimyq.runtime import codec, keys
+from slimyq.obs import ops
+from slimyq.runtime import codec, joblog, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.execute import Result
 from slimyq.runtime.metrics import Ended, Stat, increments
@@ -33,6 +34,7 @@ log = logging.getLogger("slimyq.worker")
 TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
 BATCH = 256
 STATS_EVERY = 0.25  # seconds between metric flushes
+OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums (issue 20)
 
 Item = tuple[ClaimedJob, Result]
 
@@ -98,9 +100,10 @@ class Completer:
             try:
                 # Metrics held back (they ride along with completions) are written once the
                 # worker goes quiet, so `slimyq stats` never lags behind an idle worker.
-                first = self._queue.get(timeout=STATS_EVERY if self._pending_stats else None)
+                first = self._queue.get(timeout=STATS_EVERY if self._pending_stats or ops.pending() else OPS_EVERY)
             except queue_mod.Empty:
-                self._write([], flush_stats=True)
+                if self._pending_stats or ops.pending():  # issue 20: database/OpenAI sums ride along too
+                    self._write([], flush_stats=True)
                 continue
             closing = first is None
             batch = [] if first is None else [first]
@@ -123,9 +126,9 @@ class Completer:
         HINCRBYs per interval instead of ten per job. Returns the attempts to count and the
         increments; the caller forgets them once they are written."""
         pending = self._pending_stats + [c.ended for c in completions]
-        if not pending or not (flush or now >= self._stats_due):
+        if not (pending or ops.pending()) or not (flush or now >= self._stats_due):
             return pending, []
-        stats = increments(self.w.queue, pending, now)
+        stats = increments(self.w.queue, pending, now) + ops.drain(self.w.queue)  # issue 20: db/OpenAI sums
         wkey = keys.worker(self.w.name)
         # As RQ's worker counts them: every attempt that raised is a failed job, retried or not.
         ok = sum(1 for e in pending if e.outcome == "completed")
@@ -169,12 +172,15 @@ class Completer:
                 w.wait_for_redis(exc, errors)
                 if w.stopping.is_set() and errors > 50:
                     return  # give up: the jobs stay started and are recovered as abandoned
+        if errors:
+            w.redis_back(errors)  # issue 20
         if stats:
             self._pending_stats = []
             self._stats_due = now + STATS_EVERY
         else:
             self._pending_stats = pending
         self._record(batch, completions, applied)
+        joblog.ended(w.queue, w.name, batch, completions, applied)  # issue 20: attempt end, logged once
         parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
         if parents:
             enqueue_dependents(w.conn, parents)

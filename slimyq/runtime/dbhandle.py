@@ -14,6 +14,8 @@ import weakref
 from typing import Any
 
 from slimyq.config import Settings
+from slimyq.db.instrument import backend_of
+from slimyq.logs import event
 
 log = logging.getLogger("slimyq.worker")
 
@@ -44,6 +46,8 @@ class JobDatabase:
                     from slimyq.db import open_database
 
                     self._db = open_database(self.settings)
+                    event(log, logging.INFO, "database.connected", "database opened",  # issue 20
+                          backend=backend_of(self._db))
             finally:
                 self._lock.release()
         return self._db
@@ -56,8 +60,11 @@ class JobDatabase:
             return
         conn = getattr(db._state, "conn", None)
         db._state.reset()
+        event(log, logging.WARNING, "database.reconnect",  # issue 20
+              "database unavailable: this thread's connection is dropped, the next job reconnects",
+              backend=backend_of(db))
         if conn is not None:
             try:
-                conn.close()
+                db._close(conn)  # issue 20: through the database, so the connection gauge sees it
             except Exception as exc:  # the socket is gone already
                 log.debug("closing a dead database connection: %s", exc)

@@ -16,6 +16,8 @@ from typing import Any
 from slimyq.jobs import registry
 from slimyq.jobs.base import JobContext, PermanentError, Refused
 from slimyq.jobs.calls import check_call
+from slimyq.obs import trace
+from slimyq.runtime import joblog
 from slimyq.runtime.codec import MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
 
@@ -43,6 +45,7 @@ class Result:
     retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None
+    request_id: str | None = None  # the payload's requestId, for the job's log lines (issue 20)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
 
@@ -78,10 +81,13 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         max_size: int = MAX_JOB_SIZE) -> Result:
     """Run the job in this thread and describe what happened. Never raises (but JobTimeout)."""
     result = Result(ok=False, job_type=job_type_of(job), user=user_of(job))
+    span = trace.attempt_start(job, queue) if trace.enabled else None  # issue 20: the attempt's span
     try:
         prepared = prepare(job, queue, max_size)
         result.job_type = prepared.job_type.name
         result.user = prepared.user
+        result.request_id = joblog.request_id(prepared.payload)  # issue 20: attempt start, logged once
+        joblog.started(job, queue, result)
         value = prepared.handler(prepared.payload, make_context(job))
         result.ok, result.value = True, value
     except JobTimeout as exc:
@@ -95,6 +101,8 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         else:
             _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
     result.ended = time.time()
+    if span is not None:
+        trace.attempt_end(span, result)
     return result
 
 

@@ -80,3 +80,8 @@ def throughput(queue_name: str) -> str:
 
 
 HISTORY_DROPPED = "slimyq:history:dropped"  # hash: worker name -> job_runs rows dropped (buffer full)
+
+
+def ops(queue_name: str) -> str:
+    """Database and OpenAI metrics (:mod:`slimyq.obs.ops`)."""
+    return f"slimyq:ops:{queue_name}"

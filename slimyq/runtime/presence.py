@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from slimyq.config import Settings
+from slimyq.logs import event
+from slimyq.obs import ops
 from slimyq.runtime import codec, keys, metrics
 from slimyq.runtime.scripts import Scripts
 
@@ -121,6 +123,8 @@ class Presence:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slimyq-heartbeat", daemon=True)
         self._registration: list[bytes] = []
+        self._connections: dict[str, int] = {}
+        self._connections_at = 0.0
         self.scripts = Scripts(conn)
 
     def register(self) -> None:
@@ -169,7 +173,9 @@ class Presence:
                     next_maintenance = now + MAINTENANCE_EVERY
                     recovered = recover_expired(self.conn, self.settings, self.queue)
                     if recovered:
-                        log.warning("recovered %d abandoned job(s) on %s", len(recovered), self.queue)
+                        event(log, logging.WARNING, "jobs.recovered",  # issue 20
+                              f"recovered {len(recovered)} abandoned job(s) on {self.queue}", worker=self.name,
+                              queue=self.queue, count=len(recovered), job_ids=recovered[:20])
                 if now >= next_trim:
                     next_trim = now + TRIM_THROUGHPUT_EVERY
                     self._trim_throughput()
@@ -194,9 +200,21 @@ class Presence:
             record_ttl(self.settings), f"{now:.6f}", len(reg), *reg, *(codec.wire(m) for m in members)])
         if lost:
             self.owner.taken_over([codec.text_id(m) for m in lost])
+        self._report_connections()  # issue 20: the slimyq_db_connections gauge lives in the worker hash
         completer = getattr(self.owner, "completer", None)
         if completer is not None and completer.history_dropped:
             self.conn.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)
+
+    def _report_connections(self) -> None:
+        """When it changed, and every half minute (a lapsed worker key is written back without it)."""
+        now, at = ops.connections(), time.monotonic()
+        if now and (now != self._connections or at >= self._connections_at + 30):
+            fields = {f"{ops.CONNECTIONS_FIELD}:{backend}": n for backend, n in now.items()}
+            pipe = self.conn.pipeline(transaction=True)  # never a worker key without its TTL
+            pipe.hset(keys.worker(self.name), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(keys.worker(self.name), int(self.settings.worker.abandoned_after))
+            pipe.execute()
+            self._connections, self._connections_at = now, at
 
     def _trim_throughput(self) -> None:
         key = keys.throughput(self.queue)

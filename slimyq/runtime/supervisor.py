@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from slimyq.config import Settings
+from slimyq.logs import event
 from slimyq.runtime.worker import EXIT_OK, EXIT_RESTART
 
 log = logging.getLogger("slimyq.supervisor")
@@ -67,6 +68,9 @@ def _child_main(settings: Settings, queue: str, concurrency: int, burst: bool, m
                          name=name)
     worker.install_signals()
     code = worker.run()
+    from slimyq.obs import trace
+
+    trace.shutdown()  # issue 20: export buffered spans before os._exit
     logging.shutdown()
     os._exit(code)
 
@@ -105,12 +109,28 @@ class Supervisor:
         self.signals = 0
         self._ctx = multiprocessing.get_context("fork")
 
+    def _log_start(self) -> None:
+        plan: dict[str, dict[str, int]] = {}
+        for c in self.children:
+            entry = plan.setdefault(c.queue, {"concurrency": 0, "processes": 0})
+            entry["concurrency"] += c.concurrency
+            entry["processes"] += 1
+        event(log, logging.INFO, "supervisor.start", "starting workers: " + ", ".join(
+            f"{q} x{p['concurrency']} in {p['processes']} process(es)" for q, p in plan.items())
+            + (" (fork per job)" if self.fork else ""), pid=os.getpid(), queues=plan, fork=self.fork)
+
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.signals += 1
         sig = signal.SIGTERM if self.signals == 1 else signal.SIGUSR1
         if self.signals == 1:
-            log.warning("stopping: finishing running jobs (up to %gs); signal again to stop at once",
-                        self.settings.worker.shutdown_grace)
+            grace = self.settings.worker.shutdown_grace
+            event(log, logging.WARNING, "supervisor.stopping",  # issue 20
+                  f"stopping: finishing running jobs (up to {grace:g}s); signal again to stop at once",
+                  signal=signal.Signals(signum).name,
+                  grace_s=grace)
+        elif self.signals == 2:
+            event(log, logging.WARNING, "supervisor.stopping_now", "stopping at once: running jobs are put back",
+                  signal=signal.Signals(signum).name)
         for child in self.children:
             if child.process is not None and child.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
@@ -136,6 +156,7 @@ class Supervisor:
         db = open_database(self.settings)  # migrates the SQLite default, checks other schemas
         db.close()
         preload(self.settings, [c.queue for c in self.children])
+        self._log_start()  # issue 20: once Redis and the database passed their checks
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
@@ -174,17 +195,24 @@ class Supervisor:
                 # (it put back the rest itself). The process is gone: they may run again now.
                 retried = recover_stuck(conn, self.settings, child.queue, child.name)
                 if retried:
-                    log.warning("%d stuck job(s) of %s retried after its restart", len(retried), child.name)
+                    event(log, logging.WARNING, "jobs.recovered",  # issue 20
+                          f"{len(retried)} stuck job(s) of {child.name} retried after its restart",
+                          worker=child.name, queue=child.queue, count=len(retried), why="stuck")
             elif requested or code == EXIT_OK:
                 released = release(conn, self.settings, child.queue, child.name)
                 unregister(conn, child.name, child.queue)
                 if released:
-                    log.warning("put %d job(s) of %s back on %s", len(released), child.name, child.queue)
+                    event(log, logging.WARNING, "jobs.released",  # issue 20
+                          f"put {len(released)} job(s) of {child.name} back on {child.queue}",
+                          worker=child.name, queue=child.queue, count=len(released))
             else:
                 retried = recover_dead(conn, self.settings, child.queue, child.name, how)
-                log.error("worker %s died (%s); %d job(s) retried", child.name, how, len(retried))
+                event(log, logging.ERROR, "worker.died",  # issue 20
+                      f"worker {child.name} died ({how}); {len(retried)} job(s) retried",
+                      worker=child.name, queue=child.queue, how=how, count=len(retried), job_ids=retried[:20])
         except Exception as exc:  # Redis down: the expired-job maintenance recovers them later
-            log.error("could not recover jobs of %s (%s)", child.name, exc)
+            event(log, logging.ERROR, "jobs.recovery_failed", f"could not recover jobs of {child.name} ({exc})",
+                  worker=child.name, queue=child.queue, error_type=type(exc).__name__)
         child.process = None
         if requested or (code == EXIT_OK and (self.burst or self.max_jobs is not None)):
             child.done = True

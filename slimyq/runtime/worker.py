@@ -27,7 +27,8 @@ import redis
 
 from slimyq.config import Settings
 from slimyq.jobs.base import JobContext
-from slimyq.runtime import codec, execute, keys
+from slimyq.logs import event
+from slimyq.runtime import codec, execute, joblog, keys
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
@@ -135,6 +136,7 @@ class QueueWorker:
         self.scripts = Scripts(self.conn)
         self.presence = Presence(self.conn, self.settings, self.queue, self.name, self)
         self.presence.register()
+        joblog.bind(self.name, self.queue, self.concurrency, [self.settings.chat.api_key])  # issue 20
         self.watchdog.start()
         for i in range(self.concurrency):
             self._spawn_executor(i)
@@ -147,6 +149,8 @@ class QueueWorker:
             self._fetch_loop()
         finally:
             self._drain()
+        event(log, logging.INFO, "worker.stop", f"worker {self.name} stopped", worker=self.name,  # issue 20
+              queue=self.queue, exit_code=self.exit_code, jobs=self._claimed)
         return self.exit_code
 
     def _spawn_executor(self, index: int) -> None:
@@ -187,6 +191,8 @@ class QueueWorker:
                     self.stopping.wait(0.1)
                 else:
                     self.conn.blmove(keys.queue(self.queue), keys.claim_list(self.name), 1, "LEFT", "RIGHT")
+                if errors:
+                    self.redis_back(errors)  # issue 20: the reconnect is an event
                 errors = 0
             except redis.RedisError as exc:
                 # The claim may have run on the server with its reply lost (the connection broke,
@@ -203,13 +209,20 @@ class QueueWorker:
             known = set(self.inflight)
         released = release_orphans(self.conn, self.settings, self.queue, self.name, known)
         if released:
-            log.warning("put back %d job(s) claimed while the connection to Redis broke", len(released))
+            event(log, logging.WARNING, "jobs.released",
+                  f"put back {len(released)} job(s) claimed while the connection to Redis broke",
+                  worker=self.name, queue=self.queue, count=len(released))
         self._claim_unsure = False
 
     def wait_for_redis(self, exc: Exception, errors: int) -> None:
         if errors == 1:
-            log.warning("lost Redis (%s); retrying", exc)
+            event(log, logging.WARNING, "redis.lost", f"lost Redis ({exc}); retrying", worker=self.name,
+                  queue=self.queue, error_type=type(exc).__name__, error=joblog.one_line(str(exc)))
         self.stopping.wait(min(0.2 * 2 ** min(errors, 5), 5.0))
+
+    def redis_back(self, errors: int) -> None:
+        event(log, logging.INFO, "redis.reconnected", f"Redis is back after {errors} failed call(s)",
+              worker=self.name, queue=self.queue, failed_calls=errors)
 
     def _idle(self) -> bool:
         with self.lock:
@@ -346,8 +359,8 @@ class QueueWorker:
             self._taken.update(m for m in mine if m in self._queued)
             running = [self._running[m] for m in mine if m in self._running]
         if mine:
-            log.warning("%d job(s) were recovered by another worker while this one was stalled; "
-                        "stopping them here", len(mine))
+            event(log, logging.WARNING, "jobs.taken_over", f"{len(mine)} job(s) were recovered by another worker "
+                  "while this one was stalled; stopping them here", worker=self.name, queue=self.queue, count=len(mine))
         for ident in running:
             self.watchdog.expire(ident)
         for m in mine:  # --fork: the job's own process

@@ -135,6 +135,7 @@ class Env:
     database_url: str
     config: Path
     logs: list[Path] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # more environment for its processes (SLIMYQ_*, OPENAI_*)
 
     @classmethod
     def make(cls, root: Path, redis_url: str, database_url: str | None = None, **config: Any) -> Env:
@@ -164,6 +165,7 @@ class Env:
             env["DATABASE_URL"] = self.database_url
         env.update({"REDIS_URL": self.redis_url,
                     "SLIMYQ_DATA_DIR": str(self.root / "data"), "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
+        env.update(self.extra)
         return env
 
     def settings(self) -> Any:

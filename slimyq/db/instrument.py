@@ -1,0 +1,83 @@
+"""The one hook that measures the database: every statement peewee runs, and every connection.
+
+:func:`install` wraps a database's statement, connect and close methods, so SQLite, PostgreSQL and
+MySQL are measured the same way, whatever class ``playhouse.db_url`` picked. Per statement it
+costs two clock reads and one locked dict update (:mod:`slimyq.obs.ops`); with tracing on
+(:mod:`slimyq.obs.trace`) it also opens a client span following OpenTelemetry's database
+conventions (``db.system.name``, ``db.operation.name``; the statement text with its placeholders,
+never the parameter values).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import peewee
+
+from slimyq.obs import ops
+
+OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback", "savepoint",
+                        "release", "create", "alter", "drop", "pragma", "set", "show", "with", "replace"})
+
+
+def backend_of(db: Any) -> str:
+    if isinstance(db, peewee.SqliteDatabase):
+        return "sqlite"
+    if isinstance(db, peewee.PostgresqlDatabase):
+        return "postgresql"
+    if isinstance(db, peewee.MySQLDatabase):
+        return "mysql"
+    return "other"
+
+
+def operation(sql: str) -> str:
+    """The statement's kind from its first word: ``select``, ``insert`` ... or ``other``."""
+    word = sql[:24].lstrip().partition(" ")[0].lower()
+    return word if word in OPERATIONS else "other"
+
+
+def install(db: peewee.Database) -> peewee.Database:
+    """Measure ``db`` from now on (before it connects, so its connection is counted).
+
+    The three methods peewee funnels everything through are wrapped on the instance, once (a
+    subclass cannot be swapped in: Python refuses the ``__class__`` assignment for peewee's slotted
+    classes).
+    """
+    if getattr(db, "_slimyq_instrumented", False):
+        return db
+    backend = backend_of(db)
+    run: Any = db.execute_sql
+    connect: Any = db._connect  # type: ignore[attr-defined]
+    close: Any = db._close  # type: ignore[attr-defined]
+    from slimyq.obs import trace
+
+    def execute_sql(sql: str, params: Any = None) -> Any:
+        op = operation(sql)
+        span = trace.db_span(backend, op, sql, db) if trace.enabled else None
+        start = time.perf_counter()
+        try:
+            cursor = run(sql, params)
+        except BaseException as exc:
+            ops.db_query(backend, op, time.perf_counter() - start, error=True)
+            if span is not None:
+                trace.end(span, exc)
+            raise
+        ops.db_query(backend, op, time.perf_counter() - start, error=False)
+        if span is not None:
+            trace.end(span)
+        return cursor
+
+    def _connect() -> Any:
+        conn = connect()
+        ops.connection_opened(backend)
+        return conn
+
+    def _close(conn: Any) -> None:
+        try:
+            close(conn)
+        finally:
+            ops.connection_closed(backend)
+
+    vars(db).update(execute_sql=execute_sql, _connect=_connect, _close=_close, _slimyq_instrumented=True)
+    return db

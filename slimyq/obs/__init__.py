@@ -1,0 +1,2 @@
+"""Observability beyond the job counters: database and OpenAI metrics (:mod:`.ops`) and the
+optional OpenTelemetry traces (:mod:`.trace`)."""

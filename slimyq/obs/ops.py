@@ -1,0 +1,136 @@
+"""Database and OpenAI metrics of this process, summed in memory and sent with the job counters.
+
+Each query or API call adds to in-process sums (a lock and a few dict updates: no I/O); the
+worker's completer drains them with the job counters it already sends (:func:`drain` returns the
+same ``Stat`` increments as :func:`slimyq.runtime.metrics.increments`), so they reach Redis in the
+completion script's round trip and add up across processes and restarts by HINCRBY. They land in
+one hash per queue, ``slimyq:ops:<queue>``, with ``|``-separated fields:
+
+- ``db|<backend>|<op>|le|<bound>``, ``db|<backend>|<op>|sum``, ``db|<backend>|<op>|count``: query durations
+- ``dberr|<backend>|<op>``: queries that raised
+- ``ai|<model>|<outcome>|le|<bound>``, ``...|sum``, ``...|count``: OpenAI request durations
+- ``tok|<model>|prompt``, ``tok|<model>|completion``: tokens the API reported
+- ``rl|<job_type>``: enqueues refused by the rate limit (written by the producer, not drained here)
+
+Bucket counts are per bucket (made cumulative when read), like the job histogram. The number of
+open database connections is a gauge, not a sum: the heartbeat writes it into the worker's own
+Redis hash (it goes away with the worker), see :func:`connections`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from slimyq.runtime import keys
+from slimyq.runtime.metrics import Stat
+
+# Upper bounds in seconds (the last bucket is +Inf).
+DB_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                                 10.0)
+OPENAI_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+INF = "+Inf"
+SEP = "|"
+CONNECTIONS_FIELD = "slimyq_db_connections"  # in the worker hash: ``<field>:<backend>`` -> open connections
+
+_lock = threading.Lock()
+_ints: Counter[str] = Counter()
+_floats: dict[str, float] = {}
+DB_BOUNDS = (*(repr(b) for b in DB_BUCKETS), INF)
+AI_BOUNDS = (*(repr(b) for b in OPENAI_BUCKETS), INF)
+_open: Counter[str] = Counter()  # backend -> connections open in this process
+
+
+def label(text: str) -> str:
+    """A label value safe inside a field name."""
+    return text.replace(SEP, "_")[:100] or "unknown"
+
+
+def _observe(head: str, bounds: tuple[str, ...], buckets: tuple[float, ...], seconds: float) -> None:
+    """One duration into histogram ``head`` (the caller holds the lock)."""
+    _ints[f"{head}|le|{bounds[bisect.bisect_left(buckets, seconds)]}"] += 1
+    _ints[f"{head}|count"] += 1
+    _floats[f"{head}|sum"] = _floats.get(f"{head}|sum", 0.0) + seconds
+
+
+def db_query(backend: str, op: str, seconds: float, error: bool) -> None:
+    with _lock:
+        _observe(f"db|{backend}|{op}", DB_BOUNDS, DB_BUCKETS, seconds)
+        if error:
+            _ints[f"dberr|{backend}|{op}"] += 1
+
+
+def openai_request(model: str, outcome: str, seconds: float, prompt_tokens: int = 0,
+                   completion_tokens: int = 0) -> None:
+    model = label(model)
+    with _lock:
+        _observe(f"ai|{model}|{outcome}", AI_BOUNDS, OPENAI_BUCKETS, seconds)
+        if prompt_tokens:
+            _ints[f"tok|{model}|prompt"] += prompt_tokens
+        if completion_tokens:
+            _ints[f"tok|{model}|completion"] += completion_tokens
+
+
+def connection_opened(backend: str) -> None:
+    with _lock:
+        _open[backend] += 1
+
+
+def connection_closed(backend: str) -> None:
+    with _lock:
+        _open[backend] = max(_open[backend] - 1, 0)
+
+
+def connections() -> dict[str, int]:
+    """Open database connections of this process, per backend."""
+    with _lock:
+        return dict(_open)
+
+
+def pending() -> bool:
+    return bool(_ints or _floats)
+
+
+def drain(queue: str) -> list[Stat]:
+    """Take the sums gathered since the last call, as increments of the queue's ops hash."""
+    key = keys.ops(queue)
+    with _lock:
+        ints, floats = dict(_ints), dict(_floats)
+        _ints.clear()
+        _floats.clear()
+    stats: list[Stat] = [(key, f, "i", str(n)) for f, n in ints.items()]
+    stats += [(key, f, "f", f"{v:.9f}") for f, v in floats.items()]
+    return stats
+
+
+def reset_in_child() -> None:
+    """A forked child starts with nothing gathered and no connections of its own."""
+    global _lock
+    _lock = threading.Lock()
+    _ints.clear()
+    _floats.clear()
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=reset_in_child)
+
+
+def count_rejections(conn: redis.Redis, requests: Sequence[Any]) -> None:
+    """Enqueue requests the rate limit refused (``slimyq_ratelimit_rejections_total``): written at
+    once by the producer (a rejection is rare, and the CLI process has no completer to ride on).
+    Best effort: a failure here never hides the rate-limit error itself."""
+    counts: Counter[tuple[str, str]] = Counter((r.queue, label(r.job_type.name)) for r in requests)
+    try:
+        pipe = conn.pipeline(transaction=False)
+        for (queue, job_type), n in counts.items():
+            pipe.hincrby(keys.ops(queue), f"rl{SEP}{job_type}", n)
+        pipe.execute()
+    except redis.RedisError:
+        pass
