@@ -10,6 +10,7 @@ reached through ``redis.asyncio``; ``stats()`` runs the synchronous reader in a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterable
@@ -115,14 +116,30 @@ class AsyncClient:
             for args in chunk.calls:
                 await self._script(args=args, client=pipe)
             replies = await pipe.execute()
-        done, limited = producer.decode_chunk(chunk, replies)
+        decoded = producer.decode_chunk(chunk, replies)
+        done = decoded.done
+        if decoded.refused:
+            await self._count_rejections(decoded.refused)
         wanted = self.settings.redis_wait_replicas
         if wanted and done:
             acked = int(await conn.wait(wanted, int(self.settings.redis_wait_timeout * 1000)))
             producer.check_replicas(self.settings, acked, len(done))
-        if limited is not None:
-            raise limited
+        if decoded.limited is not None:
+            raise decoded.limited
         return done
+
+    async def _count_rejections(self, refused: list[EnqueueRequest]) -> None:
+        """:func:`slimyq.obs.ops.count_rejections` on this client's connection (best effort)."""
+        import redis
+
+        from slimyq.obs import ops
+
+        conn = await self.redis()
+        with contextlib.suppress(redis.RedisError):
+            pipe = conn.pipeline(transaction=False)
+            for key, field, n in ops.rejection_increments(refused):
+                pipe.hincrby(key, field, n)
+            await pipe.execute()
 
     # ------------------------------------------------------------ results and status
 

@@ -183,23 +183,30 @@ def encode_chunk(settings: Settings, batch: list[EnqueueRequest]) -> Chunk:
     return Chunk(batch, calls, order)
 
 
-def decode_chunk(chunk: Chunk, replies: list[Any]) -> tuple[list[Enqueued], ratelimit.UserRateLimited | None]:
-    """What the script calls did: the jobs written or found, in order, and the rate-limit refusal of
-    a call that wrote nothing (its jobs are left out)."""
+@dataclass(frozen=True)
+class Decoded:
+    done: list[Enqueued]  # the jobs written or found, in order
+    limited: ratelimit.UserRateLimited | None  # the rate-limit refusal of a call that wrote nothing
+    refused: list[EnqueueRequest]  # that call's requests (for slimyq_ratelimit_rejections_total)
+
+
+def decode_chunk(chunk: Chunk, replies: list[Any]) -> Decoded:
+    """What the script calls did (a refused call's jobs are left out of ``done``)."""
     batch = chunk.batch
     results: list[Enqueued | None] = [None] * len(batch)
     limited: ratelimit.UserRateLimited | None = None
+    refused: list[EnqueueRequest] = []
     for written, pairs in zip(replies, chunk.order, strict=True):
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
             user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
             limited = limited or ratelimit.refused(int(written[2]), user)
-            ops.count_rejections(conn, [batch[index] for index, _ in pairs])  # issue 20
+            refused += [batch[index] for index, _ in pairs]
             continue
         for flag, (index, job_id) in zip(written, pairs, strict=True):
             req = batch[index]
             status = ("scheduled" if req.run_at else "queued") if flag else "exists"
             results[index] = Enqueued(job_id, req.job_type.name, req.queue, status, req.run_at)
-    return [done for done in results if done is not None], limited
+    return Decoded([done for done in results if done is not None], limited, refused)
 
 
 def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
@@ -211,10 +218,12 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
         for args in chunk.calls:
             scripts.enqueue(args=args, client=pipe)
         replies = pipe.execute()
-    done, limited = decode_chunk(chunk, replies)
-    yield from done
-    if limited is not None:
-        raise limited
+    decoded = decode_chunk(chunk, replies)
+    if decoded.refused:
+        ops.count_rejections(conn, decoded.refused)
+    yield from decoded.done
+    if decoded.limited is not None:
+        raise decoded.limited
 
 
 def enqueue_one(

@@ -126,11 +126,17 @@ def count_rejections(conn: redis.Redis, requests: Sequence[Any]) -> None:
     """Enqueue requests the rate limit refused (``slimyq_ratelimit_rejections_total``): written at
     once by the producer (a rejection is rare, and the CLI process has no completer to ride on).
     Best effort: a failure here never hides the rate-limit error itself."""
-    counts: Counter[tuple[str, str]] = Counter((r.queue, label(r.job_type.name)) for r in requests)
     try:
         pipe = conn.pipeline(transaction=False)
-        for (queue, job_type), n in counts.items():
-            pipe.hincrby(keys.ops(queue), f"rl{SEP}{job_type}", n)
+        for key, field, n in rejection_increments(requests):
+            pipe.hincrby(key, field, n)
         pipe.execute()
     except redis.RedisError:
         pass
+
+
+def rejection_increments(requests: Sequence[Any]) -> list[tuple[str, str, int]]:
+    """(ops key, field, count) per queue and job type of the refused requests: what
+    :func:`count_rejections` (and the asyncio client, on its own connection) adds."""
+    counts: Counter[tuple[str, str]] = Counter((r.queue, label(r.job_type.name)) for r in requests)
+    return [(keys.ops(queue), f"rl{SEP}{job_type}", n) for (queue, job_type), n in counts.items()]
