@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def root_handlers() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     saved = {k: getattr(logging, k) for k in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")}
+    hook = threading.excepthook
+    logging.captureWarnings(False)  # an earlier setup() may hold pytest's own showwarning
     yield
+    logging.captureWarnings(False)
+    threading.excepthook = hook
     root.handlers[:] = handlers
     root.setLevel(level)
     for k, v in saved.items():
@@ -114,3 +119,24 @@ def test_the_format_comes_from_flag_env_or_file(tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     assert load_settings(env={"XDG_CONFIG_HOME": str(bare)}, cwd=bare).settings.log_format == "auto"
+
+
+def test_warnings_and_a_threads_crash_are_json_lines_too(root_handlers: None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    logs.setup("json", logging.INFO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("old API", DeprecationWarning, stacklevel=1)
+
+    def crash() -> None:
+        raise RuntimeError("thread broke")
+
+    t = threading.Thread(target=crash, name="doomed")
+    t.start()
+    t.join()
+    lines = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert any(r["logger"] == "py.warnings" and "old API" in r["msg"] for r in lines)
+    crashed = [r for r in lines if "doomed" in r["msg"]]
+    assert crashed and "thread broke" in crashed[0]["exc"]
