@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -100,7 +100,11 @@ class AsyncClient:
         if counts:
             pipe = conn.pipeline(transaction=False)
             ratelimit.precheck_reads(pipe, counts)
-            ratelimit.precheck_decide(self.settings, counts, await pipe.execute())
+            try:
+                ratelimit.precheck_decide(self.settings, counts, await pipe.execute())
+            except ratelimit.UserRateLimited as exc:
+                await self._count_rejections(ratelimit.turned_away(reqs, exc.user))
+                raise
         out: list[Enqueued] = []
         for start in range(0, len(reqs), CHUNK):
             out += await self._send(reqs[start:start + CHUNK])
@@ -118,8 +122,8 @@ class AsyncClient:
             replies = await pipe.execute()
         decoded = producer.decode_chunk(chunk, replies)
         done = decoded.done
-        if decoded.refused:
-            await self._count_rejections(decoded.refused)
+        if decoded.limited is not None:
+            await self._count_rejections(ratelimit.turned_away(decoded.refused, decoded.limited.user))
         wanted = self.settings.redis_wait_replicas
         if wanted and done:
             acked = int(await conn.wait(wanted, int(self.settings.redis_wait_timeout * 1000)))
@@ -128,12 +132,14 @@ class AsyncClient:
             raise decoded.limited
         return done
 
-    async def _count_rejections(self, refused: list[EnqueueRequest]) -> None:
+    async def _count_rejections(self, refused: Mapping[tuple[str, str], int]) -> None:
         """:func:`slimyq.obs.ops.count_rejections` on this client's connection (best effort)."""
         import redis
 
         from slimyq.obs import ops
 
+        if not refused:
+            return
         conn = await self.redis()
         with contextlib.suppress(redis.RedisError):
             pipe = conn.pipeline(transaction=False)

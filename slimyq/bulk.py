@@ -20,6 +20,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ class Scan:
     invalid: int = 0
     problems: list[str] = field(default_factory=list)  # the first MAX_REPORTED, "line N: ..."
     rate_counts: dict[str, int] = field(default_factory=dict)  # user -> jobs of rate-limited types
+    rate_kinds: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # user -> (queue, type) -> jobs
 
     @property
     def unreported(self) -> int:
@@ -179,6 +181,7 @@ def scan(path: Path, parser: LineParser, start_line: int = 1) -> Scan:
             user = getattr(req.payload, "user_id", None)
             if user is not None:
                 result.rate_counts[str(user)] = result.rate_counts.get(str(user), 0) + 1
+                result.rate_kinds.setdefault(str(user), Counter())[(req.queue, req.job_type.name)] += 1
     return result
 
 

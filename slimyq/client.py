@@ -22,6 +22,7 @@ from slimyq.config import Settings
 from slimyq.inspect.jobs import JobDetail, job_detail, read_job
 from slimyq.inspect.stats import QueueStats, queue_stats
 from slimyq.jobs.registry import JobType
+from slimyq.obs import ops
 from slimyq.producer import Enqueued
 from slimyq.runtime import keys
 from slimyq.runtime.codec import JOB_ID
@@ -111,7 +112,11 @@ class Client:
         reqs = core.requests(self.settings, items)
         counts = ratelimit.batch_counts((r.job_type, r.payload) for r in reqs)
         if counts:
-            ratelimit.precheck(self.redis, self.settings, counts)
+            try:
+                ratelimit.precheck(self.redis, self.settings, counts)
+            except ratelimit.UserRateLimited as exc:
+                ops.count_rejections(self.redis, ratelimit.turned_away(reqs, exc.user))
+                raise
         return list(producer.enqueue_many(self.redis, self.settings, reqs, scripts=self._script_set()))
 
     # ------------------------------------------------------------ results and status

@@ -187,7 +187,7 @@ def encode_chunk(settings: Settings, batch: list[EnqueueRequest]) -> Chunk:
 class Decoded:
     done: list[Enqueued]  # the jobs written or found, in order
     limited: ratelimit.UserRateLimited | None  # the rate-limit refusal of a call that wrote nothing
-    refused: list[EnqueueRequest]  # that call's requests (for slimyq_ratelimit_rejections_total)
+    refused: list[EnqueueRequest]  # the requests of the refused calls (none of them was written)
 
 
 def decode_chunk(chunk: Chunk, replies: list[Any]) -> Decoded:
@@ -219,8 +219,8 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
             scripts.enqueue(args=args, client=pipe)
         replies = pipe.execute()
     decoded = decode_chunk(chunk, replies)
-    if decoded.refused:
-        ops.count_rejections(conn, decoded.refused)
+    if decoded.limited is not None:
+        ops.count_rejections(conn, ratelimit.turned_away(decoded.refused, decoded.limited.user))
     yield from decoded.done
     if decoded.limited is not None:
         raise decoded.limited

@@ -14,6 +14,7 @@ Key: ``slimyq:rl:<user>`` (a counter). ``reset`` deletes it.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,13 @@ def script_args(settings: Settings) -> list[Any]:
 
 def refused(ttl_ms: int, user: str) -> UserRateLimited:
     return UserRateLimited(_seconds(ttl_ms), user)
+
+
+def turned_away(requests: Iterable[Any], user: str) -> Counter[tuple[str, str]]:
+    """What a refusal of ``user`` turned away, per (queue, job type): that user's requests of
+    rate-limited types (the metric's count; other jobs of the same batch are not rejections)."""
+    return Counter((r.queue, r.job_type.name) for r in requests
+                   if r.job_type.rate_limited and user_of(r.payload) == user)
 
 
 def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -> None:

@@ -113,6 +113,9 @@ def test_enqueue_many_checks_the_rate_limit_for_the_whole_batch(client: Client, 
     with pytest.raises(RateLimited):
         client.enqueue_many(batch)
     assert r.llen("rq:queue:audit") == 0 and r.llen("rq:queue:chat") == 1  # nothing of the batch
+    # slimyq_ratelimit_rejections_total: u1's three chat requests, not the audit job beside them
+    assert r.hgetall("slimyq:ops:chat") == {b"rl|chat_bot_interaction": b"3"}
+    assert not r.exists("slimyq:ops:audit")
 
 
 def test_wait_returns_the_result_and_raises_job_failed(client: Client) -> None:

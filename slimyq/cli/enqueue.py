@@ -295,7 +295,13 @@ def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> 
     conn = app_.redis
     from slimyq import ratelimit
 
-    ratelimit.precheck(conn, settings, found.rate_counts)
+    try:
+        ratelimit.precheck(conn, settings, found.rate_counts)
+    except ratelimit.UserRateLimited as exc:
+        from slimyq.obs import ops
+
+        ops.count_rejections(conn, found.rate_kinds.get(exc.user, {}))
+        raise
     try:
         with bulk.StopFlag() as stop, render.progress("enqueueing", total=found.valid) as advance:
             result = bulk.enqueue_file(conn, settings, path, parser, run=job.run, start_line=job.start,

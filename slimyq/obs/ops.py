@@ -23,8 +23,7 @@ import bisect
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import redis
 
@@ -122,21 +121,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=reset_in_child)
 
 
-def count_rejections(conn: redis.Redis, requests: Sequence[Any]) -> None:
-    """Enqueue requests the rate limit refused (``slimyq_ratelimit_rejections_total``): written at
-    once by the producer (a rejection is rare, and the CLI process has no completer to ride on).
-    Best effort: a failure here never hides the rate-limit error itself."""
+def count_rejections(conn: redis.Redis, refused: Mapping[tuple[str, str], int]) -> None:
+    """Requests the rate limit turned away (``slimyq_ratelimit_rejections_total``), per (queue, job
+    type), as :func:`slimyq.ratelimit.turned_away` counts them: written at once by the enqueuing
+    process (a rejection is rare, and the CLI has no completer to ride on). Best effort: a failure
+    here never hides the rate-limit error itself."""
+    if not refused:
+        return
     try:
         pipe = conn.pipeline(transaction=False)
-        for key, field, n in rejection_increments(requests):
+        for key, field, n in rejection_increments(refused):
             pipe.hincrby(key, field, n)
         pipe.execute()
     except redis.RedisError:
         pass
 
 
-def rejection_increments(requests: Sequence[Any]) -> list[tuple[str, str, int]]:
-    """(ops key, field, count) per queue and job type of the refused requests: what
-    :func:`count_rejections` (and the asyncio client, on its own connection) adds."""
-    counts: Counter[tuple[str, str]] = Counter((r.queue, label(r.job_type.name)) for r in requests)
-    return [(keys.ops(queue), f"rl{SEP}{job_type}", n) for (queue, job_type), n in counts.items()]
+def rejection_increments(refused: Mapping[tuple[str, str], int]) -> list[tuple[str, str, int]]:
+    """(ops key, field, count) for :func:`count_rejections` (and the asyncio client, which sends
+    them on its own connection)."""
+    return [(keys.ops(queue), f"rl{SEP}{label(job_type)}", n) for (queue, job_type), n in refused.items()]

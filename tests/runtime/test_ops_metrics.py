@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,3 +94,12 @@ def test_rate_limit_rejections_are_counted(env: Env) -> None:
     assert codes == [0, 0, 75, 75]
     _, samples = scrape(env)
     assert value(samples, "slimyq_ratelimit_rejections_total", queue="chat", type="chat_bot_interaction") == 2
+    # A bulk file refused by the up-front check: u1's two chat lines count, the other lines do not.
+    lines = [{"type": "chat_bot_interaction", "payload": {"userId": "u1", "prompt": f"p{i}"}} for i in range(2)]
+    lines += [{"type": "message_validation", "payload": {"message": {"role": "user", "content": "hi"}}}] * 3
+    path = env.config.parent / "jobs.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert env.cli("enqueue", "--file", str(path), "-q").returncode == 75
+    _, samples = scrape(env)
+    assert value(samples, "slimyq_ratelimit_rejections_total", queue="chat", type="chat_bot_interaction") == 4
+    assert value(samples, "slimyq_ratelimit_rejections_total", type="message_validation") == 0
