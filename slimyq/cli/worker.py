@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         fork: Annotated[bool, typer.Option("--fork", help="Run each job in its own forked process.")] = False,
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+        log_format: Annotated[
+            str | None, typer.Option("--log-format", metavar="text|json|auto",
+                                     help="Log lines as text or JSON (as the root option; this one wins).")
+        ] = None,
     ) -> None:
         """Start workers: each queue at its configured concurrency, one supervisor for all.
 
@@ -40,6 +44,7 @@ def register(app: typer.Typer) -> None:
         import logging
         import os
 
+        from slimyq import logs
         from slimyq.runtime.supervisor import Supervisor
 
         app_ = app_of(ctx)
@@ -51,9 +56,9 @@ def register(app: typer.Typer) -> None:
         level = getattr(logging, log_level.upper(), None)
         if not isinstance(level, int):
             raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
-        from slimyq import logs
-
-        logs.setup(settings.log_format, level)  # issue 20: --log-format / log_format / SLIMYQ_LOG_FORMAT
+        if log_format is not None and log_format not in logs.FORMATS:
+            raise UsageError(f"--log-format: {log_format!r} is not one of {', '.join(logs.FORMATS)}")
+        logs.setup(log_format or settings.log_format, level)  # --log-format / log_format / SLIMYQ_LOG_FORMAT
         plan = {name: (concurrency or settings.queue(name).concurrency, processes or settings.queue(name).processes)
                 for name in names}
         code = Supervisor(settings, plan, burst=burst, max_jobs=max_jobs, fork=fork).run()

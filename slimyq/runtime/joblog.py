@@ -72,8 +72,9 @@ def outcome_of(completion: Completion, result: Result) -> str:
 
 def ended(queue: str, worker: str, batch: Sequence[tuple[ClaimedJob, Result]], completions: Sequence[Completion],
           applied: Sequence[Any]) -> None:
-    """One ``job.end`` line per attempt whose outcome the completion script applied."""
-    if not log.isEnabledFor(logging.INFO):
+    """One ``job.end`` line per attempt whose outcome the completion script applied, at its
+    outcome's level (``--log-level warning`` keeps the retries and failures)."""
+    if not log.isEnabledFor(logging.WARNING):
         return
     for (job, result), c, flag in zip(batch, completions, applied, strict=False):
         if not int(flag):
@@ -82,6 +83,8 @@ def ended(queue: str, worker: str, batch: Sequence[tuple[ClaimedJob, Result]], c
         level = _LEVELS.get(outcome, logging.ERROR)
         if outcome == "timed_out" and c.label == "retried":
             level = logging.WARNING
+        if not log.isEnabledFor(level):
+            continue
         fields: dict[str, Any] = {
             "job_id": codec.printable(job.id), "job_type": result.job_type, "queue": queue, "attempt": c.attempt,
             "worker": worker, "request_id": result.request_id, "duration_ms": round(result.duration * 1000, 3),

@@ -177,3 +177,26 @@ def test_redis_lost_and_back_are_events(outage_env: Env, private_valkey: Valkey,
     assert back["failed_calls"] >= 1
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0
+
+
+def test_log_level_warning_keeps_retries_and_failures_only(env: Env, conn: redis.Redis) -> None:
+    ok = canaries(env, 1, "database")
+    bad = canaries(env, 1, "database", fail=5)  # fails every attempt: retried, then failed
+    done = env.cli("worker", "database", "--burst", "--log-format", "json", "--log-level", "warning", timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = json_lines(done.stderr)
+    assert not ends(records, ok[0])  # a finished attempt is an info line
+    outcomes = [(r["level"], r["outcome"]) for r in ends(records, bad[0])]
+    assert outcomes and outcomes[-1] == ("error", "failed"), outcomes
+    assert all(o == ("warning", "retried") for o in outcomes[:-1]), outcomes
+    assert all(r["level"] != "info" for r in records)
+    assert tally(conn, ok + bad).finished == 1
+
+
+def test_worker_log_format_option_wins_over_the_root_one(env: Env) -> None:
+    canaries(env, 1, "database")
+    done = env.cli("--log-format", "text", "worker", "database", "--burst", "--log-format", "json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert any(r["event"] == "job.end" for r in json_lines(done.stderr))
+    bad = env.cli("worker", "database", "--burst", "--log-format", "xml")
+    assert bad.returncode == 2 and "--log-format: 'xml'" in bad.stderr, bad.stderr
