@@ -7,6 +7,8 @@ Prints a Markdown table (the README quotes it). Rows:
                (pipelined) vs rq Queue.enqueue one by one
   database     create-conversation jobs on SQLite at concurrency 10: `slimyq worker` vs
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
+  postgres     the same jobs on PostgreSQL (SLIMYQ_TEST_PG's server, a database created and
+               dropped per system): `slimyq worker` vs the SimpleWorker pool
   trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
@@ -56,6 +58,7 @@ class Row:
     rss: float | None = None
     pss: float | None = None
     note: str = ""
+    cpu_ms: float | None = None  # the worker tree's user+system CPU per job, first job to last
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -78,13 +81,14 @@ class Env:
         self.r = redis.Redis.from_url(self.url)
         self.n = 0
 
-    def fresh(self) -> dict[str, str]:
-        """Empty Redis, a new migrated SQLite file; the environment for the processes of one row."""
+    def fresh(self, db_url: str | None = None) -> dict[str, str]:
+        """Empty Redis, a new migrated SQLite file (or ``db_url``, migrated); the environment for
+        the processes of one row."""
         from slimyq.db import connect_url, migrate
 
         self.r.flushdb()
         self.n += 1
-        db_url = f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
+        db_url = db_url or f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
         db = connect_url(db_url)
         migrate(db)
         db.close()
@@ -121,6 +125,21 @@ def tree_memory(pid: int) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
+def tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process and its descendants (reaped children included)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int, timeout: float = 600) -> Row:
     """Run a worker command until ``queue`` is drained; measure rate, commands, memory."""
     r = env.r
@@ -129,6 +148,7 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
     t_first = t_last = None
     polls = 0
     peak_rss = peak_pss = 0.0
+    cpu_first = cpu_last = 0.0
     deadline = time.monotonic() + timeout
     next_mem = 0.0
     while time.monotonic() < deadline:
@@ -141,12 +161,14 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
         now = time.monotonic()
         if t_first is None and queued < total:
             t_first = now
+            cpu_first = tree_cpu(proc.pid)
         if now >= next_mem:
             rss, pss = tree_memory(proc.pid)
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             next_mem = now + 1.0
         if t_first is not None and queued == 0 and started == 0 and inter == 0:
             t_last = now
+            cpu_last = tree_cpu(proc.pid)
             break
         time.sleep(0.02)
     used = commands(r) - polls * 3 - 1
@@ -166,7 +188,8 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
         err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
         raise RuntimeError(f"{cmd[:3]} did not drain {queue} in {timeout}s: {err}")
     seconds = max(t_last - t_first, 1e-6)
-    return Row("", "", total, seconds, total / seconds, used / total, peak_rss, peak_pss)
+    return Row("", "", total, seconds, total / seconds, used / total, peak_rss, peak_pss,
+               cpu_ms=(cpu_last - cpu_first) * 1000 / total)
 
 
 # ----------------------------------------------------------------------------- producers
@@ -246,14 +269,14 @@ def row_enqueue(env: Env, n: int) -> list[Row]:
 
 def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
                  slimyq_setup: Callable[[int], None], rq_setup: Callable[[int], None], concurrency: int,
-                 variants: bool) -> list[Row]:
+                 variants: bool, db_urls: Callable[[], str | None] = lambda: None) -> list[Row]:
     """slimyq (threads; with ``variants`` also 2 processes and fork-per-job) beside RQ's pools."""
     rows = []
     modes = [("threads", [], n)]
     if variants:
         modes += [("threads, 2 processes", ["--processes", "2"], n), ("--fork per job", ["--fork"], n_fork * 2)]
     for label, extra, count in modes:
-        penv = env.fresh()
+        penv = env.fresh(db_urls())
         slimyq_setup(count)
         row = drain(env, [str(BIN / "slimyq"), "worker", queue, "--burst", "--concurrency", str(concurrency),
                           *extra, "--log-level", "warning"], penv, queue, count)
@@ -264,7 +287,7 @@ def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
         pools.append(("rq worker-pool -n {c} (fork)", [], n_fork))
     rq_rows = []
     for label, extra, count in pools:
-        penv = env.fresh()
+        penv = env.fresh(db_urls())
         rq_setup(count)
         cmd = [str(BIN / "rq"), "worker-pool", "-n", str(concurrency), "-b", "-q", "-u", env.url,
                "-S", "rq.serializers.JSONSerializer", *extra, queue]
@@ -286,6 +309,39 @@ def row_database(env: Env, n: int, n_fork: int) -> list[Row]:
         lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
         10, True,
     )
+
+
+def row_postgres(env: Env, n: int) -> list[Row]:
+    """Database jobs on PostgreSQL (a database of its own per system, created and dropped here)."""
+    from bench_audit import _pg_database
+
+    made: list[tuple[str, Any]] = []
+
+    def new_database() -> str:
+        pg = _pg_database()
+        if pg is None:
+            raise RuntimeError("PostgreSQL unreachable")
+        made.append(pg)
+        return pg[0]
+
+    try:
+        new_database()
+    except RuntimeError:
+        print("postgres row skipped: PostgreSQL is unreachable (SLIMYQ_TEST_PG)", file=sys.stderr)
+        return []
+    first = [made[0][0]]
+    payloads = conversations(n)
+    try:
+        return _worker_rows(
+            env, "database jobs (PostgreSQL insert)", n, n, "database",
+            lambda k: slimyq_enqueue(env, "create_conversation", payloads[:k]) and None,
+            lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
+            10, False, db_urls=lambda: first.pop() if first else new_database(),
+        )
+    finally:
+        for _, drop in made:
+            with contextlib.suppress(Exception):
+                drop()
 
 
 def row_trivial(env: Env, n: int) -> list[Row]:
@@ -390,7 +446,7 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,bulk,database,history,trivial,chat,inspect,audit")
+    parser.add_argument("--rows", default="startup,enqueue,bulk,database,postgres,history,trivial,chat,inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -406,6 +462,8 @@ def main() -> int:
             rows += row_enqueue(env, 2000 if q else 20_000)
         if "database" in wanted:
             rows += row_database(env, 300 if q else 2000, 60 if q else 300)
+        if "postgres" in wanted:
+            rows += row_postgres(env, 300 if q else 2000)
         if "bulk" in wanted:
             rows += row_bulk(env, 20_000 if q else 1_000_000)
         if "history" in wanted:
@@ -424,11 +482,12 @@ def main() -> int:
             extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
     finally:
         env.close()
-    print("| measurement | system | jobs | seconds | jobs/s | Redis cmds/job | peak RSS MiB | peak PSS MiB | note |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| measurement | system | jobs | seconds | jobs/s | worker CPU ms/job | Redis cmds/job | peak RSS MiB "
+          "| peak PSS MiB | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.commands, 1)} | "
-              f"{fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
+        print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.cpu_ms, 2)} | "
+              f"{fmt(r.commands, 1)} | {fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
     for title, table in extra.items():
         cols = list(dict.fromkeys(k for row in table for k in row))
         print(f"\n{title}\n")
