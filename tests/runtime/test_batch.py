@@ -86,7 +86,7 @@ class TimeoutSignal(Exception):
     """Stands for the JobTimeout the watchdog raises into a job's thread."""
 
 
-def SKIP(ctx: JobContext) -> Any:  # noqa: N802 - a marker handler: the job is not started
+def SKIP(ctx: JobContext) -> Any:  # a marker handler: the job is not started
     raise AssertionError("a skipped job ran")
 
 
