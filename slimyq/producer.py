@@ -97,6 +97,32 @@ def _acknowledged(conn: redis.Redis, settings: Settings, done: list[Enqueued]) -
     return done
 
 
+def _evalsha_all(conn: redis.Redis, script: Any, calls: list[list[Any]]) -> list[Any]:
+    """One pipeline of EVALSHAs, without the ``SCRIPT EXISTS`` round trip redis-py sends before
+    every pipeline: the script is loaded only when the server answers NOSCRIPT, and only the
+    calls that got that answer (they did not run) are sent again."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = conn.pipeline(transaction=False)
+        for i in todo:
+            pipe.evalsha(script.sha, 0, *calls[i])
+        answers = pipe.execute(raise_on_error=False)
+        missing = []
+        for i, answer in zip(todo, answers, strict=True):
+            if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(answer, Exception):
+                raise answer
+            else:
+                replies[i] = answer
+        if not missing:
+            break
+        script.sha = conn.script_load(script.script)
+        todo = missing
+    return replies
+
+
 def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
     now = codec.rq_now()
     groups: dict[tuple[str, str], list[tuple[int, str, float, dict[str, Any]]]] = {}
@@ -105,7 +131,7 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
         mode = "schedule" if req.run_at else "queue"
         groups.setdefault((req.queue, mode), []).append((index, job_id, score, mapping))
     results: list[Enqueued | None] = [None] * len(batch)
-    pipe = conn.pipeline(transaction=False)
+    calls: list[list[Any]] = []
     order: list[list[tuple[int, str]]] = []
     limits = ratelimit.script_args(settings)
     for (queue, mode), items in groups.items():
@@ -115,9 +141,9 @@ def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[
             args += [job_id, score, ratelimit.counter_key(req.job_type, req.payload), len(mapping)]
             for field, value in mapping.items():
                 args += [field, value]
-        scripts.enqueue(args=args, client=pipe)
+        calls.append(args)
         order.append([(item[0], item[1]) for item in items])
-    replies = pipe.execute()
+    replies = _evalsha_all(conn, scripts.enqueue, calls)
     limited: ratelimit.UserRateLimited | None = None
     for written, pairs in zip(replies, order, strict=True):
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
