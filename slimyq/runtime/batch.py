@@ -15,6 +15,10 @@ and one turn of the writer lock) instead of one per job. The rules:
   transaction is rolled back whole, the jobs that had succeeded in it are retried the same way,
   and the rest of the batch goes on in a new transaction.
 
+Only jobs of the types declared for the queue are batched: the canary (declared for any queue,
+it sleeps) and a job whose type is unknown run on their own threads as usual, so a batch is
+short database work and the queue's concurrency still means jobs at once for everything else.
+
 Opening the transaction can fail (the database is down): the batch then runs job by job, as
 without batching, so each job's failure is classified as usual.
 """
@@ -67,6 +71,22 @@ def abandon(db: Any) -> None:
         state.reset()
     state.transactions.clear()
     release_thread_locks()
+
+
+def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+    """The jobs to run alone and the batch (empty unless at least two jobs share it). The type
+    is read from the job's metadata for this choice only: the allowlist check comes later, in
+    :func:`slimyq.runtime.execute.prepare`, for batched jobs too."""
+    from slimyq.jobs import registry
+
+    own = {jt.name for jt in registry.all_types() if jt.queue == queue}
+    batch: list[ClaimedJob] = []
+    alone: list[ClaimedJob] = []
+    for job in jobs:
+        (batch if not job.problem and job.meta.get("type") in own else alone).append(job)
+    if len(batch) < 2:
+        return jobs, []
+    return alone, batch
 
 
 def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = None) -> list[tuple[ClaimedJob, Result]]:

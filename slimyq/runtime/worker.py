@@ -246,9 +246,12 @@ class QueueWorker:
             for job in jobs:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
-        if self.qs.batch_transaction and not self.fork and len(jobs) > 1:
-            self._todo.put(jobs)
-            return
+        if self.qs.batch_transaction and not self.fork:
+            from slimyq.runtime.batch import split
+
+            jobs, batch = split(jobs, self.queue)
+            if batch:
+                self._todo.put(batch)
         for job in jobs:
             self._todo.put(job)
 

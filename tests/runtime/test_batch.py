@@ -204,3 +204,19 @@ def test_when_the_transaction_cannot_begin_the_jobs_run_one_by_one(db: Any, monk
     assert results["a"].ok and results["b"].ok and runner.ran == ["a", "b"]
     _no_transaction_left(db)
     assert _titles(db) == ["a", "b"] and _markers() == {"a", "b"}
+
+
+def test_only_the_queues_own_job_types_are_batched() -> None:
+    from slimyq.runtime.batch import split
+
+    def claimed(job_id: str, job_type: str) -> ClaimedJob:
+        return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+
+    jobs = [claimed("a", "create_conversation"), claimed("b", "canary"), claimed("c", "save_message"),
+            claimed("d", "no_such_type")]
+    alone, batch = split(jobs, "database")
+    assert [j.id for j in batch] == ["a", "c"]
+    assert [j.id for j in alone] == ["b", "d"]  # the canary sleeps; an unknown type is refused alone
+    # One batchable job is no batch; another queue's types are not this queue's.
+    assert split(jobs[:2], "database") == (jobs[:2], [])
+    assert split(jobs, "chat") == (jobs, [])
