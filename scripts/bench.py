@@ -4,12 +4,13 @@
 Prints a Markdown table (the README quotes it). Rows:
   startup      `slimyq --help` vs `rq --help` (median of several runs)
   enqueue      20,000 create-conversation jobs: slimyq bulk (validated) vs rq enqueue_many
-               (pipelined) vs rq Queue.enqueue one by one
+               (pipelined) vs rq Queue.enqueue one by one vs BullMQ addBulk (trivial jobs)
   database     create-conversation jobs on SQLite at concurrency 10: `slimyq worker` vs
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
   postgres     the same jobs on PostgreSQL (SLIMYQ_TEST_PG's server, a database created and
                dropped per system): `slimyq worker` vs the SimpleWorker pool
-  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
+  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool and BullMQ)
+  sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
   history      database jobs with the job history on vs off (alternating runs, medians)
@@ -17,7 +18,10 @@ Prints a Markdown table (the README quotes it). Rows:
   audit        audit cleanup of 1M of 2M rows (batched vs one DELETE) and the report, SQLite + PostgreSQL
 Each worker row reports jobs/s (from the first job leaving the queue to the last one done),
 Redis commands per job (INFO commandstats, minus the harness's own polling), and the peak RSS
-and PSS of the whole worker process tree. Nothing here is a pass/fail threshold.
+and PSS of the whole worker process tree, and its CPU per job. BullMQ (bullmq 5 from the npm
+registry, installed into scripts/.bench-node on first use; its rows are skipped, saying why, when
+node or npm is missing) runs scripts/bench_bullmq.cjs on the same server: its own timing, first
+job started to last completed. Nothing here is a pass/fail threshold.
 
 Usage: python scripts/bench.py [--quick] [--rows startup,enqueue,database,trivial,chat]
 """
@@ -192,6 +196,67 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
                cpu_ms=(cpu_last - cpu_first) * 1000 / total)
 
 
+# ----------------------------------------------------------------------------- BullMQ
+
+NODE_DIR = ROOT / "scripts" / ".bench-node"  # bullmq from the npm registry, installed on first use (gitignored)
+BULLMQ = "bullmq@5"
+_bullmq_state: dict[str, str | None] = {}
+
+
+def bullmq_missing() -> str | None:
+    """Why BullMQ cannot run here (None: it can): installs it into NODE_DIR on first use."""
+    if "why" in _bullmq_state:
+        return _bullmq_state["why"]
+    why = None
+    if subprocess.run(["node", "--version"], capture_output=True).returncode != 0:
+        why = "node is not installed"
+    elif not (NODE_DIR / "node_modules" / "bullmq").exists():
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["npm", "install", "--prefix", str(NODE_DIR), "--no-save", "--no-audit", "--no-fund",
+                               BULLMQ], capture_output=True, text=True)
+        if done.returncode != 0:
+            why = f"npm install {BULLMQ} failed: {done.stderr.strip()[-300:]}"
+    _bullmq_state["why"] = why
+    if why:
+        print(f"BullMQ rows skipped: {why}", file=sys.stderr)
+    return why
+
+
+def _node(env: Env, *args: str) -> subprocess.Popen[str]:
+    penv = dict(os.environ, NODE_PATH=str(NODE_DIR / "node_modules"))
+    return subprocess.Popen(["node", str(ROOT / "scripts" / "bench_bullmq.cjs"), args[0], str(env.server.port),
+                             *args[1:]], env=penv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _node_json(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_bullmq.cjs failed: {err[-500:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def bullmq_fill(env: Env, n: int) -> float:
+    env.fresh()
+    return float(_node_json(_node(env, "fill", str(n)))["seconds"])
+
+
+def bullmq_drain(env: Env, n: int, concurrency: int, sleep_ms: int = 0) -> Row:
+    """A BullMQ Worker (one Node process) over n jobs added first; its own timing and CPU."""
+    bullmq_fill(env, n)
+    env.r.config_resetstat()
+    proc = _node(env, "work", str(n), str(concurrency), str(sleep_ms))
+    peak_rss = peak_pss = 0.0
+    while proc.poll() is None:
+        rss, pss = tree_memory(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.5)
+    result = _node_json(proc)
+    seconds = float(result["seconds"])
+    return Row("", f"BullMQ Worker (concurrency {concurrency})", n, seconds, n / seconds,
+               (commands(env.r) - 1) / n, peak_rss or None, peak_pss or None, cpu_ms=float(result["cpu_ms"]))
+
+
 # ----------------------------------------------------------------------------- producers
 
 
@@ -259,12 +324,17 @@ def row_enqueue(env: Env, n: int) -> list[Row]:
     env.fresh()
     k = min(n, 5000)
     o = rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=False)
-    return [
+    rows = [
         Row("enqueue (validated)", "slimyq enqueue_many", n, s, n / s,
             note=f"{(n / s) / (n / m):.2f}x rq enqueue_many, {(n / s) / (k / o):.1f}x one-by-one"),
         Row("enqueue", "rq enqueue_many (pipelined)", n, m, n / m),
         Row("enqueue", "rq Queue.enqueue one by one", k, o, k / o),
     ]
+    if not bullmq_missing():
+        b = bullmq_fill(env, n)
+        rows[0].note += f", {(n / s) / (n / b):.2f}x BullMQ addBulk"
+        rows.append(Row("enqueue", "BullMQ addBulk (chunks of 1,000)", n, b, n / b))
+    return rows
 
 
 def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
@@ -346,12 +416,37 @@ def row_postgres(env: Env, n: int) -> list[Row]:
 
 def row_trivial(env: Env, n: int) -> list[Row]:
     msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(n)]
-    return _worker_rows(
+    rows = _worker_rows(
         env, "trivial jobs (message validation)", n, n, "chat",
         lambda k: slimyq_enqueue(env, "message_validation", msgs[:k]) and None,
         lambda k: rq_enqueue(env, "bench_jobs.validate_message", "chat", msgs[:k], bulk=True) and None,
         10, False,
     )
+    if not bullmq_missing():
+        row = bullmq_drain(env, n, 10)
+        row.what = rows[0].what
+        if row.rate and rows[0].rate:
+            rows[0].note = rows[0].note.rstrip("; ") + f"; {rows[0].rate / row.rate:.2f}x BullMQ"
+        rows.append(row)
+    return rows
+
+
+def row_sleep(env: Env, n: int) -> list[Row]:
+    """Jobs that wait 50 ms (a canary's sleep; BullMQ's a setTimeout) at concurrency 10: limit 200/s."""
+    what = "50 ms jobs"
+    penv = env.fresh()
+    slimyq_enqueue(env, "canary", [{"sleepSeconds": 0.05}] * n, queue="chat")
+    row = drain(env, [str(BIN / "slimyq"), "worker", "chat", "--burst", "--concurrency", "10",
+                      "--log-level", "warning"], penv, "chat", n)
+    row.what, row.system, row.note = what, "slimyq worker (threads, c=10)", "limit 200 jobs/s"
+    rows = [row]
+    if not bullmq_missing():
+        b = bullmq_drain(env, n, 10, 50)
+        b.what, b.note = what, "limit 200 jobs/s"
+        if b.rate and row.rate:
+            row.note += f"; {row.rate / b.rate:.2f}x BullMQ"
+        rows.append(b)
+    return rows
 
 
 def row_bulk(env: Env, big: int) -> list[Row]:
@@ -446,7 +541,8 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,bulk,database,postgres,history,trivial,chat,inspect,audit")
+    parser.add_argument("--rows",
+                        default="startup,enqueue,bulk,database,postgres,history,trivial,sleep,chat,inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -470,6 +566,8 @@ def main() -> int:
             rows += row_history(env, 300 if q else 2000, 1 if q else 3)
         if "trivial" in wanted:
             rows += row_trivial(env, 500 if q else 5000)
+        if "sleep" in wanted:
+            rows += row_sleep(env, 300 if q else 2000)
         if "chat" in wanted:
             rows += row_chat(env, 100 if q else 500)
         if "inspect" in wanted and not q:
