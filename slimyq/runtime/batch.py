@@ -68,9 +68,13 @@ def abandon(db: Any) -> None:
         log.debug("rolling back an abandoned batch: %s", exc)
         with contextlib.suppress(Exception):
             state.conn.close()
-        state.reset()
+        with contextlib.suppress(Exception):
+            state.reset()
     state.transactions.clear()
-    release_thread_locks()
+    try:
+        release_thread_locks()
+    except Exception as exc:
+        log.debug("releasing the SQLite writer lock after a batch: %s", exc)
 
 
 def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:

@@ -332,7 +332,21 @@ class QueueWorker:
                 if self._begin(job):
                     self._end(job, self._attempt(job))
             return
-        for job, result in run_batch(db, jobs, run, self._commit_guard):
+        try:
+            outcomes = run_batch(db, jobs, run, self._commit_guard)
+        except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
+            log.exception("a database batch failed; its jobs are retried")
+            from slimyq.runtime.batch import abandon, rolled_back
+
+            abandon(db)
+            why = f"worker error in a database batch: {exc!r}"
+            outcomes = []
+            for job in jobs:
+                with self.lock:
+                    ran = job.member in self._uncommitted or job.member in self._running
+                if ran or self._begin(job):
+                    outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
+        for job, result in outcomes:
             self._end(job, result)
 
     @contextlib.contextmanager
