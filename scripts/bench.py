@@ -82,7 +82,7 @@ class Env:
         self.server = ValkeyServer(data_dir=self.tmp / "valkey", appendonly="yes", appendfsync="everysec")
         self.server.start()
         self.url = f"redis://127.0.0.1:{self.server.port}/0"
-        self.r = redis.Redis.from_url(self.url)
+        self.r = redis.Redis.from_url(self.url, socket_timeout=300)  # filling 1M jobs takes a while
         self.n = 0
 
     def fresh(self, db_url: str | None = None) -> dict[str, str]:
@@ -551,35 +551,43 @@ def main() -> int:
     env = Env()
     rows: list[Row] = []
     extra: dict[str, list[dict[str, Any]]] = {}
+    def inspect_rows() -> None:
+        import bench_inspect
+
+        extra["inspect: reads with many jobs in the server (median ms)"] = bench_inspect.run(env.r, env.url)
+
+    def audit_rows() -> None:
+        import bench_audit
+
+        extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
+
+    steps: list[tuple[str, Callable[[], list[Row] | None]]] = [
+        ("startup", lambda: row_startup(env, 3 if q else 7)),
+        ("enqueue", lambda: row_enqueue(env, 2000 if q else 20_000)),
+        ("database", lambda: row_database(env, 300 if q else 2000, 60 if q else 300)),
+        ("postgres", lambda: row_postgres(env, 300 if q else 2000)),
+        ("bulk", lambda: row_bulk(env, 20_000 if q else 1_000_000)),
+        ("history", lambda: row_history(env, 300 if q else 2000, 1 if q else 3)),
+        ("trivial", lambda: row_trivial(env, 500 if q else 5000)),
+        ("sleep", lambda: row_sleep(env, 300 if q else 2000)),
+        ("chat", lambda: row_chat(env, 100 if q else 500)),
+        ("inspect", lambda: None if q else inspect_rows()),
+        ("audit", audit_rows),
+    ]
+    started = time.monotonic()
     try:
-        if "startup" in wanted:
-            rows += row_startup(env, 3 if q else 7)
-        if "enqueue" in wanted:
-            rows += row_enqueue(env, 2000 if q else 20_000)
-        if "database" in wanted:
-            rows += row_database(env, 300 if q else 2000, 60 if q else 300)
-        if "postgres" in wanted:
-            rows += row_postgres(env, 300 if q else 2000)
-        if "bulk" in wanted:
-            rows += row_bulk(env, 20_000 if q else 1_000_000)
-        if "history" in wanted:
-            rows += row_history(env, 300 if q else 2000, 1 if q else 3)
-        if "trivial" in wanted:
-            rows += row_trivial(env, 500 if q else 5000)
-        if "sleep" in wanted:
-            rows += row_sleep(env, 300 if q else 2000)
-        if "chat" in wanted:
-            rows += row_chat(env, 100 if q else 500)
-        if "inspect" in wanted and not q:
-            import bench_inspect
-
-            extra["inspect: reads with many jobs in the server (median ms)"] = bench_inspect.run(env.r, env.url)
-        if "audit" in wanted:
-            import bench_audit
-
-            extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
+        for name, step in steps:
+            if name not in wanted:
+                continue
+            t = time.monotonic()
+            try:
+                rows += step() or []
+            except Exception as exc:  # one row's failure (a timeout on a loaded machine) spares the rest
+                print(f"row {name} failed: {exc!r}", file=sys.stderr)
+            print(f"row {name}: {time.monotonic() - t:.0f} s", file=sys.stderr)
     finally:
         env.close()
+    print(f"total: {time.monotonic() - started:.0f} s", file=sys.stderr)
     print("| measurement | system | jobs | seconds | jobs/s | worker CPU ms/job | Redis cmds/job | peak RSS MiB "
           "| peak PSS MiB | note |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
