@@ -77,5 +77,9 @@ def _record(db: Any, job_id: str, effect: str, result: Any) -> None:
 def applied(job_id: str, effect: str) -> Any:
     """The first result of ``job_id``'s ``effect``, or None if it has not happened (for tests and
     inspection)."""
-    row: JobEffect | None = JobEffect.get_or_none((JobEffect.job_id == job_id) & (JobEffect.effect == effect))
-    return row.result if row is not None else None
+    db = JobEffect._meta.database
+    db = getattr(db, "obj", db)  # the database behind the models' proxy
+    if db is None:
+        row: JobEffect | None = JobEffect.get_or_none((JobEffect.job_id == job_id) & (JobEffect.effect == effect))
+        return row.result if row is not None else None
+    return _lookup(db, job_id, effect)[1]
