@@ -220,3 +220,43 @@ def test_only_the_queues_own_job_types_are_batched() -> None:
     # One batchable job is no batch; another queue's types are not this queue's.
     assert split(jobs[:2], "database") == (jobs[:2], [])
     assert split(jobs, "chat") == (jobs, [])
+
+
+def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
+    from slimyq.runtime import batch as batch_mod
+    from slimyq.runtime.worker import QueueWorker
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
+    worker = QueueWorker(settings, "database", concurrency=3, conn=object())  # type: ignore[arg-type]
+    handed: list[tuple[str, Result]] = []
+
+    class Completer:
+        def put(self, job: ClaimedJob, result: Result) -> None:
+            handed.append((job.id, result))
+
+    class Commands:
+        def outcome(self, member: str, result: Result) -> Result:
+            return result
+
+    from slimyq.db import connect_url
+
+    database = connect_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    monkeypatch.setattr(worker, "database", lambda: database)
+    worker.completer = Completer()  # type: ignore[assignment]
+    worker.commands = Commands()  # type: ignore[assignment]
+    jobs = [_job("a"), _job("b"), _job("c")]
+    worker._dispatch(jobs)
+    assert worker.busy == 3
+
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None) -> Any:
+        run(jobs[0])  # one job ran (uncommitted), then the batch code fails
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_mod, "run_batch", broken)
+    worker._execute_batch(jobs)
+    assert worker.busy == 0 and not worker._running and not worker._uncommitted and not worker._queued
+    assert sorted(job_id for job_id, _ in handed) == ["a", "b", "c"]
+    for _, result in handed:  # nothing counts as done: each is retried without using up an attempt
+        assert not result.ok and result.infra and "a bug" in result.error
