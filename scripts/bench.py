@@ -4,10 +4,13 @@
 Prints a Markdown table (the README quotes it). Rows:
   startup      `slimyq --help` vs `rq --help` (median of several runs)
   enqueue      20,000 create-conversation jobs: slimyq bulk (validated) vs rq enqueue_many
-               (pipelined) vs rq Queue.enqueue one by one
+               (pipelined) vs rq Queue.enqueue one by one vs BullMQ addBulk (trivial jobs)
   database     create-conversation jobs on SQLite at concurrency 10: `slimyq worker` vs
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
-  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool)
+  postgres     the same jobs on PostgreSQL (SLIMYQ_TEST_PG's server, a database created and
+               dropped per system): `slimyq worker` vs the SimpleWorker pool
+  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool and BullMQ)
+  sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
   history      database jobs with the job history on vs off (alternating runs, medians)
@@ -15,9 +18,14 @@ Prints a Markdown table (the README quotes it). Rows:
   audit        audit cleanup of 1M of 2M rows (batched vs one DELETE) and the report, SQLite + PostgreSQL
 Each worker row reports jobs/s (from the first job leaving the queue to the last one done),
 Redis commands per job (INFO commandstats, minus the harness's own polling), and the peak RSS
-and PSS of the whole worker process tree. Nothing here is a pass/fail threshold.
+and PSS of the whole worker process tree, and its CPU per job. BullMQ (bullmq 5 from the npm
+registry, installed into scripts/.bench-node on first use; its rows are skipped, saying why, when
+node or npm is missing) runs scripts/bench_bullmq.cjs on the same server: its own timing, first
+job started to last completed. Nothing here is a pass/fail threshold.
 
-Usage: python scripts/bench.py [--quick] [--rows startup,enqueue,database,trivial,chat]
+Usage: python scripts/bench.py [--quick] [--rows ROW,...] (rows: startup,enqueue,bulk,database,postgres,
+history,trivial,sleep,chat,inspect,audit; all by default)
+(the default full run took 9.6 minutes on the 2-core development machine under load)
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class Row:
     rss: float | None = None
     pss: float | None = None
     note: str = ""
+    cpu_ms: float | None = None  # the worker tree's user+system CPU per job, first job to last
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -75,16 +84,17 @@ class Env:
         self.server = ValkeyServer(data_dir=self.tmp / "valkey", appendonly="yes", appendfsync="everysec")
         self.server.start()
         self.url = f"redis://127.0.0.1:{self.server.port}/0"
-        self.r = redis.Redis.from_url(self.url)
+        self.r = redis.Redis.from_url(self.url, socket_timeout=300)  # filling 1M jobs takes a while
         self.n = 0
 
-    def fresh(self) -> dict[str, str]:
-        """Empty Redis, a new migrated SQLite file; the environment for the processes of one row."""
+    def fresh(self, db_url: str | None = None) -> dict[str, str]:
+        """Empty Redis, a new migrated SQLite file (or ``db_url``, migrated); the environment for
+        the processes of one row."""
         from slimyq.db import connect_url, migrate
 
         self.r.flushdb()
         self.n += 1
-        db_url = f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
+        db_url = db_url or f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
         db = connect_url(db_url)
         migrate(db)
         db.close()
@@ -121,6 +131,21 @@ def tree_memory(pid: int) -> tuple[float, float]:
     return rss / 2**20, pss / 2**20
 
 
+def tree_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process and its descendants (reaped children included)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int, timeout: float = 600) -> Row:
     """Run a worker command until ``queue`` is drained; measure rate, commands, memory."""
     r = env.r
@@ -129,6 +154,7 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
     t_first = t_last = None
     polls = 0
     peak_rss = peak_pss = 0.0
+    cpu_first = cpu_last = 0.0
     deadline = time.monotonic() + timeout
     next_mem = 0.0
     while time.monotonic() < deadline:
@@ -141,12 +167,14 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
         now = time.monotonic()
         if t_first is None and queued < total:
             t_first = now
+            cpu_first = tree_cpu(proc.pid)
         if now >= next_mem:
             rss, pss = tree_memory(proc.pid)
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             next_mem = now + 1.0
         if t_first is not None and queued == 0 and started == 0 and inter == 0:
             t_last = now
+            cpu_last = tree_cpu(proc.pid)
             break
         time.sleep(0.02)
     used = commands(r) - polls * 3 - 1
@@ -166,7 +194,69 @@ def drain(env: Env, cmd: list[str], penv: dict[str, str], queue: str, total: int
         err = proc.stderr.read().decode(errors="replace")[-500:] if proc.stderr else ""
         raise RuntimeError(f"{cmd[:3]} did not drain {queue} in {timeout}s: {err}")
     seconds = max(t_last - t_first, 1e-6)
-    return Row("", "", total, seconds, total / seconds, used / total, peak_rss, peak_pss)
+    return Row("", "", total, seconds, total / seconds, used / total, peak_rss, peak_pss,
+               cpu_ms=(cpu_last - cpu_first) * 1000 / total)
+
+
+# ----------------------------------------------------------------------------- BullMQ
+
+NODE_DIR = ROOT / "scripts" / ".bench-node"  # bullmq from the npm registry, installed on first use (gitignored)
+BULLMQ = "bullmq@5"
+_bullmq_state: dict[str, str | None] = {}
+
+
+def bullmq_missing() -> str | None:
+    """Why BullMQ cannot run here (None: it can): installs it into NODE_DIR on first use."""
+    if "why" in _bullmq_state:
+        return _bullmq_state["why"]
+    why = None
+    if subprocess.run(["node", "--version"], capture_output=True).returncode != 0:
+        why = "node is not installed"
+    elif not (NODE_DIR / "node_modules" / "bullmq").exists():
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["npm", "install", "--prefix", str(NODE_DIR), "--no-save", "--no-audit", "--no-fund",
+                               BULLMQ], capture_output=True, text=True)
+        if done.returncode != 0:
+            why = f"npm install {BULLMQ} failed: {done.stderr.strip()[-300:]}"
+    _bullmq_state["why"] = why
+    if why:
+        print(f"BullMQ rows skipped: {why}", file=sys.stderr)
+    return why
+
+
+def _node(env: Env, *args: str) -> subprocess.Popen[str]:
+    penv = dict(os.environ, NODE_PATH=str(NODE_DIR / "node_modules"))
+    return subprocess.Popen(["node", str(ROOT / "scripts" / "bench_bullmq.cjs"), args[0], str(env.server.port),
+                             *args[1:]], env=penv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _node_json(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_bullmq.cjs failed: {err[-500:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def bullmq_fill(env: Env, n: int) -> float:
+    env.fresh()
+    return float(_node_json(_node(env, "fill", str(n)))["seconds"])
+
+
+def bullmq_drain(env: Env, n: int, concurrency: int, sleep_ms: int = 0) -> Row:
+    """A BullMQ Worker (one Node process) over n jobs added first; its own timing and CPU."""
+    bullmq_fill(env, n)
+    env.r.config_resetstat()
+    proc = _node(env, "work", str(n), str(concurrency), str(sleep_ms))
+    peak_rss = peak_pss = 0.0
+    while proc.poll() is None:
+        rss, pss = tree_memory(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.5)
+    result = _node_json(proc)
+    seconds = float(result["seconds"])
+    return Row("", f"BullMQ Worker (concurrency {concurrency})", n, seconds, n / seconds,
+               (commands(env.r) - 1) / n, peak_rss or None, peak_pss or None, cpu_ms=float(result["cpu_ms"]))
 
 
 # ----------------------------------------------------------------------------- producers
@@ -236,24 +326,29 @@ def row_enqueue(env: Env, n: int) -> list[Row]:
     env.fresh()
     k = min(n, 5000)
     o = rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=False)
-    return [
+    rows = [
         Row("enqueue (validated)", "slimyq enqueue_many", n, s, n / s,
             note=f"{(n / s) / (n / m):.2f}x rq enqueue_many, {(n / s) / (k / o):.1f}x one-by-one"),
         Row("enqueue", "rq enqueue_many (pipelined)", n, m, n / m),
         Row("enqueue", "rq Queue.enqueue one by one", k, o, k / o),
     ]
+    if not bullmq_missing():
+        b = bullmq_fill(env, n)
+        rows[0].note += f", {(n / s) / (n / b):.2f}x BullMQ addBulk"
+        rows.append(Row("enqueue", "BullMQ addBulk (chunks of 1,000)", n, b, n / b))
+    return rows
 
 
 def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
                  slimyq_setup: Callable[[int], None], rq_setup: Callable[[int], None], concurrency: int,
-                 variants: bool) -> list[Row]:
+                 variants: bool, db_urls: Callable[[], str | None] = lambda: None) -> list[Row]:
     """slimyq (threads; with ``variants`` also 2 processes and fork-per-job) beside RQ's pools."""
     rows = []
     modes = [("threads", [], n)]
     if variants:
         modes += [("threads, 2 processes", ["--processes", "2"], n), ("--fork per job", ["--fork"], n_fork * 2)]
     for label, extra, count in modes:
-        penv = env.fresh()
+        penv = env.fresh(db_urls())
         slimyq_setup(count)
         row = drain(env, [str(BIN / "slimyq"), "worker", queue, "--burst", "--concurrency", str(concurrency),
                           *extra, "--log-level", "warning"], penv, queue, count)
@@ -264,7 +359,7 @@ def _worker_rows(env: Env, what: str, n: int, n_fork: int, queue: str,
         pools.append(("rq worker-pool -n {c} (fork)", [], n_fork))
     rq_rows = []
     for label, extra, count in pools:
-        penv = env.fresh()
+        penv = env.fresh(db_urls())
         rq_setup(count)
         cmd = [str(BIN / "rq"), "worker-pool", "-n", str(concurrency), "-b", "-q", "-u", env.url,
                "-S", "rq.serializers.JSONSerializer", *extra, queue]
@@ -288,14 +383,72 @@ def row_database(env: Env, n: int, n_fork: int) -> list[Row]:
     )
 
 
+def row_postgres(env: Env, n: int) -> list[Row]:
+    """Database jobs on PostgreSQL (a database of its own per system, created and dropped here)."""
+    from bench_audit import _pg_database
+
+    made: list[tuple[str, Any]] = []
+
+    def new_database() -> str:
+        pg = _pg_database()
+        if pg is None:
+            raise RuntimeError("PostgreSQL unreachable")
+        made.append(pg)
+        return pg[0]
+
+    try:
+        new_database()
+    except RuntimeError:
+        print("postgres row skipped: PostgreSQL is unreachable (SLIMYQ_TEST_PG)", file=sys.stderr)
+        return []
+    first = [made[0][0]]
+    payloads = conversations(n)
+    try:
+        return _worker_rows(
+            env, "database jobs (PostgreSQL insert)", n, n, "database",
+            lambda k: slimyq_enqueue(env, "create_conversation", payloads[:k]) and None,
+            lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
+            10, False, db_urls=lambda: first.pop() if first else new_database(),
+        )
+    finally:
+        for _, drop in made:
+            with contextlib.suppress(Exception):
+                drop()
+
+
 def row_trivial(env: Env, n: int) -> list[Row]:
     msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(n)]
-    return _worker_rows(
+    rows = _worker_rows(
         env, "trivial jobs (message validation)", n, n, "chat",
         lambda k: slimyq_enqueue(env, "message_validation", msgs[:k]) and None,
         lambda k: rq_enqueue(env, "bench_jobs.validate_message", "chat", msgs[:k], bulk=True) and None,
         10, False,
     )
+    if not bullmq_missing():
+        row = bullmq_drain(env, n, 10)
+        row.what = rows[0].what
+        if row.rate and rows[0].rate:
+            rows[0].note = rows[0].note.rstrip("; ") + f"; {rows[0].rate / row.rate:.2f}x BullMQ"
+        rows.append(row)
+    return rows
+
+
+def row_sleep(env: Env, n: int) -> list[Row]:
+    """Jobs that wait 50 ms (a canary's sleep; BullMQ's a setTimeout) at concurrency 10: limit 200/s."""
+    what = "50 ms jobs"
+    penv = env.fresh()
+    slimyq_enqueue(env, "canary", [{"sleepSeconds": 0.05}] * n, queue="chat")
+    row = drain(env, [str(BIN / "slimyq"), "worker", "chat", "--burst", "--concurrency", "10",
+                      "--log-level", "warning"], penv, "chat", n)
+    row.what, row.system, row.note = what, "slimyq worker (threads, c=10)", "limit 200 jobs/s"
+    rows = [row]
+    if not bullmq_missing():
+        b = bullmq_drain(env, n, 10, 50)
+        b.what, b.note = what, "limit 200 jobs/s"
+        if b.rate and row.rate:
+            row.note += f"; {row.rate / b.rate:.2f}x BullMQ"
+        rows.append(b)
+    return rows
 
 
 def row_bulk(env: Env, big: int) -> list[Row]:
@@ -390,7 +543,8 @@ def row_chat(env: Env, n: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
-    parser.add_argument("--rows", default="startup,enqueue,bulk,database,history,trivial,chat,inspect,audit")
+    parser.add_argument("--rows",
+                        default="startup,enqueue,bulk,database,postgres,history,trivial,sleep,chat,inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -399,36 +553,49 @@ def main() -> int:
     env = Env()
     rows: list[Row] = []
     extra: dict[str, list[dict[str, Any]]] = {}
+    def inspect_rows() -> None:
+        import bench_inspect
+
+        extra["inspect: reads with many jobs in the server (median ms)"] = bench_inspect.run(env.r, env.url)
+
+    def audit_rows() -> None:
+        import bench_audit
+
+        extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
+
+    steps: list[tuple[str, Callable[[], list[Row] | None]]] = [
+        ("startup", lambda: row_startup(env, 3 if q else 7)),
+        ("enqueue", lambda: row_enqueue(env, 2000 if q else 20_000)),
+        ("database", lambda: row_database(env, 300 if q else 2000, 60 if q else 300)),
+        ("postgres", lambda: row_postgres(env, 300 if q else 2000)),
+        ("bulk", lambda: row_bulk(env, 20_000 if q else 1_000_000)),
+        ("history", lambda: row_history(env, 300 if q else 2000, 1 if q else 3)),
+        ("trivial", lambda: row_trivial(env, 500 if q else 5000)),
+        ("sleep", lambda: row_sleep(env, 300 if q else 2000)),
+        ("chat", lambda: row_chat(env, 100 if q else 500)),
+        ("inspect", lambda: None if q else inspect_rows()),
+        ("audit", audit_rows),
+    ]
+    started = time.monotonic()
     try:
-        if "startup" in wanted:
-            rows += row_startup(env, 3 if q else 7)
-        if "enqueue" in wanted:
-            rows += row_enqueue(env, 2000 if q else 20_000)
-        if "database" in wanted:
-            rows += row_database(env, 300 if q else 2000, 60 if q else 300)
-        if "bulk" in wanted:
-            rows += row_bulk(env, 20_000 if q else 1_000_000)
-        if "history" in wanted:
-            rows += row_history(env, 300 if q else 2000, 1 if q else 3)
-        if "trivial" in wanted:
-            rows += row_trivial(env, 500 if q else 5000)
-        if "chat" in wanted:
-            rows += row_chat(env, 100 if q else 500)
-        if "inspect" in wanted and not q:
-            import bench_inspect
-
-            extra["inspect: reads with many jobs in the server (median ms)"] = bench_inspect.run(env.r, env.url)
-        if "audit" in wanted:
-            import bench_audit
-
-            extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
+        for name, step in steps:
+            if name not in wanted:
+                continue
+            t = time.monotonic()
+            try:
+                rows += step() or []
+            except Exception as exc:  # one row's failure (a timeout on a loaded machine) spares the rest
+                print(f"row {name} failed: {exc!r}", file=sys.stderr)
+            print(f"row {name}: {time.monotonic() - t:.0f} s", file=sys.stderr)
     finally:
         env.close()
-    print("| measurement | system | jobs | seconds | jobs/s | Redis cmds/job | peak RSS MiB | peak PSS MiB | note |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print(f"total: {time.monotonic() - started:.0f} s", file=sys.stderr)
+    print("| measurement | system | jobs | seconds | jobs/s | worker CPU ms/job | Redis cmds/job | peak RSS MiB "
+          "| peak PSS MiB | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.commands, 1)} | "
-              f"{fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
+        print(f"| {r.what} | {r.system} | {r.jobs:,} | {r.seconds:.3f} | {fmt(r.rate)} | {fmt(r.cpu_ms, 2)} | "
+              f"{fmt(r.commands, 1)} | {fmt(r.rss)} | {fmt(r.pss)} | {r.note.strip('; ')} |")
     for title, table in extra.items():
         cols = list(dict.fromkeys(k for row in table for k in row))
         print(f"\n{title}\n")

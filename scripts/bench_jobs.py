@@ -1,7 +1,7 @@
 """Plain job functions for the plain-RQ side of scripts/bench.py (equivalents of slimyq's jobs).
 
 ``insert_conversation`` does what slimyq's create_conversation does (one Peewee insert into the
-same SQLite table); ``validate_message`` is the trivial job. The database path comes from the
+same table, SQLite or PostgreSQL); ``validate_message`` is the trivial job. The database path comes from the
 ``BENCH_DATABASE_URL`` environment variable, read at import, as an RQ job module would.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from slimyq.db import connect_url
 from slimyq.db.models import Conversation, database_proxy, utcnow
+from slimyq.jobs.base import write_transaction
 
 _db = connect_url(os.environ.get("BENCH_DATABASE_URL", "sqlite:///bench.sqlite3"))
 database_proxy.initialize(_db)
@@ -21,7 +22,7 @@ database_proxy.initialize(_db)
 def insert_conversation(userId: str, title: str | None = None, personalityMode: str = "helpful") -> dict[str, Any]:
     conv_id = str(uuid.uuid4())
     now = utcnow()
-    with _db.atomic(lock_type="IMMEDIATE"):
+    with write_transaction(_db):  # BEGIN IMMEDIATE on SQLite, as slimyq's handlers
         Conversation.insert(id=conv_id, user_id=userId, title=title, personality_mode=personalityMode,
                             created_at=now, updated_at=now).execute()
     return {"success": True, "conversationId": conv_id, "createdAt": now.isoformat()}

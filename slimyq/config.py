@@ -49,6 +49,8 @@ class QueueSettings(_Section):
     backoff_base: float = Field(default=2.0, gt=0, le=3600, description="seconds before the first retry")
     keep_finished: int = Field(default=50, ge=0, le=1_000_000)
     keep_failed: int = Field(default=100, ge=0, le=1_000_000)
+    batch_transaction: bool = Field(
+        default=False, description="run each claimed batch in one database transaction, a savepoint per job")
 
     def retry_delays(self) -> list[float]:
         """Delays before each retry: exponential 2, 4, 8 ... or fixed."""
@@ -60,7 +62,7 @@ class QueueSettings(_Section):
 
 _QUEUE_DEFAULTS: dict[str, dict[str, Any]] = {
     "chat": {"concurrency": 5, "timeout": 60},
-    "database": {"concurrency": 10, "timeout": 30},
+    "database": {"concurrency": 10, "timeout": 30, "batch_transaction": True},
     "audit": {"concurrency": 2, "timeout": 600},
 }
 

@@ -141,6 +141,32 @@ def _acknowledged(conn: redis.Redis, settings: Settings, done: list[Enqueued]) -
     return done
 
 
+def _evalsha_all(conn: redis.Redis, script: Any, calls: list[list[Any]]) -> list[Any]:
+    """One pipeline of EVALSHAs, without the ``SCRIPT EXISTS`` round trip redis-py sends before
+    every pipeline: the script is loaded only when the server answers NOSCRIPT, and only the
+    calls that got that answer (they did not run) are sent again."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = conn.pipeline(transaction=False)
+        for i in todo:
+            pipe.evalsha(script.sha, 0, *calls[i])
+        answers = pipe.execute(raise_on_error=False)
+        missing = []
+        for i, answer in zip(todo, answers, strict=True):
+            if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(answer, Exception):
+                raise answer
+            else:
+                replies[i] = answer
+        if not missing:
+            break
+        script.sha = conn.script_load(script.script)
+        todo = missing
+    return replies
+
+
 def check_replicas(settings: Settings, acked: int, count: int) -> None:
     """Raise :class:`Unreachable` when fewer replicas than ``redis_wait_replicas`` confirmed a chunk."""
     wanted = settings.redis_wait_replicas
@@ -211,13 +237,7 @@ def decode_chunk(chunk: Chunk, replies: list[Any]) -> Decoded:
 
 def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
     chunk = encode_chunk(settings, batch)
-    if len(chunk.calls) == 1:  # one EVALSHA: no pipeline, whose execute would first ask SCRIPT EXISTS
-        replies = [scripts.enqueue(args=chunk.calls[0])]
-    else:
-        pipe = conn.pipeline(transaction=False)
-        for args in chunk.calls:
-            scripts.enqueue(args=args, client=pipe)
-        replies = pipe.execute()
+    replies = _evalsha_all(conn, scripts.enqueue, chunk.calls)
     decoded = decode_chunk(chunk, replies)
     if decoded.limited is not None:
         ops.count_rejections(conn, ratelimit.turned_away(decoded.refused, decoded.limited.user))

@@ -14,7 +14,7 @@ commit: the marker's primary key refuses the second.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from slimyq.db.models import JobEffect, utcnow
 from slimyq.jobs.base import JobContext, write_transaction
@@ -23,20 +23,63 @@ R = TypeVar("R")
 
 
 def once(ctx: JobContext, effect: str, apply: Callable[[], R]) -> R:
-    with write_transaction(ctx.db):
-        done: JobEffect | None = JobEffect.get_or_none(
-            (JobEffect.job_id == ctx.job_id) & (JobEffect.effect == effect)
-        )
-        if done is not None:
-            first: R = done.result
-            return first
+    db = ctx.db
+    with write_transaction(db):
+        found, first = _lookup(db, ctx.job_id, effect)
+        if found:
+            return cast(R, first)
         result = apply()
-        JobEffect.insert(job_id=ctx.job_id, effect=effect, result=result, created_at=utcnow()).execute()
+        _record(db, ctx.job_id, effect, result)
     return result
+
+
+# The marker's two statements, built by peewee once per database class (building a query costs
+# more CPU than running it on SQLite); each is checked against peewee's own parameters first, and
+# a database where they differ keeps peewee's path.
+_SELECT = "select"
+_INSERT = "insert"
+_SQL: dict[tuple[type, str], str | None] = {}
+_A, _B, _C = "\x00job", "\x00effect", {"\x00": 0}
+
+
+def _statement(db: Any, kind: str) -> str | None:
+    key = (type(db), kind)
+    if key not in _SQL:
+        if kind == _SELECT:
+            query: Any = JobEffect.select(JobEffect.result).where((JobEffect.job_id == _A) & (JobEffect.effect == _B))
+            expected: list[Any] = [_A, _B]
+        else:
+            stamp = utcnow()
+            query = JobEffect.insert(job_id=_A, effect=_B, result=_C, created_at=stamp).as_rowcount()
+            expected = [_A, _B, JobEffect.result.db_value(_C), JobEffect.created_at.db_value(stamp)]
+        sql, params = db.get_sql_context().sql(query).query()
+        _SQL[key] = sql if list(params) == expected else None
+    return _SQL[key]
+
+
+def _lookup(db: Any, job_id: str, effect: str) -> tuple[bool, Any]:
+    sql = _statement(db, _SELECT)
+    if sql is None:
+        done: JobEffect | None = JobEffect.get_or_none((JobEffect.job_id == job_id) & (JobEffect.effect == effect))
+        return (True, done.result) if done is not None else (False, None)
+    row = db.execute_sql(sql, [job_id, effect]).fetchone()
+    return (True, JobEffect.result.python_value(row[0])) if row is not None else (False, None)
+
+
+def _record(db: Any, job_id: str, effect: str, result: Any) -> None:
+    sql = _statement(db, _INSERT)
+    if sql is None:
+        JobEffect.insert(job_id=job_id, effect=effect, result=result, created_at=utcnow()).execute()
+        return
+    db.execute_sql(sql, [job_id, effect, JobEffect.result.db_value(result), JobEffect.created_at.db_value(utcnow())])
 
 
 def applied(job_id: str, effect: str) -> Any:
     """The first result of ``job_id``'s ``effect``, or None if it has not happened (for tests and
     inspection)."""
-    row: JobEffect | None = JobEffect.get_or_none((JobEffect.job_id == job_id) & (JobEffect.effect == effect))
-    return row.result if row is not None else None
+    db = JobEffect._meta.database
+    db = getattr(db, "obj", db)  # the database behind the models' proxy
+    if db is None:
+        row: JobEffect | None = JobEffect.get_or_none((JobEffect.job_id == job_id) & (JobEffect.effect == effect))
+        return row.result if row is not None else None
+    return _lookup(db, job_id, effect)[1]

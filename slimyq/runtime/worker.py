@@ -21,6 +21,7 @@ import queue as queue_mod
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -76,10 +77,11 @@ class QueueWorker:
         self._busy = 0
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
-        self._todo: queue_mod.Queue[ClaimedJob | None] = queue_mod.Queue()
+        self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | None] = queue_mod.Queue()
         self._running: dict[str, int] = {}  # members whose handler runs right now -> thread ident
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
+        self._uncommitted: set[str] = set()  # ran in a batch whose transaction has not ended yet
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
@@ -257,6 +259,12 @@ class QueueWorker:
             for job in jobs:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
+        if self.qs.batch_transaction and not self.fork:
+            from slimyq.runtime.batch import split
+
+            jobs, batch = split(jobs, self.queue)
+            if batch:
+                self._todo.put(batch)
         for job in jobs:
             self._todo.put(job)
 
@@ -264,39 +272,117 @@ class QueueWorker:
 
     def _execute_loop(self) -> None:
         while True:
-            job = self._todo.get()
-            if job is None:
+            item = self._todo.get()
+            if item is None:
                 return
-            member = job.member
-            with self.lock:
-                self._queued.discard(member)
-                skip = self.stop_requested_at is not None or member in self._taken
-                if skip:  # not started: released back to the queue when we exit (or not ours)
-                    self._busy -= 1
-                    if member in self._taken:
-                        self._taken.discard(member)
-                        self.inflight.pop(member, None)
-                    self.lock.notify_all()
-                else:
-                    self._running[member] = threading.get_ident()
-            if skip:
+            if isinstance(item, list):
+                self._execute_batch(item)
                 continue
-            started = time.time()
-            try:
-                result = self._run_one(job)
-            except BaseException as exc:
-                result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
-                                ended=time.time())
-            if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
-                result.job_type = execute.job_type_of(job)
-                result.user = result.user or execute.user_of(job)
-            with self.lock:
-                self._running.pop(member, None)
-                result = self.commands.outcome(member, result)
-                self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
-                self.completer.put(job, result)
+            if not self._begin(item):
+                continue
+            self._end(item, self._attempt(item))
+
+    def _begin(self, job: ClaimedJob) -> bool:
+        """Mark the job running; False if it must not start (stopping, or taken over)."""
+        member = job.member
+        with self.lock:
+            self._queued.discard(member)
+            skip = self.stop_requested_at is not None or member in self._taken
+            if skip:  # not started: released back to the queue when we exit (or not ours)
                 self._busy -= 1
+                if member in self._taken:
+                    self._taken.discard(member)
+                    self.inflight.pop(member, None)
                 self.lock.notify_all()
+            else:
+                self._running[member] = threading.get_ident()
+        return not skip
+
+    def _attempt(self, job: ClaimedJob) -> Result:
+        """Run a started job; never raises."""
+        started = time.time()
+        try:
+            result = self._run_one(job)
+        except BaseException as exc:
+            result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
+                            ended=time.time())
+        if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
+            result.job_type = execute.job_type_of(job)
+            result.user = result.user or execute.user_of(job)
+        return result
+
+    def _end(self, job: ClaimedJob, result: Result) -> None:
+        """Hand the outcome to the completer and free the slot."""
+        member = job.member
+        with self.lock:
+            self._running.pop(member, None)
+            self._uncommitted.discard(member)
+            result = self.commands.outcome(member, result)
+            self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
+            self.completer.put(job, result)
+            self._busy -= 1
+            self.lock.notify_all()
+
+    def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
+        """Run a claimed batch in one database transaction (see :mod:`slimyq.runtime.batch`);
+        outcomes are handed over once it has committed (or rolled back)."""
+        from slimyq.runtime.batch import run_batch
+
+        def run(job: ClaimedJob) -> Result | None:
+            if not self._begin(job):
+                return None
+            result = self._attempt(job)
+            with self.lock:  # ran: no longer stoppable, not done until the commit
+                self._running.pop(job.member, None)
+                self._uncommitted.add(job.member)
+            return result
+
+        try:
+            db = self.database()
+        except Exception as exc:  # the jobs meet the same failure one by one, classified as usual
+            log.debug("database not available for a batch: %s", exc)
+            for job in jobs:
+                if self._begin(job):
+                    self._end(job, self._attempt(job))
+            return
+        try:
+            outcomes = run_batch(db, jobs, run, self._commit_guard)
+        except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
+            log.exception("a database batch failed; its jobs are retried")
+            from slimyq.runtime.batch import abandon, rolled_back
+
+            abandon(db)
+            why = f"worker error in a database batch: {exc!r}"
+            outcomes = []
+            for job in jobs:
+                with self.lock:
+                    ran = job.member in self._uncommitted or job.member in self._running
+                if ran or self._begin(job):
+                    outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
+        for job, result in outcomes:
+            self._end(job, result)
+
+    @contextlib.contextmanager
+    def _commit_guard(self) -> Iterator[None]:
+        """A batch's commit is bounded by the queue's timeout, like a job."""
+        timeout = float(self.qs.timeout)
+
+        def stuck() -> None:
+            log.error("a database batch's commit ran past %g s and its thread does not stop; restarting this "
+                      "worker process (its jobs are retried once it is gone)", timeout)
+            self.exit_code = EXIT_RESTART
+            self.request_stop()
+
+        token = self.watchdog.watch(timeout, stuck)
+        try:
+            yield
+        except JobTimeout as exc:
+            raise RuntimeError(f"the commit exceeded {timeout:g} s") from exc
+        finally:
+            if self.watchdog.release(token):
+                from slimyq.db.sqlite import release_thread_locks
+
+                release_thread_locks()
 
     def _run_one(self, job: ClaimedJob) -> Result:
         timeout = float(job.timeout(self.qs.timeout))
@@ -395,7 +481,7 @@ class QueueWorker:
             # supervisor puts them back once it is gone. Jobs that never started go back now.
             log.warning("%d job(s) still running after %gs; the supervisor puts them back", running, grace)
             with self.lock:  # the completer has written (and forgotten) what ended
-                unstarted = [m for m in self.inflight if m not in self._running]
+                unstarted = [m for m in self.inflight if m not in self._running and m not in self._uncommitted]
             with contextlib.suppress(redis.RedisError):  # else the supervisor puts them back too
                 release_members(self.conn, self.settings, self.queue, self.name, unstarted)
         else:

@@ -96,3 +96,16 @@ TB = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n
 )
 def test_failure_text_drops_the_module_path_only(text, shown):
     assert codec.failure_text(text) == shown
+
+
+def test_rq_times_parse_fast_and_strictly() -> None:
+    import datetime as dt
+
+    from slimyq.runtime.codec import parse_rq_time
+
+    assert parse_rq_time(b"2026-11-23T14:21:30.123456Z") == dt.datetime(2026, 11, 23, 14, 21, 30, 123456, dt.UTC)
+    assert parse_rq_time("2026-11-23T14:21:30Z") == dt.datetime(2026, 11, 23, 14, 21, 30, tzinfo=dt.UTC)
+    # Shapes the fast path must not let through (ISO forms strptime rejects), and bad digits.
+    for text in ("2026-11-23T14:21:30.1+05:00Z", "2026-W47-1T14:21:30.123456Z", "2026-13-23T14:21:30.123456Z",
+                 "2026-11-23 14:21:30.123456Z", ""):
+        assert parse_rq_time(text) is None, text

@@ -1,0 +1,159 @@
+"""Database jobs a claim at a time: one write transaction per claimed batch, a savepoint per job.
+
+The handlers' own ``write_transaction`` / ``once()`` blocks nest inside as savepoints (peewee's
+``atomic()`` does that by itself), so a batch costs one ``BEGIN``/``COMMIT`` (on SQLite: one fsync
+and one turn of the writer lock) instead of one per job. The rules:
+
+* a job that fails rolls back its own savepoint only: its writes and its effect-once marker are
+  gone, the other jobs of the batch are unaffected;
+* outcomes are reported (handed to the completer, then Redis) only after the commit, so no job
+  counts as done before its effects are durable;
+* if the commit fails, no job of the batch is done: every job that succeeded gets a retry that
+  does not use up an attempt (its effects and its effect-once marker were rolled back together,
+  so the retry runs for real and exactly once);
+* a timeout (or a stop) raised into the thread may land anywhere, inside peewee too: the batch's
+  transaction is rolled back whole, the jobs that had succeeded in it are retried the same way,
+  and the rest of the batch goes on in a new transaction.
+
+Only jobs of the types declared for the queue are batched: the canary (declared for any queue,
+it sleeps) and a job whose type is unknown run on their own threads as usual, so a batch is
+short database work and the queue's concurrency still means jobs at once for everything else.
+
+Opening the transaction can fail (the database is down): the batch then runs job by job, as
+without batching, so each job's failure is classified as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from slimyq.runtime import codec
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.execute import Result
+
+log = logging.getLogger("slimyq.worker")
+
+Run = Callable[[ClaimedJob], Result | None]  # None: the job was not started (skipped)
+Guard = Callable[[], contextlib.AbstractContextManager[Any]]  # bounds the commit like a job
+
+
+class BatchAborted(Exception):
+    """The batch's transaction is gone (a failed statement of our own, a commit that failed)."""
+
+
+def rolled_back(result: Result, why: str) -> Result:
+    """A job that succeeded in a batch whose transaction did not commit: retried, no attempt used."""
+    return Result(ok=False, error_type=codec.INFRA_ERROR, error=why, infra=True, job_type=result.job_type,
+                  user=result.user, started=result.started, ended=result.ended or time.time())
+
+
+def interrupted(result: Result) -> bool:
+    """An exception was raised into the thread (timeout, stop): the transaction state is unknown."""
+    return result.error_type == "timeout" or result.stopped
+
+
+def abandon(db: Any) -> None:
+    """Roll back whatever this thread has open on ``db`` and forget peewee's transaction stack."""
+    from slimyq.db.sqlite import release_thread_locks
+
+    state = db._state
+    try:
+        if state.conn is not None:
+            db.rollback()
+    except Exception as exc:  # the connection is unusable: the next job connects afresh
+        log.debug("rolling back an abandoned batch: %s", exc)
+        with contextlib.suppress(Exception):
+            state.conn.close()
+        with contextlib.suppress(Exception):
+            state.reset()
+    state.transactions.clear()
+    try:
+        release_thread_locks()
+    except Exception as exc:
+        log.debug("releasing the SQLite writer lock after a batch: %s", exc)
+
+
+def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+    """The jobs to run alone and the batch (empty unless at least two jobs share it). The type
+    is read from the job's metadata for this choice only: the allowlist check comes later, in
+    :func:`slimyq.runtime.execute.prepare`, for batched jobs too."""
+    from slimyq.jobs import registry
+
+    own = {jt.name for jt in registry.all_types() if jt.queue == queue}
+    batch: list[ClaimedJob] = []
+    alone: list[ClaimedJob] = []
+    for job in jobs:
+        (batch if not job.problem and job.meta.get("type") in own else alone).append(job)
+    if len(batch) < 2:
+        return jobs, []
+    return alone, batch
+
+
+def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = None) -> list[tuple[ClaimedJob, Result]]:
+    """Run ``jobs`` in this thread, in as few transactions as the rules allow; returns every
+    started job's result, to be reported now (their transactions have ended)."""
+    from slimyq.jobs.base import write_transaction
+
+    out: list[tuple[ClaimedJob, Result]] = []
+    rest = list(jobs)
+    while rest:
+        pending: list[tuple[ClaimedJob, Result]] = []
+        try:
+            tx = write_transaction(db)
+            tx.__enter__()
+        except Exception as exc:
+            log.debug("could not open a batch transaction (%s); running the rest job by job", exc)
+            abandon(db)
+            out.extend(_one_by_one(rest, run))
+            return out
+        try:
+            while rest:
+                sp = db.savepoint()
+                try:
+                    sp.__enter__()
+                except Exception as exc:  # the job has not run: it goes on job by job
+                    raise _NoSavepoint(str(exc)) from exc
+                job = rest.pop(0)
+                result = run(job)
+                if result is None:
+                    sp.rollback(begin=False)
+                    continue
+                if interrupted(result):
+                    out.append((job, result))
+                    raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
+                                       f"({result.error_type})")
+                if result.ok:
+                    pending.append((job, result))
+                    sp.commit(begin=False)
+                else:
+                    out.append((job, result))
+                    sp.rollback(begin=False)
+            with guard() if guard is not None else contextlib.nullcontext():
+                tx.__exit__(None, None, None)
+        except Exception as exc:
+            # Not committed: nothing that succeeded in this transaction happened.
+            abandon(db)
+            why = f"the batch's transaction was rolled back ({exc}); run again"
+            log.warning("a database batch of %d job(s) was rolled back: %s", len(pending), exc)
+            out.extend((job, rolled_back(result, why)) for job, result in pending)
+            if isinstance(exc, _NoSavepoint):
+                out.extend(_one_by_one(rest, run))
+                return out
+            continue
+        out.extend(pending)
+    return out
+
+
+class _NoSavepoint(BatchAborted):
+    """A savepoint could not be set: the connection is not usable for batching."""
+
+
+def _one_by_one(jobs: list[ClaimedJob], run: Run) -> Iterator[tuple[ClaimedJob, Result]]:
+    for job in jobs:
+        result = run(job)
+        if result is not None:
+            yield job, result

@@ -1,0 +1,262 @@
+"""One write transaction per claimed batch, a savepoint per job: the rules, on every database.
+
+The jobs here run the real effect-once path (``once()`` and the database handlers' models), in a
+real transaction on SQLite, PostgreSQL and MariaDB (the ``db`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import peewee
+import pytest
+
+from slimyq.config import Settings
+from slimyq.db.models import Conversation, JobEffect, utcnow
+from slimyq.jobs.base import JobContext
+from slimyq.jobs.effects import once
+from slimyq.runtime.batch import run_batch
+from slimyq.runtime.codec import INFRA_ERROR, ClaimedJob
+from slimyq.runtime.execute import Result
+
+Handler = Callable[[JobContext], Any]
+
+
+def _job(job_id: str) -> ClaimedJob:
+    return ClaimedJob(job_id, f"e-{job_id}", {})
+
+
+def _create(title: str) -> Handler:
+    """create_conversation's shape: an insert and its effect-once marker."""
+
+    def handler(ctx: JobContext) -> Any:
+        def apply() -> dict[str, Any]:
+            now = utcnow()
+            Conversation.insert(id=ctx.derived_id("c"), user_id="u1", title=title, personality_mode="helpful",
+                                created_at=now, updated_at=now).execute()
+            return {"title": title}
+
+        return once(ctx, "create", apply)
+
+    return handler
+
+
+def _write_then_fail(ctx: JobContext) -> Any:
+    """Writes outside and inside its effect-once block, then fails: none of it may stay."""
+    now = utcnow()
+    Conversation.insert(id=ctx.derived_id("outside"), user_id="u1", title="outside", personality_mode="helpful",
+                        created_at=now, updated_at=now).execute()
+
+    def apply() -> None:
+        Conversation.insert(id=ctx.derived_id("c"), user_id="u1", title="inside", personality_mode="helpful",
+                            created_at=now, updated_at=now).execute()
+        raise ValueError("the job's own failure")
+
+    once(ctx, "create", apply)
+
+
+class Runner:
+    """Runs jobs as the worker does (a job's error becomes a failed Result, never raises)."""
+
+    def __init__(self, db: Any, handlers: dict[str, Handler]) -> None:
+        self.db, self.handlers = db, handlers
+        self.ran: list[str] = []
+
+    def __call__(self, job: ClaimedJob) -> Result | None:
+        handler = self.handlers[job.id]
+        if handler is SKIP:
+            return None
+        self.ran.append(job.id)
+        ctx = JobContext(job.id, "database", 1, Settings(), db_factory=lambda: self.db)
+        try:
+            return Result(ok=True, value=handler(ctx))
+        except TimeoutSignal:
+            return Result(ok=False, error_type="timeout", error="job exceeded its timeout")
+        except Exception as exc:
+            return Result(ok=False, error_type=type(exc).__name__, error=str(exc))
+
+    def batch(self, ids: list[str]) -> dict[str, Result]:
+        out = run_batch(self.db, [_job(i) for i in ids], self)
+        assert len(out) == len({job.id for job, _ in out}), "a job reported twice"
+        return {job.id: result for job, result in out}
+
+
+class TimeoutSignal(Exception):
+    """Stands for the JobTimeout the watchdog raises into a job's thread."""
+
+
+def SKIP(ctx: JobContext) -> Any:  # a marker handler: the job is not started
+    raise AssertionError("a skipped job ran")
+
+
+def _titles(db: Any) -> list[str]:
+    return sorted(c.title for c in Conversation.select())
+
+
+def _markers() -> set[str]:
+    return {row.job_id for row in JobEffect.select()}
+
+
+def _count_commits(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    commits: list[int] = []
+    real = db.commit
+
+    def commit() -> None:
+        commits.append(1)
+        real()
+
+    monkeypatch.setattr(db, "commit", commit)
+    return commits
+
+
+def _no_transaction_left(db: Any) -> None:
+    assert not db.in_transaction()
+    assert db._state.transactions == []
+    if hasattr(db, "_owned"):  # SQLite: the writer lock is free again
+        assert not db._owned()
+
+
+def test_one_commit_for_the_batch_and_a_failing_job_rolls_back_only_its_own_writes(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    commits = _count_commits(db, monkeypatch)
+    runner = Runner(db, {"a": _create("a"), "b": _write_then_fail, "c": _create("c")})
+    results = runner.batch(["a", "b", "c"])
+    assert results["a"].ok and results["c"].ok
+    assert not results["b"].ok and results["b"].error == "the job's own failure"
+    assert len(commits) == 1
+    _no_transaction_left(db)
+    assert _titles(db) == ["a", "c"]  # b's writes, in and outside its effect-once block, are gone
+    assert _markers() == {"a", "c"}
+
+
+def test_a_failed_commit_retries_every_job_and_keeps_nothing(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = db.commit
+    calls: list[int] = []
+
+    def failing_commit() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise peewee.OperationalError("disk I/O error")
+        real()
+
+    monkeypatch.setattr(db, "commit", failing_commit)
+    runner = Runner(db, {"a": _create("a"), "b": _write_then_fail, "c": _create("c")})
+    results = runner.batch(["a", "b", "c"])
+    # No job counts as done: the ones that succeeded are retried without using up an attempt;
+    # the one that failed on its own keeps its own failure.
+    for job_id in ("a", "c"):
+        assert not results[job_id].ok and results[job_id].infra
+        assert results[job_id].error_type == INFRA_ERROR and "disk I/O error" in results[job_id].error
+    assert results["b"].error == "the job's own failure"
+    _no_transaction_left(db)
+    assert _titles(db) == [] and _markers() == set()
+    # The retry runs for real (no marker stayed behind) and writes once.
+    again = runner.batch(["a", "c"])
+    assert again["a"].ok and again["c"].ok
+    assert _titles(db) == ["a", "c"] and _markers() == {"a", "c"}
+
+
+def test_effect_once_holds_across_batches(db: Any) -> None:
+    runner = Runner(db, {"a": _create("first"), "b": _create("b")})
+    first = runner.batch(["a", "b"])
+    runner.handlers["a"] = _create("second")  # a redelivery of "a" must not write again
+    second = runner.batch(["a"])
+    assert second["a"].ok and second["a"].value == first["a"].value == {"title": "first"}
+    assert _titles(db) == ["b", "first"]
+    assert JobEffect.select().where(JobEffect.job_id == "a").count() == 1
+
+
+def test_an_interrupted_job_rolls_the_batch_back_and_the_rest_goes_on(db: Any) -> None:
+    def interrupted(ctx: JobContext) -> Any:
+        _create("interrupted")(ctx)
+        raise TimeoutSignal
+
+    runner = Runner(db, {"a": _create("a"), "b": interrupted, "c": _create("c")})
+    results = runner.batch(["a", "b", "c"])
+    assert results["b"].error_type == "timeout"
+    assert results["a"].infra and not results["a"].ok  # rolled back with the transaction: retried
+    assert results["c"].ok  # ran in a new transaction, committed
+    _no_transaction_left(db)
+    assert _titles(db) == ["c"] and _markers() == {"c"}
+
+
+def test_a_job_not_started_is_not_reported(db: Any) -> None:
+    runner = Runner(db, {"a": _create("a"), "b": SKIP, "c": _create("c")})
+    results = runner.batch(["a", "b", "c"])
+    assert set(results) == {"a", "c"} and runner.ran == ["a", "c"]
+    assert _titles(db) == ["a", "c"]
+
+
+def test_when_the_transaction_cannot_begin_the_jobs_run_one_by_one(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = db.begin
+    state = {"fail": True}
+
+    def begin(*args: Any, **kwargs: Any) -> None:
+        if state.pop("fail", False):
+            raise peewee.OperationalError("could not connect")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(db, "begin", begin)
+    runner = Runner(db, {"a": _create("a"), "b": _create("b")})
+    results = runner.batch(["a", "b"])
+    # Each job ran on its own (its once() opened its own transaction) and was reported as it ended.
+    assert results["a"].ok and results["b"].ok and runner.ran == ["a", "b"]
+    _no_transaction_left(db)
+    assert _titles(db) == ["a", "b"] and _markers() == {"a", "b"}
+
+
+def test_only_the_queues_own_job_types_are_batched() -> None:
+    from slimyq.runtime.batch import split
+
+    def claimed(job_id: str, job_type: str) -> ClaimedJob:
+        return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+
+    jobs = [claimed("a", "create_conversation"), claimed("b", "canary"), claimed("c", "save_message"),
+            claimed("d", "no_such_type")]
+    alone, batch = split(jobs, "database")
+    assert [j.id for j in batch] == ["a", "c"]
+    assert [j.id for j in alone] == ["b", "d"]  # the canary sleeps; an unknown type is refused alone
+    # One batchable job is no batch; another queue's types are not this queue's.
+    assert split(jobs[:2], "database") == (jobs[:2], [])
+    assert split(jobs, "chat") == (jobs, [])
+
+
+def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
+    from slimyq.runtime import batch as batch_mod
+    from slimyq.runtime.worker import QueueWorker
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
+    worker = QueueWorker(settings, "database", concurrency=3, conn=object())  # type: ignore[arg-type]
+    handed: list[tuple[str, Result]] = []
+
+    class Completer:
+        def put(self, job: ClaimedJob, result: Result) -> None:
+            handed.append((job.id, result))
+
+    class Commands:
+        def outcome(self, member: str, result: Result) -> Result:
+            return result
+
+    from slimyq.db import connect_url
+
+    database = connect_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    monkeypatch.setattr(worker, "database", lambda: database)
+    worker.completer = Completer()  # type: ignore[assignment]
+    worker.commands = Commands()  # type: ignore[assignment]
+    jobs = [_job("a"), _job("b"), _job("c")]
+    worker._dispatch(jobs)
+    assert worker.busy == 3
+
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None) -> Any:
+        run(jobs[0])  # one job ran (uncommitted), then the batch code fails
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_mod, "run_batch", broken)
+    worker._execute_batch(jobs)
+    assert worker.busy == 0 and not worker._running and not worker._uncommitted and not worker._queued
+    assert sorted(job_id for job_id, _ in handed) == ["a", "b", "c"]
+    for _, result in handed:  # nothing counts as done: each is retried without using up an attempt
+        assert not result.ok and result.infra and "a bug" in result.error
