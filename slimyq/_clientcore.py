@@ -8,13 +8,14 @@ job hash) is shared through :mod:`slimyq.producer` and :mod:`slimyq.inspect.jobs
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from slimyq.config import Settings, load_settings
-from slimyq.errors import JobFailed, JobTimeout, SlimyqError, ValidationFailed
+from slimyq.errors import JobFailed, JobTimeout, SlimyqError, ValidationFailed, translate
 from slimyq.inspect._common import attempts as parse_attempts
 from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
@@ -22,6 +23,45 @@ from slimyq.payloads.common import Payload
 from slimyq.producer import EnqueueRequest, Outcome, build_request
 
 PayloadLike = Mapping[str, Any] | Payload
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """A client method whose lost Redis (or database) connection raises the slimyq error saying
+    what to fix (:func:`slimyq.errors.translate`, as the CLI does), not redis-py's own."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SlimyqError:
+            raise
+        except Exception as exc:
+            known = translate(exc)
+            if known is None:
+                raise
+            raise known from exc
+
+    return call
+
+
+def atranslated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """:func:`translated` for the asyncio client's coroutines."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except SlimyqError:
+            raise
+        except Exception as exc:
+            known = translate(exc)
+            if known is None:
+                raise
+            raise known from exc
+
+    return call
 
 
 @dataclass(frozen=True)

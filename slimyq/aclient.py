@@ -83,6 +83,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ enqueue
 
+    @core.atranslated
     async def enqueue(self, job_type: str | JobType, payload: PayloadLike, *, job_id: str | None = None,
                       queue: str | None = None, delay: float | dt.timedelta | None = None,
                       at: dt.datetime | None = None) -> Enqueued:
@@ -91,6 +92,7 @@ class AsyncClient:
         done = await self._send([req])
         return done[0]
 
+    @core.atranslated
     async def enqueue_many(self, items: Iterable[tuple[str, PayloadLike] | JobSpec]) -> list[Enqueued]:
         """:meth:`slimyq.Client.enqueue_many`, as a coroutine: validated first, all or nothing."""
         reqs = core.requests(self.settings, items)
@@ -149,6 +151,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ results and status
 
+    @core.atranslated
     async def wait(self, job_id: str, timeout: float = 30.0) -> Any:
         """:meth:`slimyq.Client.wait`, as a coroutine (other tasks run while it waits)."""
         conn = await self.redis()
@@ -171,6 +174,7 @@ class AsyncClient:
         fields = await conn.hmget(keys.job(job_id), *core.WAIT_FIELDS)
         raise core.end_error(job_id, timeout, outcome, fields)
 
+    @core.atranslated
     async def job(self, job_id: str, user: str | None = None, *, traceback: bool = False) -> JobDetail | None:
         """:meth:`slimyq.Client.job`, as a coroutine: None for a missing job or another user's."""
         if not JOB_ID.match(job_id):
@@ -180,6 +184,7 @@ class AsyncClient:
         read_job(pipe, job_id)
         return job_detail(job_id, await pipe.execute(), user=user, traceback=traceback)
 
+    @core.atranslated
     async def stats(self, queues: list[str] | None = None, *, by_type: bool = False) -> list[QueueStats]:
         """:meth:`slimyq.Client.stats`, run in a thread (a few pipelined reads)."""
         if self._sync is None:

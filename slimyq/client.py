@@ -83,6 +83,7 @@ class Client:
 
     # ------------------------------------------------------------ enqueue
 
+    @core.translated
     def enqueue(self, job_type: str | JobType, payload: PayloadLike, *, job_id: str | None = None,
                 queue: str | None = None, delay: float | dt.timedelta | None = None,
                 at: dt.datetime | None = None) -> Enqueued:
@@ -101,6 +102,7 @@ class Client:
         req = core.request(self.settings, job_type, payload, job_id=job_id, queue=queue, delay=delay, at=at)
         return producer.enqueue_one(self.redis, self.settings, req, scripts=self._script_set())
 
+    @core.translated
     def enqueue_many(self, items: Iterable[tuple[str, PayloadLike] | JobSpec]) -> list[Enqueued]:
         """Enqueue many jobs: ``(type, payload)`` pairs or :class:`~slimyq.JobSpec` objects.
 
@@ -121,6 +123,7 @@ class Client:
 
     # ------------------------------------------------------------ results and status
 
+    @core.translated
     def wait(self, job_id: str, timeout: float = 30.0) -> Any:
         """Block until the job ends and return its handler's result.
 
@@ -135,6 +138,7 @@ class Client:
         fields: Any = conn.hmget(keys.job(job_id), *core.WAIT_FIELDS)
         raise core.end_error(job_id, timeout, outcome, fields)
 
+    @core.translated
     def job(self, job_id: str, user: str | None = None, *, traceback: bool = False) -> JobDetail | None:
         """The job's :class:`~slimyq.inspect.jobs.JobDetail` (type, queue, status, user, payload with
         secrets redacted, attempts, result or error, times), or None when Redis holds no such job.
@@ -145,6 +149,7 @@ class Client:
         read_job(pipe, job_id)
         return job_detail(job_id, pipe.execute(), user=user, traceback=traceback)
 
+    @core.translated
     def stats(self, queues: list[str] | None = None, *, by_type: bool = False) -> list[QueueStats]:
         """What ``slimyq stats`` shows: one :class:`~slimyq.inspect.stats.QueueStats` per queue
         (counts per state, workers, throughput, durations); ``by_type`` adds each job type's."""

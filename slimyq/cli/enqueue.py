@@ -320,7 +320,7 @@ def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> 
 
 def _stopped(job: BulkJob, total: int, stopped: BulkStopped) -> SlimyqError:
     """The one-line message of a stopped bulk run: what is queued for sure, and the command that continues."""
-    from slimyq.cli._group import translate
+    from slimyq.errors import translate
 
     done = stopped.result
     cont = f"continue with: {job.resume_command(done.next_line)}"
