@@ -52,6 +52,7 @@ class AsyncClient:
         self._script: Any = connection.register_script(ENQUEUE) if connection is not None else None
         self._lock = asyncio.Lock()
         self._sync: Client | None = None
+        self._twin: Any = None  # the sync twin of a connection passed in (see _sync_twin)
 
     async def redis(self) -> redis.asyncio.Redis:
         """The asyncio Redis client, connected and PINGed on first use."""
@@ -72,6 +73,9 @@ class AsyncClient:
         if self._sync is not None:
             self._sync.close()
             self._sync = None
+        if self._twin is not None:
+            self._twin.close()
+            self._twin = None
 
     async def __aenter__(self) -> AsyncClient:
         await self.redis()
@@ -190,6 +194,21 @@ class AsyncClient:
         if self._sync is None:
             from slimyq.client import Client
 
-            self._sync = Client(settings=self.settings)
+            twin = _sync_twin(self._conn) if not self._owned and self._conn is not None else None
+            self._sync = Client(settings=self.settings, connection=twin)
+            self._twin = twin
         sync = self._sync
         return await asyncio.to_thread(sync.stats, queues, by_type=by_type)
+
+
+def _sync_twin(conn: redis.asyncio.Redis) -> Any:
+    """A sync client to the server a passed-in asyncio client talks to: :meth:`AsyncClient.stats`
+    runs the sync reader in a thread, and must read the server the jobs were written to."""
+    import redis as sync
+
+    pool = conn.connection_pool
+    kind = pool.connection_class.__name__
+    connection_class = {"UnixDomainSocketConnection": sync.UnixDomainSocketConnection,
+                        "SSLConnection": sync.SSLConnection}.get(kind, sync.Connection)
+    return sync.Redis(connection_pool=sync.ConnectionPool(connection_class=connection_class,
+                                                          **pool.connection_kwargs))

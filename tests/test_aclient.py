@@ -149,3 +149,19 @@ def test_a_server_lost_after_connecting_is_unreachable_too(tmp_path: Path, isola
     finally:
         with contextlib.suppress(ValkeyServerNotStartedError):
             server.stop()
+
+
+def test_a_connection_passed_in_is_the_one_stats_reads(redis_url: str, isolated_env: Path) -> None:
+    import redis.asyncio
+
+    async def main() -> None:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        # The settings name a server that is not there: every read must go through ``conn``.
+        async with AsyncClient(redis_url="redis://127.0.0.1:1/0", connection=conn) as c:
+            for _ in range(2):
+                await c.enqueue("canary", {}, queue="audit")
+            audit = (await c.stats(["audit"]))[0]
+            assert audit.queued == 2
+        await conn.aclose()
+
+    asyncio.run(main())
