@@ -2,8 +2,8 @@
 
 A plain ``rq worker -S rq.serializers.JSONSerializer`` imports the function a job hash names
 (``slimyq.jobs.database.create_conversation``) and calls it with the payload's fields as keyword
-arguments. Handlers are declared with :func:`slimyq.jobs.base.rq_callable`, so that call lands
-here: the job goes through the same allowlist and validation as under ``slimyq worker``
+arguments. Handlers declared with :func:`slimyq.jobs.registry.job_type` are wrapped by
+:func:`slimyq.jobs.base.rq_callable`, so that call lands here: the job goes through the same allowlist and validation as under ``slimyq worker``
 (:func:`slimyq.jobs.calls.check_call`), gets the same context (the RQ job id, from which row ids
 derive: effect once), and returns the same result shape, which RQ stores. Permanent failures
 (validation, ownership) set the job's ``retries_left`` to 0, so RQ does not retry them.

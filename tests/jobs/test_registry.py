@@ -37,6 +37,16 @@ print(json.dumps(out))
 """
 
 
+COUNT_OWN_ROWS = """
+from slimyq.app import App
+from slimyq_testjobs import club_metrics_model
+model = club_metrics_model()
+db = App().db
+with db.bind_ctx([model]):
+    print(model.select().count())
+"""
+
+
 @pytest.fixture
 def team(redis_url: str, isolated_env: Path) -> dict[str, str]:
     write_config(Path.cwd(), jobs=["slimyq_testjobs_cfg"])
@@ -97,6 +107,11 @@ def test_user_job_types_run_end_to_end(team: dict[str, str], r: redis_lib.Redis,
     rows_written = slimyq("audit", "list", "--action", "club_metrics", "--json", env=team)
     assert rows_written.returncode == 0, rows_written.stderr
     assert len(json.loads(rows_written.stdout)) == 2  # m1 (once, though it ran twice) and m2
+    # the team's own table, bound to ctx.db: one row per job too (a plain insert: a second run
+    # would have failed on the primary key, so once() really kept it to one)
+    own = subprocess.run([sys.executable, "-c", COUNT_OWN_ROWS], env=team, capture_output=True, text=True)
+    assert own.returncode == 0, own.stderr
+    assert own.stdout.split() == ["2"]
 
 
 def test_a_module_that_does_not_import_is_a_config_error(redis_url: str, isolated_env: Path) -> None:

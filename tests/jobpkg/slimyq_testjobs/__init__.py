@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import Field
@@ -37,6 +38,26 @@ def ingest_club_metrics(p: IngestClubMetrics, ctx: JobContext) -> dict[str, Any]
         AuditLog.insert(id=row_id, user_id=p.user_id, action="club_metrics", resource_type="club",
                         resource_id=p.club_id, details={"members": p.members}, timestamp=now,
                         success=True).on_conflict_ignore().execute()
+        model = club_metrics_model()
+        with ctx.db.bind_ctx([model]):  # the team's own table, written in the job's transaction
+            ctx.db.create_tables([model], safe=True)
+            model.insert(id=row_id, club=p.club_id, members=p.members).execute()
         return {"success": True, "recordId": row_id, "members": p.members, "recordedAt": iso(now)}
 
     return once(ctx, "ingest_club_metrics", apply)
+
+
+@functools.cache
+def club_metrics_model() -> Any:
+    """The team's own peewee model (defined on first use: enqueueing never imports peewee)."""
+    import peewee
+
+    class ClubMetrics(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=36)
+        club = peewee.CharField(max_length=64)
+        members = peewee.IntegerField()
+
+        class Meta:
+            table_name = "team_club_metrics"
+
+    return ClubMetrics
