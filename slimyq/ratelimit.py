@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from slimyq.config import Settings
-from slimyq.errors import RateLimited, UsageError
+from slimyq.errors import RateLimited, ValidationFailed
 from slimyq.jobs.registry import JobType
 from slimyq.payloads.common import Payload
 
@@ -96,7 +96,7 @@ def turned_away(requests: Iterable[Any], user: str) -> Counter[tuple[str, str]]:
 
 def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -> None:
     """Before a bulk file is enqueued: refuse it at once if a user could not get all its requests
-    now (:class:`RateLimited`, exit 75), or could never in one window (:class:`UsageError`).
+    now (:class:`RateLimited`, exit 75), or could never in one window (:class:`~slimyq.errors.ValidationFailed`).
 
     Reads only; the slots are taken chunk by chunk by the ENQUEUE script itself.
     """
@@ -117,15 +117,14 @@ def batch_counts(requests: Iterable[tuple[JobType, Payload]]) -> dict[str, int]:
 
 
 def precheck_counts(settings: Settings, counts: Mapping[str, int]) -> dict[str, int]:
-    """The users to check; :class:`UsageError` for one asking more than a whole window allows."""
+    """The users to check; :class:`ValidationFailed` (``slimyq.ValidationError``) for a batch in
+    which one user asks more than a whole window allows: no wait would let it through."""
     counts = {user: n for user, n in counts.items() if n > 0}
     limit, window = settings.rate_limit.requests, settings.rate_limit.window
-    for user, n in counts.items():
-        if n > limit:
-            raise UsageError(
-                f"{n} rate-limited requests for user {user!r} at once, but the limit is {limit} per "
-                f"{window} s; split them into batches of at most {limit}"
-            )
+    too_many = [f"userId: {n} rate-limited requests for user {user!r} at once, but the limit is {limit} per "
+                f"{window} s; split them into batches of at most {limit}" for user, n in counts.items() if n > limit]
+    if too_many:
+        raise ValidationFailed(too_many)
     return counts
 
 

@@ -3,10 +3,11 @@
 A plain ``rq worker -S rq.serializers.JSONSerializer`` imports the function a job hash names
 (``slimyq.jobs.database.create_conversation``) and calls it with the payload's fields as keyword
 arguments. Handlers declared with :func:`slimyq.jobs.registry.job_type` are wrapped by
-:func:`slimyq.jobs.base.rq_callable`, so that call lands here: the job goes through the same allowlist and validation as under ``slimyq worker``
-(:func:`slimyq.jobs.calls.check_call`), gets the same context (the RQ job id, from which row ids
-derive: effect once), and returns the same result shape, which RQ stores. Permanent failures
-(validation, ownership) set the job's ``retries_left`` to 0, so RQ does not retry them.
+:func:`slimyq.jobs.base.rq_callable`, so that call lands here: the job goes through the same
+allowlist and validation as under ``slimyq worker`` (:func:`slimyq.jobs.calls.check_call`),
+gets the same context (the RQ job id, from which row ids derive: effect once), and returns the
+same result shape, which RQ stores. Permanent failures (validation, ownership) set the job's
+``retries_left`` to 0, so RQ does not retry them.
 
 What a plain RQ worker does not give: the claim atomicity and speed of ``slimyq worker``, its
 crash recovery (RQ fails an abandoned job after its own timeouts), the job history rows, the
