@@ -162,7 +162,13 @@ def test_the_library_joins_the_applications_trace(env: Env, conn: redis.Redis,
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    otel.set_tracer_provider(provider)  # the application's own provider (once per process)
+    # The application's own provider. OpenTelemetry sets it once per process; the test puts the
+    # globals back afterwards, or every later test in this process would trace (and stamp jobs).
+    from opentelemetry.util._once import Once
+
+    monkeypatch.setattr(otel, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(otel, "_TRACER_PROVIDER", None)
+    otel.set_tracer_provider(provider)
     settings = env.settings()
     jt = registry.get("create_conversation")
     with provider.get_tracer("app").start_as_current_span("POST /conversations") as app_span:
