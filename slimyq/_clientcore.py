@@ -7,9 +7,10 @@ job hash) is shared through :mod:`slimyq.producer` and :mod:`slimyq.inspect.jobs
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -27,21 +28,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@contextlib.contextmanager
+def _translating() -> Iterator[None]:
+    """Turn a lost Redis (or database) connection into the slimyq error saying what to fix
+    (:func:`slimyq.errors.translate`, as the CLI does), not redis-py's own."""
+    try:
+        yield
+    except SlimyqError:
+        raise
+    except Exception as exc:
+        known = translate(exc)
+        if known is None:
+            raise
+        raise known from exc
+
+
 def translated(method: Callable[P, R]) -> Callable[P, R]:
-    """A client method whose lost Redis (or database) connection raises the slimyq error saying
-    what to fix (:func:`slimyq.errors.translate`, as the CLI does), not redis-py's own."""
+    """A client method that raises slimyq's errors only (see :func:`_translating`)."""
 
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _translating():
             return method(*args, **kwargs)
-        except SlimyqError:
-            raise
-        except Exception as exc:
-            known = translate(exc)
-            if known is None:
-                raise
-            raise known from exc
 
     return call
 
@@ -51,15 +59,8 @@ def atranslated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _translating():
             return await method(*args, **kwargs)
-        except SlimyqError:
-            raise
-        except Exception as exc:
-            known = translate(exc)
-            if known is None:
-                raise
-            raise known from exc
 
     return call
 
