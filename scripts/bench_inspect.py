@@ -81,13 +81,16 @@ def compile_bytecode() -> None:
     compileall.compile_dir(os.path.dirname(slimyq.__file__), quiet=1)
 
 
-def _median(fn: Callable[[], object], repeat: int = REPEAT) -> float:
-    times = []
+def interleaved(fns: list[Callable[[], object]], repeat: int = REPEAT) -> list[float]:
+    """Each function's median time, the functions taking turns run after run: on a shared machine
+    whose load moves, every command meets the same load (a ratio within one run is fair)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _cli(args: list[str], env: dict[str, str]) -> Callable[[], object]:
@@ -137,9 +140,11 @@ def run(conn: redis.Redis, url: str | None = None) -> list[dict[str, Any]]:
              lambda: list_jobs(conn, [QUEUE], states=["failed"], limit=20)),
             ("list_jobs(all states, 20) in process", lambda: list_jobs(conn, settings.queue_names, limit=20)),
         ]
-        for name, fn in cases:
+        for _, fn in cases:
             fn()  # warm up (script load, page cache)
-            rows.append({"size": size, "measurement": name, "median_ms": round(_median(fn) * 1000, 1)})
+        medians = interleaved([fn for _, fn in cases])
+        rows += [{"size": size, "measurement": name, "median_ms": round(m * 1000, 1)}
+                 for (name, _), m in zip(cases, medians, strict=True)]
     conn.flushdb()
     return rows
 
