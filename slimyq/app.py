@@ -34,11 +34,13 @@ class App:
     @cached_property
     def loaded(self) -> LoadedSettings:
         from slimyq import logs  # every command logs in the chosen format
-        from slimyq.jobs import registry
 
         loaded = load_settings(config_file=self.config_file, overrides=self.overrides)
         logs.setup(loaded.settings.log_format)
-        registry.configure(loaded.settings.jobs, _jobs_source(loaded))
+        if loaded.settings.jobs:  # the registry (and its pydantic models) only when there is news for it
+            from slimyq.jobs import registry
+
+            registry.configure(loaded.settings.jobs, _jobs_source(loaded))
         return loaded
 
     @property
@@ -47,9 +49,12 @@ class App:
 
     @cached_property
     def redis(self) -> redis.Redis:
+        from slimyq import _startup
         from slimyq.redis import connect
 
-        return connect(self.settings, on_start=_server_started)
+        conn = connect(self.settings, on_start=_server_started)
+        _startup.settled()
+        return conn
 
     @cached_property
     def client(self) -> Client:
@@ -61,9 +66,12 @@ class App:
 
     @cached_property
     def db(self) -> peewee.Database:
+        from slimyq import _startup
         from slimyq.db import open_database
 
-        return open_database(self.settings)
+        db = open_database(self.settings)
+        _startup.settled()
+        return db
 
 
 def _jobs_source(loaded: LoadedSettings) -> str:

@@ -13,7 +13,6 @@ import difflib
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +254,8 @@ def _known_keys() -> set[str]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only with a config file
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

@@ -1,7 +1,8 @@
 """The slimyq command line. Errors meet the user here, and only here.
 
 Every command group lives in its own module and imports its heavy dependencies (rq, peewee,
-openai) inside the command body, so ``slimyq --help`` starts fast.
+openai) inside the command body, so ``slimyq --help`` starts fast; the groups (``job``, ``audit``,
+``enqueue`` ...) are imported and built only when invoked (``cli._group.LAZY_GROUPS``).
 """
 
 from __future__ import annotations
@@ -10,20 +11,8 @@ from typing import Annotated
 
 import typer
 
-from slimyq.cli import (
-    audit,
-    configcmd,
-    dbcmd,
-    history,
-    inspect_cmds,
-    jobcmd,
-    metrics,
-    queuecmd,
-    ratelimit,
-    server,
-    worker,
-)
-from slimyq.cli._group import SlimyqGroup
+from slimyq.cli import inspect_cmds, metrics, worker
+from slimyq.cli._group import SlimyqGroup, stub
 
 app = typer.Typer(
     cls=SlimyqGroup,
@@ -85,24 +74,18 @@ def _root(
 
 
 worker.register(app)
-_enqueue_stub = typer.Typer(
-    help="Put jobs on their queues: `slimyq enqueue JOB-TYPE --option value ...`, or a JSONL file with --file.",
-    no_args_is_help=True,
-)
-_enqueue_stub.callback()(lambda: None)
-app.add_typer(_enqueue_stub, name="enqueue")  # the real group is built on first use: cli._group.LAZY_GROUPS
+app.add_typer(stub("enqueue"), name="enqueue")  # each group is built on first use: cli._group.LAZY_GROUPS
 inspect_cmds.register(app)
-app.add_typer(jobcmd.app, name="job")
-app.add_typer(queuecmd.app, name="queue")
-app.add_typer(audit.app, name="audit")
-app.add_typer(history.app, name="history")
+for _name in ("job", "queue", "audit", "history"):
+    app.add_typer(stub(_name), name=_name)
 metrics.register(app)
-app.add_typer(ratelimit.app, name="ratelimit")
-app.add_typer(server.app, name="server")
-app.add_typer(dbcmd.app, name="db")
-app.add_typer(configcmd.app, name="config")
+for _name in ("ratelimit", "server", "db", "config"):
+    app.add_typer(stub(_name), name=_name)
 
 
 def main() -> None:
     """Console entry point (``slimyq`` and ``python -m slimyq``)."""
+    from slimyq import _startup
+
+    _startup.begin()  # start-up's objects out of the collector's way (this process only)
     app(prog_name="slimyq")

@@ -18,10 +18,41 @@ from typer.exceptions import TyperException
 
 from slimyq.errors import SlimyqError, translate
 
-# Command groups built only when invoked: `enqueue` generates one subcommand per job type from the
-# pydantic payload models, which would cost `slimyq --help` ~60 ms. The root holds a stub with the
-# same name and help; resolving the name swaps in the real group.
-LAZY_GROUPS: dict[str, str] = {"enqueue": "slimyq.cli.enqueue"}
+# Command groups built only when invoked: building a group's commands (and importing its module)
+# costs every other command's start-up, and `enqueue` generates one subcommand per job type from
+# the pydantic payload models (~60 ms). The root holds a stub with the same name and help
+# (GROUP_HELP, the one place each group's help is written); resolving the name swaps in the real
+# group: the module's ``app``, or what its ``build()`` returns.
+LAZY_GROUPS: dict[str, str] = {
+    "enqueue": "slimyq.cli.enqueue",
+    "job": "slimyq.cli.jobcmd",
+    "queue": "slimyq.cli.queuecmd",
+    "audit": "slimyq.cli.audit",
+    "history": "slimyq.cli.history",
+    "ratelimit": "slimyq.cli.ratelimit",
+    "server": "slimyq.cli.server",
+    "db": "slimyq.cli.dbcmd",
+    "config": "slimyq.cli.configcmd",
+}
+GROUP_HELP: dict[str, str] = {
+    "enqueue": "Put jobs on their queues: `slimyq enqueue JOB-TYPE --option value ...`, or a JSONL file with --file.",
+    "job": "One job: show, requeue, cancel, delete.",
+    "queue": "Operate a queue: pause, resume, empty, prune.",
+    "audit": "Audit log: cleanup, report, list.",
+    "history": "Job history in the database: list, stats, prune.",
+    "ratelimit": "Per-user rate limits: show, reset.",
+    "server": "The embedded Valkey server: start, status, stop.",
+    "db": "Database schema: migrate and status.",
+    "config": "Show the effective configuration.",
+}
+NEEDS_JOB_TYPES = frozenset({"enqueue"})  # built from the registry: the `jobs` setting's modules first
+
+
+def stub(name: str) -> typer.Typer:
+    """The root's placeholder for a lazy group: its name and help, nothing to build."""
+    group = typer.Typer(help=GROUP_HELP[name], no_args_is_help=True)
+    group.callback()(lambda: None)
+    return group
 
 
 def load_lazy(name: str) -> Any:
@@ -30,7 +61,8 @@ def load_lazy(name: str) -> Any:
     import typer.main
 
     module = importlib.import_module(LAZY_GROUPS[name])
-    return typer.main.get_command(module.build())
+    group = module.build() if hasattr(module, "build") else module.app
+    return typer.main.get_group(group)  # a group even with one command, as when added with add_typer
 
 
 def _debug(ctx: Any) -> bool:
@@ -67,9 +99,11 @@ class SlimyqGroup(TyperGroup):
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
             from slimyq.cli._help import honest
-            from slimyq.cli._options import root_app
 
-            root_app(ctx).settings  # noqa: B018 - registers the `jobs` setting's modules: their types get commands
+            if name in NEEDS_JOB_TYPES:
+                from slimyq.cli._options import root_app
+
+                root_app(ctx).settings  # noqa: B018 - registers the `jobs` setting's modules: their types get commands
             cmd = load_lazy(name)
             cmd._slimyq_real = True
             honest(cmd)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format
 from slimyq.errors import UsageError, ValidationFailed
 from slimyq.render import Format
@@ -23,7 +24,7 @@ from slimyq.timeparse import now_utc, parse_end, parse_instant, parse_since
 if TYPE_CHECKING:
     from slimyq.app import App
 
-app = typer.Typer(help="Audit log: cleanup, report, list.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["audit"], no_args_is_help=True, add_completion=False)
 
 
 def _cut_off(days: int | None, before: str | None) -> dt.datetime:

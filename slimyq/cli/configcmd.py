@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.render import Format
 
 if TYPE_CHECKING:
     from slimyq.config import LoadedSettings
 
-app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["config"], no_args_is_help=True, add_completion=False)
 
 
 @dataclass(frozen=True)

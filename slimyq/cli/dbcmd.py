@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.errors import SlimyqError
 from slimyq.redact import redact_url
 from slimyq.render import Format
 
-app = typer.Typer(help="Database schema: migrate and status.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["db"], no_args_is_help=True, add_completion=False)
 
 
 @app.command("migrate")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
@@ -26,7 +27,7 @@ from slimyq.render import Format
 if TYPE_CHECKING:
     import peewee
 
-app = typer.Typer(help="Job history in the database: list, stats, prune.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["history"], no_args_is_help=True, add_completion=False)
 
 STATES = ("finished", "failed", "retried", "refused", "canceled", "abandoned", "stopped")  # = db.models.JOB_RUN_STATES
 RUN_COLUMNS = ("ended_at", "job_id", "attempt", "queue", "job_type", "state", "user_id", "duration_ms", "error_type")

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.errors import NotFound, UsageError
 from slimyq.render import Format
 from slimyq.text import count
 
-app = typer.Typer(help="One job: show, requeue, cancel, delete.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["job"], no_args_is_help=True, add_completion=False)
 
 Ids = Annotated[list[str] | None, typer.Argument(help="Job ids.", show_default=False)]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]

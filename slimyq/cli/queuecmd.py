@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.cli.jobcmd import DryRun, Yes, confirm_or_refuse
 from slimyq.render import Format
 from slimyq.text import count as jobs
 
-app = typer.Typer(help="Operate a queue: pause, resume, empty, prune.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["queue"], no_args_is_help=True, add_completion=False)
 
 Queue = Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name.")]
 

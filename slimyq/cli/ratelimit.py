@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.render import Format
 
-app = typer.Typer(help="Per-user rate limits: show, reset.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["ratelimit"], no_args_is_help=True, add_completion=False)
 
 UserArg = Annotated[str, typer.Argument(help="The user id (userId of the jobs).", show_default=False)]
 

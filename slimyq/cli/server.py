@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 
 from slimyq import render
+from slimyq.cli._group import GROUP_HELP
 from slimyq.cli._options import FormatOption, JsonFlag, app_of, pick_format
 from slimyq.redact import redact_url
 from slimyq.render import Format
 
-app = typer.Typer(help="The embedded Valkey server: start, status, stop.", no_args_is_help=True)
+app = typer.Typer(help=GROUP_HELP["server"], no_args_is_help=True, add_completion=False)
 
 
 @app.command("start")

@@ -27,3 +27,58 @@ def test_python_dash_m_works() -> None:
     proc = subprocess.run([sys.executable, "-m", "slimyq", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "worker" in proc.stdout and "enqueue" in proc.stdout
+
+
+READ_PROBE = """
+import gc, sys
+from slimyq.cli import main
+sys.argv = ["slimyq", "config", "show", "--json"]
+try:
+    main()
+except SystemExit:
+    pass
+groups = sorted(m for m in ("slimyq.cli.audit", "slimyq.cli.history", "slimyq.cli.dbcmd", "slimyq.cli.jobcmd",
+                            "slimyq.jobs.registry") if m in sys.modules)
+print("FROZEN=" + str(gc.get_freeze_count() > 0), "GROUPS=" + ",".join(groups))
+"""
+
+
+def test_console_entry_freezes_start_up_and_builds_only_the_invoked_group(tmp_path) -> None:
+    """`main()` moves start-up's objects to the permanent generation; a command imports its own
+    group only (config here), never the others nor the job registry it does not need."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SLIMYQ_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", READ_PROBE], capture_output=True, text=True, check=True, env=env,
+                         cwd=tmp_path).stdout
+    assert "FROZEN=True GROUPS=\n" in out, out[-300:]
+
+
+def test_library_and_cli_runner_never_freeze() -> None:
+    """Only the console entry point freezes: a library user's or a test's process is left alone."""
+    probe = """
+import gc
+from typer.testing import CliRunner
+from slimyq.cli import app
+CliRunner().invoke(app, ["config", "show", "--json"])
+from slimyq import _startup
+_startup.settled()
+print("FROZEN=" + str(gc.get_freeze_count()))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("FROZEN=0"), out[-300:]
+
+
+def test_each_lazy_group_stub_matches_its_real_group() -> None:
+    """The root lists each lazy group with the help its real group shows, and the real group has
+    the same commands whether built lazily or asked for by name."""
+    import typer.main
+
+    from slimyq.cli import app
+    from slimyq.cli._group import GROUP_HELP, LAZY_GROUPS, load_lazy
+
+    root = typer.main.get_command(app)
+    for name in LAZY_GROUPS:
+        real = load_lazy(name)
+        assert root.commands[name].help == GROUP_HELP[name]
+        assert real.commands, name
+        if name != "enqueue":  # its real group's help is the bulk-file text
+            assert real.help == GROUP_HELP[name]
