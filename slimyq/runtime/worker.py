@@ -357,7 +357,7 @@ class QueueWorker:
             for job in jobs:
                 with self.lock:
                     ran = job.member in self._uncommitted or job.member in self._running
-                if ran or self._begin(job):
+                if ran or (job.member in self._queued and self._begin(job)):
                     outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
         for job, result in outcomes:
             self._end(job, result)

@@ -222,10 +222,9 @@ def test_only_the_queues_own_job_types_are_batched() -> None:
     assert split(jobs, "chat") == (jobs, [])
 
 
-def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
-        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
-    from slimyq.runtime import batch as batch_mod
+def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, Result]]]:
+    """A QueueWorker whose executor methods are called directly; returns it and the outcomes it hands over."""
+    from slimyq.db import connect_url
     from slimyq.runtime.worker import QueueWorker
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
@@ -240,17 +239,24 @@ def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
         def outcome(self, member: str, result: Result) -> Result:
             return result
 
-    from slimyq.db import connect_url
-
     database = connect_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     monkeypatch.setattr(worker, "database", lambda: database)
     worker.completer = Completer()  # type: ignore[assignment]
     worker.commands = Commands()  # type: ignore[assignment]
+    return worker, handed
+
+
+def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
+    from slimyq.runtime import batch as batch_mod
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
     jobs = [_job("a"), _job("b"), _job("c")]
     worker._dispatch(jobs)
     assert worker.busy == 3
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None) -> Any:
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None, **_: Any) -> Any:
         run(jobs[0])  # one job ran (uncommitted), then the batch code fails
         raise RuntimeError("a bug")
 
@@ -260,3 +266,23 @@ def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
     assert sorted(job_id for job_id, _ in handed) == ["a", "b", "c"]
     for _, result in handed:  # nothing counts as done: each is retried without using up an attempt
         assert not result.ok and result.infra and "a bug" in result.error
+
+
+def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job run_batch already skipped (stopping) must not be begun, and its slot freed, again."""
+    from slimyq.runtime import batch as batch_mod
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    jobs = [_job("a"), _job("b"), _job("c")]
+    worker._dispatch(jobs)
+    worker.stop_requested_at = 0.0  # a stop came in: nothing starts any more
+
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None, **_: Any) -> Any:
+        assert run(jobs[0]) is None  # skipped: its slot is free
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_mod, "run_batch", broken)
+    worker._execute_batch(jobs)
+    assert worker.busy == 0 and not worker._queued and not worker._running
+    assert handed == []  # none started: they go back to the queue when the worker exits
