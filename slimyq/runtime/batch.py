@@ -15,9 +15,10 @@ and one turn of the writer lock) instead of one per job. The rules:
   transaction is rolled back whole, the jobs that had succeeded in it are retried the same way,
   and the rest of the batch goes on in a new transaction.
 
-Only jobs of the types declared for the queue are batched: the canary (declared for any queue,
-it sleeps) and a job whose type is unknown run on their own threads as usual, so a batch is
-short database work and the queue's concurrency still means jobs at once for everything else.
+Only jobs of the queue's own types declared ``batchable`` (``@job_type(..., batchable=True)``: the
+database handlers) are batched: a chat job (its OpenAI call must not be repeated by a batch-mate's
+rollback), the audit cleanup (many commits of its own), the canary (it sleeps) and a job whose type
+is unknown run on their own threads as usual, so a batch is short database work.
 
 Opening the transaction can fail (the database is down): the batch then runs job by job, as
 without batching, so each job's failure is classified as usual.
@@ -78,12 +79,12 @@ def abandon(db: Any) -> None:
 
 
 def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
-    """The jobs to run alone and the batch (empty unless at least two jobs share it). The type
-    is read from the job's metadata for this choice only: the allowlist check comes later, in
+    """The jobs to run alone and the batch (empty unless at least two jobs share it): only jobs of
+    the queue's own types declared ``batchable`` are batched. The type is read from the job's metadata for this choice only: the allowlist check comes later, in
     :func:`slimyq.runtime.execute.prepare`, for batched jobs too."""
     from slimyq.jobs import registry
 
-    own = {jt.name for jt in registry.all_types() if jt.queue == queue}
+    own = {jt.name for jt in registry.all_types() if jt.queue == queue and jt.batchable}
     batch: list[ClaimedJob] = []
     alone: list[ClaimedJob] = []
     for job in jobs:

@@ -206,11 +206,14 @@ def test_when_the_transaction_cannot_begin_the_jobs_run_one_by_one(db: Any, monk
     assert _titles(db) == ["a", "b"] and _markers() == {"a", "b"}
 
 
+def _claimed(job_id: str, job_type: str) -> ClaimedJob:
+    return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+
+
 def test_only_the_queues_own_job_types_are_batched() -> None:
     from slimyq.runtime.batch import split
 
-    def claimed(job_id: str, job_type: str) -> ClaimedJob:
-        return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+    claimed = _claimed
 
     jobs = [claimed("a", "create_conversation"), claimed("b", "canary"), claimed("c", "save_message"),
             claimed("d", "no_such_type")]
@@ -220,6 +223,41 @@ def test_only_the_queues_own_job_types_are_batched() -> None:
     # One batchable job is no batch; another queue's types are not this queue's.
     assert split(jobs[:2], "database") == (jobs[:2], [])
     assert split(jobs, "chat") == (jobs, [])
+
+
+def _team_write(p: Any, ctx: JobContext) -> None:
+    """A team's job type that was not declared batch-safe."""
+
+
+def _team_batched(p: Any, ctx: JobContext) -> None:
+    """A team's job type declared batch-safe."""
+
+
+def test_only_job_types_declared_batchable_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat job's OpenAI call, or a team's type that was not declared batch-safe, never shares a
+    transaction a batch-mate's rollback would undo (and so run again)."""
+    from slimyq.jobs import registry
+    from slimyq.jobs.registry import job_type
+    from slimyq.payloads.common import Payload
+    from slimyq.runtime.batch import split
+
+    class Nothing(Payload):
+        pass
+
+    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
+    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    job_type("team_write", queue="database", payload=Nothing)(_team_write)
+    job_type("team_batched", queue="database", payload=Nothing, batchable=True)(_team_batched)
+    batchable = {jt.name for jt in registry.all_types() if jt.batchable}
+    assert batchable == {"create_conversation", "save_message", "update_conversation", "delete_conversation",
+                         "get_conversations", "get_messages", "team_batched"}
+    chat = [_claimed("a", "chat_bot_interaction"), _claimed("b", "chat_bot_interaction")]
+    assert split(chat, "chat") == (chat, [])  # even with batch_transaction on for the chat queue
+    audit = [_claimed("a", "audit_cleanup"), _claimed("b", "log_event")]
+    assert split(audit, "audit") == (audit, [])
+    mixed = [_claimed("a", "team_write"), _claimed("b", "save_message"), _claimed("c", "team_batched")]
+    alone, batch = split(mixed, "database")
+    assert [j.id for j in alone] == ["a"] and [j.id for j in batch] == ["b", "c"]
 
 
 def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, Result]]]:
