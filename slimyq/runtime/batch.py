@@ -40,6 +40,7 @@ log = logging.getLogger("slimyq.worker")
 
 Run = Callable[[ClaimedJob], Result | None]  # None: the job was not started (skipped)
 Guard = Callable[[], contextlib.AbstractContextManager[Any]]  # bounds the commit like a job
+Taken = Callable[[list[ClaimedJob]], list[ClaimedJob]]  # of these, the jobs another worker took over
 
 
 class BatchAborted(Exception):
@@ -94,9 +95,13 @@ def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[Cl
     return alone, batch
 
 
-def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = None) -> list[tuple[ClaimedJob, Result]]:
+def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = None,
+              taken: Taken | None = None) -> list[tuple[ClaimedJob, Result]]:
     """Run ``jobs`` in this thread, in as few transactions as the rules allow; returns every
-    started job's result, to be reported now (their transactions have ended)."""
+    started job's result, to be reported now (their transactions have ended). Before each commit
+    ``taken`` is asked which of the transaction's jobs another worker took over (this worker
+    stalled past ``abandoned_after``): if any, the transaction is rolled back, so a job that runs
+    again elsewhere never has its effect committed here too."""
     from slimyq.jobs.base import write_transaction
 
     out: list[tuple[ClaimedJob, Result]] = []
@@ -133,6 +138,9 @@ def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = N
                 else:
                     out.append((job, result))
                     sp.rollback(begin=False)
+            lost = taken([job for job, _ in pending]) if taken is not None and pending else []
+            if lost:
+                raise BatchAborted(f"{len(lost)} job(s) of the batch were taken over by another worker")
             with guard() if guard is not None else contextlib.nullcontext():
                 tx.__exit__(None, None, None)
         except Exception as exc:

@@ -312,14 +312,19 @@ class QueueWorker:
         return result
 
     def _end(self, job: ClaimedJob, result: Result) -> None:
-        """Hand the outcome to the completer and free the slot."""
+        """Hand the outcome to the completer and free the slot (a job another worker took over
+        while it waited for its batch's commit is that worker's to report: only the slot is freed)."""
         member = job.member
         with self.lock:
             self._running.pop(member, None)
             self._uncommitted.discard(member)
             result = self.commands.outcome(member, result)
             self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
-            self.completer.put(job, result)
+            if member in self._taken:
+                self._taken.discard(member)
+                self.inflight.pop(member, None)
+            else:
+                self.completer.put(job, result)
             self._busy -= 1
             self.lock.notify_all()
 
@@ -346,7 +351,7 @@ class QueueWorker:
                     self._end(job, self._attempt(job))
             return
         try:
-            outcomes = run_batch(db, jobs, run, self._commit_guard)
+            outcomes = run_batch(db, jobs, run, self._commit_guard, self._taken_of)
         except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
             log.exception("a database batch failed; its jobs are retried")
             from slimyq.runtime.batch import abandon, rolled_back
@@ -361,6 +366,11 @@ class QueueWorker:
                     outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
         for job, result in outcomes:
             self._end(job, result)
+
+    def _taken_of(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """The batch's jobs another worker took over (asked before the commit: theirs must not be)."""
+        with self.lock:
+            return [job for job in jobs if job.member in self._taken]
 
     @contextlib.contextmanager
     def _commit_guard(self) -> Iterator[None]:
@@ -441,8 +451,9 @@ class QueueWorker:
         with self.lock:
             # Only what has not ended here: a job that just completed is missing from the started
             # registry for that reason.
-            mine = [m for m in members if m in self._running or m in self._queued]
-            self._taken.update(m for m in mine if m in self._queued)
+            mine = [m for m in members if m in self._running or m in self._queued or m in self._uncommitted]
+            # Not started, or ran in a batch not committed yet: the batch's commit is called off.
+            self._taken.update(m for m in mine if m in self._queued or m in self._uncommitted)
             running = [self._running[m] for m in mine if m in self._running]
         if mine:
             event(log, logging.WARNING, "jobs.taken_over", f"{len(mine)} job(s) were recovered by another worker "

@@ -274,6 +274,8 @@ def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, l
             handed.append((job.id, result))
 
     class Commands:
+        children: dict[str, int] = {}
+
         def outcome(self, member: str, result: Result) -> Result:
             return result
 
@@ -294,7 +296,7 @@ def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
     worker._dispatch(jobs)
     assert worker.busy == 3
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None, **_: Any) -> Any:
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, *_: Any, **__: Any) -> Any:
         run(jobs[0])  # one job ran (uncommitted), then the batch code fails
         raise RuntimeError("a bug")
 
@@ -316,7 +318,7 @@ def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
     worker._dispatch(jobs)
     worker.stop_requested_at = 0.0  # a stop came in: nothing starts any more
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None, **_: Any) -> Any:
+    def broken(db: Any, jobs: list[ClaimedJob], run: Any, *_: Any, **__: Any) -> Any:
         assert run(jobs[0]) is None  # skipped: its slot is free
         raise RuntimeError("a bug")
 
@@ -324,3 +326,28 @@ def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
     worker._execute_batch(jobs)
     assert worker.busy == 0 and not worker._queued and not worker._running
     assert handed == []  # none started: they go back to the queue when the worker exits
+
+
+def test_a_batch_job_taken_over_before_the_commit_is_not_committed_nor_reported_here(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This worker stalled; another recovered job "a", which had run here but was not committed
+    yet: the batch's transaction is called off (the other worker's run is the one that counts)."""
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    database = worker.database()
+    commits = _count_commits(database, monkeypatch)
+    jobs = [_job("a"), _job("b"), _job("c")]
+    worker._dispatch(jobs)
+
+    def attempt(job: ClaimedJob) -> Result:
+        if job.id == "b":  # while b runs, the heartbeat learns a was recovered elsewhere
+            worker.taken_over([jobs[0].member])
+        return Result(ok=True, value=job.id, job_type="save_message")
+
+    monkeypatch.setattr(worker, "_attempt", attempt)
+    worker._execute_batch(jobs)
+    assert commits == []  # nothing of the transaction holding a was committed
+    assert sorted(job_id for job_id, _ in handed) == ["b", "c"]  # a is the other worker's to report
+    for _, result in handed:  # b and c are run again, without using up an attempt
+        assert not result.ok and result.infra
+    assert worker.busy == 0 and not worker._uncommitted and not worker._taken
+    assert set(worker.inflight) == {jobs[1].member, jobs[2].member}  # until the completer writes them
