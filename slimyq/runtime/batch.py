@@ -47,9 +47,10 @@ class BatchAborted(Exception):
     """The batch's transaction is gone (a failed statement of our own, a commit that failed)."""
 
 
-def rolled_back(result: Result, why: str) -> Result:
-    """A job that succeeded in a batch whose transaction did not commit: retried, no attempt used."""
-    return Result(ok=False, error_type=codec.INFRA_ERROR, error=why, infra=True, job_type=result.job_type,
+def rolled_back(result: Result, why: str, error_type: str = codec.BATCH_ROLLED_BACK) -> Result:
+    """A job that succeeded in a batch whose transaction did not commit: retried, no attempt used
+    (``database_unavailable`` only when the database itself failed the commit)."""
+    return Result(ok=False, error_type=error_type, error=why, infra=True, job_type=result.job_type,
                   user=result.user, started=result.started, ended=result.ended or time.time())
 
 
@@ -148,7 +149,10 @@ def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = N
             abandon(db)
             why = f"the batch's transaction was rolled back ({exc}); run again"
             log.warning("a database batch of %d job(s) was rolled back: %s", len(pending), exc)
-            out.extend((job, rolled_back(result, why)) for job, result in pending)
+            from slimyq.runtime.execute import database_unavailable
+
+            kind = codec.INFRA_ERROR if database_unavailable(exc) else codec.BATCH_ROLLED_BACK
+            out.extend((job, rolled_back(result, why, kind)) for job, result in pending)
             if isinstance(exc, _NoSavepoint):
                 out.extend(_one_by_one(rest, run))
                 return out

@@ -248,7 +248,7 @@ def test_only_job_types_declared_batchable_are_batched(monkeypatch: pytest.Monke
     monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
     job_type("team_write", queue="database", payload=Nothing)(_team_write)
     job_type("team_batched", queue="database", payload=Nothing, batchable=True)(_team_batched)
-    batchable = {jt.name for jt in registry.all_types() if jt.batchable}
+    batchable = {jt.name for jt in registry.all_types() if jt.batchable and not jt.func_name.startswith("slimyq_test")}
     assert batchable == {"create_conversation", "save_message", "update_conversation", "delete_conversation",
                          "get_conversations", "get_messages", "team_batched"}
     chat = [_claimed("a", "chat_bot_interaction"), _claimed("b", "chat_bot_interaction")]
