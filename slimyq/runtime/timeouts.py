@@ -10,12 +10,16 @@ restarts its process, so that the job is retried only once the thread is gone.
 from __future__ import annotations
 
 import ctypes
+import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from slimyq.runtime.execute import JobTimeout
+
+log = logging.getLogger("slimyq.worker")
 
 STUCK_AFTER = 5.0  # seconds past the deadline before a thread that ignores JobTimeout is given up
 
@@ -34,6 +38,8 @@ class Watchdog:
         self._tick = tick
         self._lock = threading.Lock()
         self._watches: dict[int, _Watch] = {}
+        self._alarms: dict[int, tuple[float, Callable[[], None]]] = {}  # token -> (when, callback)
+        self._alarm_ids = itertools.count(1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slimyq-watchdog", daemon=True)
 
@@ -69,11 +75,25 @@ class Watchdog:
                 watch.deadline = min(watch.deadline, time.monotonic())
                 watch.exc = exc
 
+    def alarm(self, delay: float, callback: Callable[[], None]) -> int:
+        """Call ``callback`` on the watchdog's thread in about ``delay`` seconds (to its tick);
+        returns a token for :meth:`cancel`."""
+        with self._lock:
+            token = next(self._alarm_ids)
+            self._alarms[token] = (time.monotonic() + delay, callback)
+        return token
+
+    def cancel(self, token: int) -> None:
+        with self._lock:
+            self._alarms.pop(token, None)
+
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
             now = time.monotonic()
             stuck: list[_Watch] = []
             with self._lock:
+                due = [t for t, (when, _) in self._alarms.items() if when <= now]
+                alarms = [self._alarms.pop(t)[1] for t in due]
                 for watch in list(self._watches.values()):
                     if now < watch.deadline:
                         continue
@@ -85,5 +105,10 @@ class Watchdog:
                     elif now > watch.deadline + STUCK_AFTER:
                         del self._watches[watch.thread_id]
                         stuck.append(watch)
+            for callback in alarms:
+                try:
+                    callback()
+                except Exception:  # a bug in the callback must not stop the timeouts
+                    log.exception("a watchdog alarm failed")
             for watch in stuck:
                 watch.on_stuck()

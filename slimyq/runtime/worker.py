@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
+BATCH_BUDGET = 1.0  # seconds a database batch may take (or a tenth of the queue's timeout, if less)
 
 
 class QueueWorker:
@@ -329,9 +330,13 @@ class QueueWorker:
             self.lock.notify_all()
 
     def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
-        """Run a claimed batch in one database transaction (see :mod:`slimyq.runtime.batch`);
-        outcomes are handed over once it has committed (or rolled back)."""
-        from slimyq.runtime.batch import run_batch
+        """Run a claimed batch in as few database transactions as allowed (see
+        :mod:`slimyq.runtime.batch`); each transaction's outcomes are handed over once it has
+        ended. Past the batch's time budget its jobs not started yet go to the other threads."""
+        from slimyq.runtime.batch import Jobs, abandon, rolled_back, run_batch
+
+        batch = Jobs(jobs)
+        ran: set[str] = set()  # run here and not reported yet
 
         def run(job: ClaimedJob) -> Result | None:
             if not self._begin(job):
@@ -340,32 +345,37 @@ class QueueWorker:
             with self.lock:  # ran: no longer stoppable, not done until the commit
                 self._running.pop(job.member, None)
                 self._uncommitted.add(job.member)
+                ran.add(job.member)
             return result
+
+        def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+            for job, result in outcomes:
+                ran.discard(job.member)
+                self._end(job, result)
 
         try:
             db = self.database()
         except Exception as exc:  # the jobs meet the same failure one by one, classified as usual
             log.debug("database not available for a batch: %s", exc)
-            for job in jobs:
-                if self._begin(job):
-                    self._end(job, self._attempt(job))
+            self._give_back(batch.take_rest())
             return
+        alarm = self.watchdog.alarm(min(BATCH_BUDGET, self.qs.timeout / 10), lambda: self._give_back(batch.take_rest()))
         try:
-            outcomes = run_batch(db, jobs, run, self._commit_guard, self._taken_of)
+            run_batch(db, batch, run, self._commit_guard, self._taken_of, report)
         except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
             log.exception("a database batch failed; its jobs are retried")
-            from slimyq.runtime.batch import abandon, rolled_back
-
             abandon(db)
+            self._give_back(batch.take_rest())  # not started: they run on their own
             why = f"worker error in a database batch: {exc!r}"
-            outcomes = []
-            for job in jobs:
-                with self.lock:
-                    ran = job.member in self._uncommitted or job.member in self._running
-                if ran or (job.member in self._queued and self._begin(job)):
-                    outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
-        for job, result in outcomes:
-            self._end(job, result)
+            report([(job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why))
+                    for job in jobs if job.member in ran])
+        finally:
+            self.watchdog.cancel(alarm)
+
+    def _give_back(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs of a batch that were not started: each goes to the next free thread on its own."""
+        for job in jobs:
+            self._todo.put(job)
 
     def _taken_of(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         """The batch's jobs another worker took over (asked before the commit: theirs must not be)."""

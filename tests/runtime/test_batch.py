@@ -274,7 +274,8 @@ def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, l
             handed.append((job.id, result))
 
     class Commands:
-        children: dict[str, int] = {}
+        def __init__(self) -> None:
+            self.children: dict[str, int] = {}
 
         def outcome(self, member: str, result: Result) -> Result:
             return result
@@ -286,26 +287,57 @@ def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, l
     return worker, handed
 
 
+def _claimed_batch(worker: Any, jobs: list[ClaimedJob]) -> None:
+    """Claim ``jobs`` as the fetch loop does; the test runs them as a batch itself."""
+    worker._dispatch(jobs)
+    _todo(worker)
+
+
+def _todo(worker: Any) -> list[ClaimedJob]:
+    """Empty the executor queue: what the worker's threads would take next."""
+    items = []
+    while not worker._todo.empty():
+        items.append(worker._todo.get_nowait())
+    return items
+
+
+def _execute(worker: Any, items: list[ClaimedJob]) -> None:
+    """What an executor thread does with single jobs."""
+    for item in items:
+        if worker._begin(item):
+            worker._end(item, worker._attempt(item))
+
+
+def _ok(job: ClaimedJob) -> Result:
+    return Result(ok=True, value=job.id, job_type="save_message")
+
+
 def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
+    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken;
+    what ran is retried, what did not start runs on its own."""
     from slimyq.runtime import batch as batch_mod
 
     worker, handed = _bare_worker(tmp_path, monkeypatch)
     jobs = [_job("a"), _job("b"), _job("c")]
-    worker._dispatch(jobs)
+    _claimed_batch(worker, jobs)
     assert worker.busy == 3
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, *_: Any, **__: Any) -> Any:
-        run(jobs[0])  # one job ran (uncommitted), then the batch code fails
+    def broken(db: Any, jobs: Any, run: Any, *_: Any, **__: Any) -> Any:
+        run(jobs.next())  # one job ran (uncommitted), then the batch code fails
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(batch_mod, "run_batch", broken)
+    monkeypatch.setattr(worker, "_attempt", _ok)
     worker._execute_batch(jobs)
-    assert worker.busy == 0 and not worker._running and not worker._uncommitted and not worker._queued
-    assert sorted(job_id for job_id, _ in handed) == ["a", "b", "c"]
-    for _, result in handed:  # nothing counts as done: each is retried without using up an attempt
-        assert not result.ok and result.infra and "a bug" in result.error
+    assert [job_id for job_id, _ in handed] == ["a"]  # nothing counts as done: retried, no attempt used
+    assert not handed[0][1].ok and handed[0][1].infra and "a bug" in handed[0][1].error
+    assert not worker._running and not worker._uncommitted and worker.busy == 2
+    rest = _todo(worker)
+    assert [job.id for job in rest] == ["b", "c"]  # each on its own, for the next free thread
+    _execute(worker, rest)
+    assert worker.busy == 0 and not worker._queued
+    assert [job_id for job_id, r in handed[1:] if r.ok] == ["b", "c"]
 
 
 def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
@@ -315,15 +347,16 @@ def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
 
     worker, handed = _bare_worker(tmp_path, monkeypatch)
     jobs = [_job("a"), _job("b"), _job("c")]
-    worker._dispatch(jobs)
+    _claimed_batch(worker, jobs)
     worker.stop_requested_at = 0.0  # a stop came in: nothing starts any more
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, *_: Any, **__: Any) -> Any:
-        assert run(jobs[0]) is None  # skipped: its slot is free
+    def broken(db: Any, jobs: Any, run: Any, *_: Any, **__: Any) -> Any:
+        assert run(jobs.next()) is None  # skipped: its slot is free
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(batch_mod, "run_batch", broken)
     worker._execute_batch(jobs)
+    _execute(worker, _todo(worker))
     assert worker.busy == 0 and not worker._queued and not worker._running
     assert handed == []  # none started: they go back to the queue when the worker exits
 
@@ -336,7 +369,7 @@ def test_a_batch_job_taken_over_before_the_commit_is_not_committed_nor_reported_
     database = worker.database()
     commits = _count_commits(database, monkeypatch)
     jobs = [_job("a"), _job("b"), _job("c")]
-    worker._dispatch(jobs)
+    _claimed_batch(worker, jobs)
 
     def attempt(job: ClaimedJob) -> Result:
         if job.id == "b":  # while b runs, the heartbeat learns a was recovered elsewhere
@@ -351,3 +384,37 @@ def test_a_batch_job_taken_over_before_the_commit_is_not_committed_nor_reported_
         assert not result.ok and result.infra
     assert worker.busy == 0 and not worker._uncommitted and not worker._taken
     assert set(worker.inflight) == {jobs[1].member, jobs[2].member}  # until the completer writes them
+
+
+def test_each_transaction_is_reported_as_it_ends_and_a_spent_budget_hands_the_rest_back(db: Any) -> None:
+    """Outcomes are reported per transaction, before the next job starts (not at the end of the
+    batch); what is taken back (the budget's alarm does it in the worker) is not run here."""
+    from slimyq.runtime.batch import Jobs
+
+    events: list[str] = []
+    jobs = Jobs([_job(i) for i in "abcde"])
+    handed_back: list[str] = []
+
+    def interrupted(ctx: JobContext) -> Any:
+        raise TimeoutSignal
+
+    def spend_budget(ctx: JobContext) -> Any:
+        handed_back.extend(job.id for job in jobs.take_rest())
+        return _create("d")(ctx)
+
+    runner = Runner(db, {"a": _create("a"), "b": interrupted, "c": spend_budget, "d": _create("x"),
+                         "e": _create("x")})
+
+    def run(job: ClaimedJob) -> Result | None:
+        events.append(f"run {job.id}")
+        return runner(job)
+
+    def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+        events.append("report " + " ".join(f"{job.id}:{'ok' if r.ok else r.error_type}" for job, r in outcomes))
+        assert not db.in_transaction()  # reported once its transaction has ended
+
+    assert run_batch(db, jobs, run, report=report) == []
+    assert events == ["run a", "run b", "report b:timeout a:batch_rolled_back", "run c", "report c:ok"]
+    assert handed_back == ["d", "e"]
+    _no_transaction_left(db)
+    assert _titles(db) == ["d"] and _markers() == {"c"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from harness import Env, WorkerProc, attempts, conversation_rows, conversations, enqueue, leftovers, tally
+from harness import Env, WorkerProc, at, attempts, conversation_rows, conversations, enqueue, leftovers, tally
 
 
 def _effect_markers(database_url: str) -> int:
@@ -103,3 +103,19 @@ def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_re
     counts = {k.decode(): int(v) for k, v in conn.hgetall("slimyq:counts:database").items()}
     assert counts.get("slow_write:completed") == 6 and counts.get("slow_write:failed") == 1
     assert "slow_write:retried" not in counts  # a batch-mate's rollback is no attempt of its own
+
+
+def test_a_slow_job_does_not_hold_up_its_batch_mates_not_started_yet(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim's first job is slow: once the batch's budget (a tenth of the 10 s timeout) is spent,
+    the jobs it had not started run on the worker's other threads and end while it still runs."""
+    _slow_writes(env, monkeypatch, timeout=10)
+    slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 4}])
+    reads = enqueue(env, "get_conversations", [{"userId": f"u{i}"} for i in range(8)])
+    worker = start("database", "--burst", "--concurrency", "10")
+    assert worker.wait(120) == 0, worker.log()[-3000:]
+    assert tally(conn, slow + reads).finished == 9
+    slow_end = at(attempts(conn, slow[0])[-1]["endedAt"])
+    for job_id in reads:
+        (run,) = attempts(conn, job_id)
+        assert at(run["endedAt"]) < slow_end, (run, slow_end)

@@ -81,3 +81,28 @@ def test_timeouts_landing_at_the_sqlite_writer_lock_leak_nothing(env: Env, conn:
     assert worker.proc.poll() is None
     worker.signal(15)
     assert worker.wait(30) == 0
+
+
+def test_watchdog_alarms_fire_once_on_its_thread_and_a_cancelled_one_never() -> None:
+    import threading
+
+    from slimyq.runtime.timeouts import Watchdog
+
+    dog = Watchdog(tick=0.01)
+    dog.start()
+    try:
+        fired: list[str] = []
+        done = threading.Event()
+
+        def boom() -> None:
+            raise RuntimeError("a bug in an alarm")
+
+        dog.alarm(0.0, boom)  # logged; the watchdog goes on
+        cancelled = dog.alarm(0.05, lambda: fired.append("cancelled"))
+        dog.cancel(cancelled)
+        dog.alarm(0.1, lambda: (fired.append(threading.current_thread().name), done.set()))
+        assert done.wait(30)
+        wait_until(lambda: not dog._alarms, 30, what="alarms forgotten once fired")
+        assert fired == ["slimyq-watchdog"]
+    finally:
+        dog.stop()
