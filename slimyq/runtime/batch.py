@@ -63,8 +63,9 @@ def rolled_back(result: Result, why: str, error_type: str = codec.BATCH_ROLLED_B
 
 
 def interrupted(result: Result) -> bool:
-    """An exception was raised into the thread (timeout, stop): the transaction state is unknown."""
-    return result.error_type == "timeout" or result.stopped
+    """An exception was raised into the thread (timeout, stop): the transaction state is unknown.
+    Judged by whether the watchdog fired, not by the error: a handler may catch it and fail otherwise."""
+    return result.interrupted or result.error_type == "timeout" or result.stopped
 
 
 def abandon(db: Any) -> None:

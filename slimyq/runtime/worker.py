@@ -427,6 +427,7 @@ class QueueWorker:
 
             if release_thread_locks():
                 log.warning("job %s timed out inside a database transaction; rolled back", codec.printable(job.id))
+            result.interrupted = True  # even if the handler caught it and failed otherwise
             if result.error_type == "timeout":
                 result.error = f"job exceeded its timeout of {timeout:g} s"
         if result.infra:

@@ -76,14 +76,17 @@ def _history(database_url: str, job_id: str) -> list[tuple[int, str, str | None]
         db.close()
 
 
+@pytest.mark.parametrize("swallow", [False, True], ids=["timeout", "timeout-caught-by-the-handler"])
 def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_rerun(
-        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], monkeypatch: pytest.MonkeyPatch,
+        swallow: bool) -> None:
     """The real watchdog times out a job inside a batch: the batch-mates that ran before it in the
     same transaction are rolled back and run again, without using up an attempt and labelled as a
-    batch rollback (the database was fine); the job history and the metrics show the rerun."""
+    batch rollback (the database was fine); the job history and the metrics show the rerun. A
+    handler that catches the timeout and fails otherwise interrupts its batch all the same."""
     _slow_writes(env, monkeypatch, timeout=2, attempts=1)
     before = enqueue(env, "slow_write", [{"key": f"b{i}"} for i in range(3)])
-    slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 60}])
+    slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 60, "swallow": swallow}])
     after = enqueue(env, "slow_write", [{"key": f"a{i}"} for i in range(3)])
     worker = start("database", "--burst", "--concurrency", "10")
     assert worker.wait(120) == 0, worker.log()[-3000:]
@@ -91,7 +94,8 @@ def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_re
     t = tally(conn, before + after)
     assert (t.finished, t.failed, t.duplicated) == (6, 0, 0)
     assert tally(conn, slow).failed == 1
-    assert [a["errorType"] for a in attempts(conn, slow[0])] == ["timeout"]
+    error_type = "ValueError" if swallow else "timeout"
+    assert [a["errorType"] for a in attempts(conn, slow[0])] == [error_type]
     rolled = [job_id for job_id in before if len(attempts(conn, job_id)) > 1]
     assert rolled, "no batch-mate was rolled back: " + worker.log()[-3000:]
     for job_id in rolled:
@@ -99,7 +103,7 @@ def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_re
         assert [(a["attempt"], a["outcome"]) for a in runs] == [(1, "retried"), (1, "finished")]
         assert runs[0]["errorType"] == "batch_rolled_back"
         assert _history(env.db_url, job_id) == [(1, "finished", None)]  # the rerun's row, not the rollback's
-    assert _history(env.db_url, slow[0]) == [(1, "failed", "timeout")]
+    assert _history(env.db_url, slow[0]) == [(1, "failed", error_type)]
     counts = {k.decode(): int(v) for k, v in conn.hgetall("slimyq:counts:database").items()}
     assert counts.get("slow_write:completed") == 6 and counts.get("slow_write:failed") == 1
     assert "slow_write:retried" not in counts  # a batch-mate's rollback is no attempt of its own
