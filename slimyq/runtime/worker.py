@@ -79,7 +79,7 @@ class QueueWorker:
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
         self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | None] = queue_mod.Queue()
-        self._running: dict[str, int] = {}  # members whose handler runs right now -> thread ident
+        self._running: dict[str, int] = {}  # members whose handler runs right now -> watch token (0: none yet)
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
         self._uncommitted: set[str] = set()  # ran in a batch whose transaction has not ended yet
@@ -296,7 +296,7 @@ class QueueWorker:
                     self.inflight.pop(member, None)
                 self.lock.notify_all()
             else:
-                self._running[member] = threading.get_ident()
+                self._running[member] = 0
         return not skip
 
     def _attempt(self, job: ClaimedJob) -> Result:
@@ -413,6 +413,9 @@ class QueueWorker:
                                 on_fork=lambda pid: self.commands.children.__setitem__(job.member, pid))
         started = time.time()
         token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
+        with self.lock:  # what a stop-job or a takeover expires: this watch, not the thread's next one
+            if job.member in self._running:
+                self._running[job.member] = token
         try:
             result = execute.run(job, self.queue, self._context, self.max_size)
         except JobTimeout:
@@ -453,7 +456,8 @@ class QueueWorker:
         return list(self._running)
 
     def thread_of(self, member: str) -> int | None:
-        return self._running.get(member)
+        """The watch token of the member's running attempt (None: not running, or not watched yet)."""
+        return self._running.get(member) or None
 
     def taken_over(self, members: list[str]) -> None:
         """The heartbeat found executions we hold recovered by another worker (we lapsed: a stall
@@ -469,8 +473,9 @@ class QueueWorker:
         if mine:
             event(log, logging.WARNING, "jobs.taken_over", f"{len(mine)} job(s) were recovered by another worker "
                   "while this one was stalled; stopping them here", worker=self.name, queue=self.queue, count=len(mine))
-        for ident in running:
-            self.watchdog.expire(ident)
+        for token in running:
+            if token:
+                self.watchdog.expire(token)
         for m in mine:  # --fork: the job's own process
             pid = self.commands.children.get(m)
             if pid is not None:

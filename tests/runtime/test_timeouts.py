@@ -106,3 +106,23 @@ def test_watchdog_alarms_fire_once_on_its_thread_and_a_cancelled_one_never() -> 
         assert fired == ["slimyq-watchdog"]
     finally:
         dog.stop()
+
+
+def test_expiring_an_ended_watch_leaves_the_threads_next_watch_alone() -> None:
+    """A stop-job reads a job's watch token, the job ends and its thread starts the next one (or
+    a batch's commit): the late expire must not hit that."""
+    import time
+
+    from slimyq.runtime.timeouts import Watchdog
+
+    dog = Watchdog()
+    first = dog.watch(60, lambda: None)
+    assert dog.release(first) is False
+    second = dog.watch(60, lambda: None)
+    assert second != first
+    dog.expire(first)  # late: a no-op
+    (watch,) = dog._watches.values()
+    assert watch.token == second and watch.deadline > time.monotonic() + 30
+    dog.expire(second)
+    assert watch.deadline <= time.monotonic()
+    assert dog.release(second) is False  # the watchdog's thread (not started here) never raised
