@@ -4,6 +4,7 @@ ones, and each job's outcome is its own (see test_batch.py for the rules on ever
 from __future__ import annotations
 
 import importlib
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -58,8 +59,14 @@ JOBPKG = Path(__file__).resolve().parents[1] / "jobpkg"
 
 def _slow_writes(env: Env, monkeypatch: pytest.MonkeyPatch, **queue: Any) -> None:
     """The worker and this process know the batchable ``slow_write`` type (tests/jobpkg)."""
+    from slimyq.jobs import registry
+
     monkeypatch.syspath_prepend(str(JOBPKG))
-    importlib.import_module("slimyq_testjobs_batch")
+    registry.all_types()  # slimyq's own types loaded first; the copies below are undone after the test
+    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
+    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    monkeypatch.delitem(sys.modules, "slimyq_testjobs_batch", raising=False)
+    importlib.import_module("slimyq_testjobs_batch")  # declares slow_write into this test's registry
     env.extra.update({"PYTHONPATH": str(JOBPKG), "SLIMYQ_JOBS": "slimyq_testjobs_batch"})
     env.reconfigure(history=True, queues={"database": {"batch_transaction": True, **queue}})
 
