@@ -418,3 +418,40 @@ def test_each_transaction_is_reported_as_it_ends_and_a_spent_budget_hands_the_re
     assert handed_back == ["d", "e"]
     _no_transaction_left(db)
     assert _titles(db) == ["d"] and _markers() == {"c"}
+
+
+def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real watchdog bounds a batch's commit by the queue's timeout, like a job: the commit is
+    interrupted, nothing of the batch stays, each job is retried without using up an attempt."""
+    import time
+
+    from slimyq.config import QueueSettings
+    from slimyq.runtime.timeouts import Watchdog
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    worker.qs = QueueSettings(concurrency=3, timeout=1, batch_transaction=True)
+    worker.watchdog = Watchdog(tick=0.01)
+    worker.watchdog.start()
+    database = worker.database()
+    real = database.commit
+
+    def slow_commit() -> None:
+        while True:  # Python code: the timeout lands here
+            time.sleep(0.01)
+
+    monkeypatch.setattr(database, "commit", slow_commit)
+    monkeypatch.setattr(worker, "_attempt", _ok)
+    jobs = [_job("a"), _job("b")]
+    _claimed_batch(worker, jobs)
+    try:
+        worker._execute_batch(jobs)
+    finally:
+        worker.watchdog.stop()
+    monkeypatch.setattr(database, "commit", real)
+    assert sorted(job_id for job_id, _ in handed) == ["a", "b"]
+    for _, result in handed:
+        assert not result.ok and result.infra and result.error_type == "batch_rolled_back"
+        assert "the commit exceeded 1 s" in result.error
+    assert worker.busy == 0 and not worker._uncommitted and worker.exit_code == 0
+    _no_transaction_left(database)
