@@ -40,7 +40,7 @@ def _owned(conversation_id: str, user_id: str) -> Conversation:
     return conv
 
 
-@job_type("create_conversation", queue="database", payload=CreateConversation,
+@job_type("create_conversation", queue="database", payload=CreateConversation, batchable=True,
           help="Create a conversation for a user.")
 def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any]:
     from slimyq.db.models import Conversation, utcnow
@@ -64,7 +64,7 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "create_conversation", apply)
 
 
-@job_type("save_message", queue="database", payload=SaveMessage,
+@job_type("save_message", queue="database", payload=SaveMessage, batchable=True,
           help="Save a message in a conversation (bumps its updated_at).")
 def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     from slimyq.db.models import Conversation, Message, utcnow
@@ -90,7 +90,7 @@ def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     return once(ctx, "save_message", apply)
 
 
-@job_type("update_conversation", queue="database", payload=UpdateConversation,
+@job_type("update_conversation", queue="database", payload=UpdateConversation, batchable=True,
           help="Rename a conversation.")
 def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any]:
     from slimyq.db.models import Conversation, utcnow
@@ -107,7 +107,7 @@ def update_conversation(p: UpdateConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "update_conversation", apply)
 
 
-@job_type("delete_conversation", queue="database", payload=DeleteConversation,
+@job_type("delete_conversation", queue="database", payload=DeleteConversation, batchable=True,
           help="Delete a conversation and its messages.")
 def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any]:
     """Delete a conversation (messages cascade) and leave a ``conversation_deleted`` audit entry,
@@ -135,7 +135,7 @@ def delete_conversation(p: DeleteConversation, ctx: JobContext) -> dict[str, Any
     return once(ctx, "delete_conversation", apply)
 
 
-@job_type("get_conversations", queue="database", payload=GetConversations,
+@job_type("get_conversations", queue="database", payload=GetConversations, batchable=True,
           help="List a user's conversations, newest first, with message counts.")
 def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, Any]]:
     import peewee
@@ -171,7 +171,7 @@ def get_conversations(p: GetConversations, ctx: JobContext) -> list[dict[str, An
     ]
 
 
-@job_type("get_messages", queue="database", payload=GetMessages,
+@job_type("get_messages", queue="database", payload=GetMessages, batchable=True,
           help="List a conversation's messages, oldest first.")
 def get_messages(p: GetMessages, ctx: JobContext) -> list[dict[str, Any]]:
     from slimyq.db.models import Message

@@ -51,6 +51,7 @@ class JobType:
     positional: str | None = None  # a field given as the command's argument (chat prompt)
     help: str = ""
     rate_limited: bool = False  # counted against the per-user limit at enqueue (slimyq.ratelimit)
+    batchable: bool = False  # short database work only: may share a batch transaction (slimyq.runtime.batch)
 
     @property
     def cli_name(self) -> str:
@@ -74,6 +75,7 @@ def job_type(
     help: str = "",
     positional: str | None = None,
     rate_limited: bool = False,
+    batchable: bool = False,
 ) -> Callable[[F], F]:
     """Declare the decorated handler as job type ``name`` on ``queue`` (``"*"``: any queue).
 
@@ -82,7 +84,9 @@ def job_type(
     also callable the way a plain RQ worker calls a job (``handler(**fields)``), through the same
     allowlist and validation. ``help`` is the ``slimyq enqueue <type> --help`` text; ``positional``
     names a field given as the command's argument; ``rate_limited`` counts the job against its
-    user's rate limit (the payload's ``user_id``) at enqueue.
+    user's rate limit (the payload's ``user_id``) at enqueue; ``batchable`` lets the job share its
+    claim's database transaction on a queue with ``batch_transaction`` (only for short work whose
+    every effect is database writes through ``ctx.db``: a rolled-back batch runs it again).
     """
     if not _NAME.match(name):
         raise ConfigError(f"job type {name!r}: use 1-64 of a-z 0-9 _, starting with a letter")
@@ -99,7 +103,7 @@ def job_type(
         if "<" in func_name:
             raise ConfigError(f"job type {name!r}: the handler must be a module-level function, not {func_name}")
         summary = help or " ".join((handler.__doc__ or "").strip().split("\n\n")[0].split())
-        register(JobType(name, queue, func_name, payload, positional, summary, rate_limited))
+        register(JobType(name, queue, func_name, payload, positional, summary, rate_limited, batchable))
         return entry  # type: ignore[return-value]
 
     return decorate

@@ -7,7 +7,12 @@ and one turn of the writer lock) instead of one per job. The rules:
 * a job that fails rolls back its own savepoint only: its writes and its effect-once marker are
   gone, the other jobs of the batch are unaffected;
 * outcomes are reported (handed to the completer, then Redis) only after the commit, so no job
-  counts as done before its effects are durable;
+  counts as done before its effects are durable; each transaction's outcomes at once, not at the
+  end of the batch;
+* a batch has a time budget (the worker's: ``min(1 s, timeout / 10)``): once it is spent, the jobs
+  not started yet are handed to the queue's other threads one by one (so one slow job holds up
+  no more than the jobs that ran before it in its transaction, and the queue's concurrency still
+  means jobs at once) and the running transaction commits as soon as its current job ends;
 * if the commit fails, no job of the batch is done: every job that succeeded gets a retry that
   does not use up an attempt (its effects and its effect-once marker were rolled back together,
   so the retry runs for real and exactly once);
@@ -15,9 +20,10 @@ and one turn of the writer lock) instead of one per job. The rules:
   transaction is rolled back whole, the jobs that had succeeded in it are retried the same way,
   and the rest of the batch goes on in a new transaction.
 
-Only jobs of the types declared for the queue are batched: the canary (declared for any queue,
-it sleeps) and a job whose type is unknown run on their own threads as usual, so a batch is
-short database work and the queue's concurrency still means jobs at once for everything else.
+Only jobs of the queue's own types declared ``batchable`` (``@job_type(..., batchable=True)``: the
+database handlers) are batched: a chat job (its OpenAI call must not be repeated by a batch-mate's
+rollback), the audit cleanup (many commits of its own), the canary (it sleeps) and a job whose type
+is unknown run on their own threads as usual, so a batch is short database work.
 
 Opening the transaction can fail (the database is down): the batch then runs job by job, as
 without batching, so each job's failure is classified as usual.
@@ -25,10 +31,12 @@ without batching, so each job's failure is classified as usual.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from slimyq.runtime import codec
@@ -39,21 +47,25 @@ log = logging.getLogger("slimyq.worker")
 
 Run = Callable[[ClaimedJob], Result | None]  # None: the job was not started (skipped)
 Guard = Callable[[], contextlib.AbstractContextManager[Any]]  # bounds the commit like a job
+Taken = Callable[[list[ClaimedJob]], list[ClaimedJob]]  # of these, the jobs another worker took over
+Report = Callable[[list[tuple[ClaimedJob, Result]]], None]  # a transaction's outcomes, once it has ended
 
 
 class BatchAborted(Exception):
     """The batch's transaction is gone (a failed statement of our own, a commit that failed)."""
 
 
-def rolled_back(result: Result, why: str) -> Result:
-    """A job that succeeded in a batch whose transaction did not commit: retried, no attempt used."""
-    return Result(ok=False, error_type=codec.INFRA_ERROR, error=why, infra=True, job_type=result.job_type,
+def rolled_back(result: Result, why: str, error_type: str = codec.BATCH_ROLLED_BACK) -> Result:
+    """A job that succeeded in a batch whose transaction did not commit: retried, no attempt used
+    (``database_unavailable`` only when the database itself failed the commit)."""
+    return Result(ok=False, error_type=error_type, error=why, infra=True, job_type=result.job_type,
                   user=result.user, started=result.started, ended=result.ended or time.time())
 
 
 def interrupted(result: Result) -> bool:
-    """An exception was raised into the thread (timeout, stop): the transaction state is unknown."""
-    return result.error_type == "timeout" or result.stopped
+    """An exception was raised into the thread (timeout, stop): the transaction state is unknown.
+    Judged by whether the watchdog fired, not by the error: a handler may catch it and fail otherwise."""
+    return result.interrupted or result.error_type == "timeout" or result.stopped
 
 
 def abandon(db: Any) -> None:
@@ -78,12 +90,13 @@ def abandon(db: Any) -> None:
 
 
 def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
-    """The jobs to run alone and the batch (empty unless at least two jobs share it). The type
-    is read from the job's metadata for this choice only: the allowlist check comes later, in
+    """The jobs to run alone and the batch (empty unless at least two jobs share it): only jobs of
+    the queue's own types declared ``batchable`` are batched. The type is read from the job's
+    metadata for this choice only: the allowlist check comes later, in
     :func:`slimyq.runtime.execute.prepare`, for batched jobs too."""
     from slimyq.jobs import registry
 
-    own = {jt.name for jt in registry.all_types() if jt.queue == queue}
+    own = {jt.name for jt in registry.all_types() if jt.queue == queue and jt.batchable}
     batch: list[ClaimedJob] = []
     alone: list[ClaimedJob] = []
     for job in jobs:
@@ -93,45 +106,82 @@ def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[Cl
     return alone, batch
 
 
-def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = None) -> list[tuple[ClaimedJob, Result]]:
-    """Run ``jobs`` in this thread, in as few transactions as the rules allow; returns every
-    started job's result, to be reported now (their transactions have ended)."""
+class Jobs:
+    """A claimed batch's jobs not started yet. The batch's thread takes them one at a time; once
+    the batch's time budget is spent, :meth:`take_rest` hands what is left to other threads."""
+
+    def __init__(self, jobs: list[ClaimedJob]) -> None:
+        self._jobs = collections.deque(jobs)
+        self._lock = threading.Lock()
+
+    def next(self) -> ClaimedJob | None:
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def take_rest(self) -> list[ClaimedJob]:
+        with self._lock:
+            rest = list(self._jobs)
+            self._jobs.clear()
+        return rest
+
+
+def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | None = None,
+              taken: Taken | None = None, report: Report | None = None) -> list[tuple[ClaimedJob, Result]]:
+    """Run ``jobs`` in this thread, in as few transactions as the rules allow. Each transaction's
+    outcomes go to ``report`` as soon as it has ended (committed or rolled back); without
+    ``report`` they are all returned at the end. Before each commit ``taken`` is asked which of
+    the transaction's jobs another worker took over (this worker stalled past
+    ``abandoned_after``): if any, the transaction is rolled back, so a job that runs again
+    elsewhere never has its effect committed here too."""
     from slimyq.jobs.base import write_transaction
 
+    queue = jobs if isinstance(jobs, Jobs) else Jobs(jobs)
     out: list[tuple[ClaimedJob, Result]] = []
-    rest = list(jobs)
-    while rest:
-        pending: list[tuple[ClaimedJob, Result]] = []
+
+    def emit(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+        if report is None:
+            out.extend(outcomes)
+        elif outcomes:
+            report(outcomes)
+
+    job = queue.next()
+    while job is not None:
+        ended: list[tuple[ClaimedJob, Result]] = []  # not committed: reported whatever the commit does
+        pending: list[tuple[ClaimedJob, Result]] = []  # succeeded: done only once committed
         try:
             tx = write_transaction(db)
             tx.__enter__()
         except Exception as exc:
             log.debug("could not open a batch transaction (%s); running the rest job by job", exc)
             abandon(db)
-            out.extend(_one_by_one(rest, run))
+            _one_by_one(job, queue, run, emit)
             return out
+        unstarted: ClaimedJob | None = None
         try:
-            while rest:
+            while job is not None:
                 sp = db.savepoint()
                 try:
                     sp.__enter__()
                 except Exception as exc:  # the job has not run: it goes on job by job
+                    unstarted = job
                     raise _NoSavepoint(str(exc)) from exc
-                job = rest.pop(0)
                 result = run(job)
                 if result is None:
                     sp.rollback(begin=False)
-                    continue
-                if interrupted(result):
-                    out.append((job, result))
+                elif interrupted(result):
+                    ended.append((job, result))
                     raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
                                        f"({result.error_type})")
-                if result.ok:
+                elif result.ok:
                     pending.append((job, result))
                     sp.commit(begin=False)
                 else:
-                    out.append((job, result))
+                    ended.append((job, result))
                     sp.rollback(begin=False)
+                job = queue.next()
+            lost = taken([j for j, _ in pending]) if taken is not None and pending else []
+            if lost:
+                raise BatchAborted(f"{len(lost)} job(s) of the batch were taken over by another worker")
             with guard() if guard is not None else contextlib.nullcontext():
                 tx.__exit__(None, None, None)
         except Exception as exc:
@@ -139,12 +189,16 @@ def run_batch(db: Any, jobs: list[ClaimedJob], run: Run, guard: Guard | None = N
             abandon(db)
             why = f"the batch's transaction was rolled back ({exc}); run again"
             log.warning("a database batch of %d job(s) was rolled back: %s", len(pending), exc)
-            out.extend((job, rolled_back(result, why)) for job, result in pending)
-            if isinstance(exc, _NoSavepoint):
-                out.extend(_one_by_one(rest, run))
+            from slimyq.runtime.execute import database_unavailable
+
+            kind = codec.INFRA_ERROR if database_unavailable(exc) else codec.BATCH_ROLLED_BACK
+            emit(ended + [(j, rolled_back(r, why, kind)) for j, r in pending])
+            if unstarted is not None:
+                _one_by_one(unstarted, queue, run, emit)
                 return out
+            job = queue.next()
             continue
-        out.extend(pending)
+        emit(ended + pending)
     return out
 
 
@@ -152,8 +206,11 @@ class _NoSavepoint(BatchAborted):
     """A savepoint could not be set: the connection is not usable for batching."""
 
 
-def _one_by_one(jobs: list[ClaimedJob], run: Run) -> Iterator[tuple[ClaimedJob, Result]]:
-    for job in jobs:
+def _one_by_one(first: ClaimedJob, queue: Jobs, run: Run, emit: Callable[[list[tuple[ClaimedJob, Result]]], None]
+                ) -> None:
+    job: ClaimedJob | None = first
+    while job is not None:
         result = run(job)
         if result is not None:
-            yield job, result
+            emit([(job, result)])
+        job = queue.next()

@@ -85,13 +85,13 @@ class Commands:
             targets = [(m, self.w.thread_of(m), self.children.get(m)) for m in members]
         if not members:
             log.info("stop-job %s: not running here, ignored", job_id)
-        for member, ident, pid in targets:
+        for member, token, pid in targets:
             log.warning("stopping job %s on request", member.rpartition(":")[0])
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            elif ident is not None:
-                self.w.watchdog.expire(ident, JobStopped)
+            elif token is not None:
+                self.w.watchdog.expire(token, JobStopped)
         return members
 
     def outcome(self, member: str, result: Result) -> Result:

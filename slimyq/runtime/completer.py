@@ -125,7 +125,8 @@ class Completer:
         """Metrics ride along with a completion at most every STATS_EVERY seconds, summed: a few
         HINCRBYs per interval instead of ten per job. Returns the attempts to count and the
         increments; the caller forgets them once they are written."""
-        pending = self._pending_stats + [c.ended for c in completions]
+        # A batch-mate's rollback is no attempt of the job's own: its rerun is what counts.
+        pending = self._pending_stats + [c.ended for c in completions if c.counted]
         if not (pending or ops.pending()) or not (flush or now >= self._stats_due):
             return pending, []
         stats = increments(self.w.queue, pending, now) + ops.drain(self.w.queue)  # issue 20: db/OpenAI sums
@@ -210,7 +211,7 @@ class Completer:
         from slimyq.history.recorder import RunRow
 
         for (job, result), c, flag in zip(batch, completions, applied, strict=False):
-            if not int(flag):
+            if not int(flag) or c.rerun:  # a rerun keeps its attempt number: its row is the rerun's
                 continue
             self.history.record(RunRow(
                 job_id=codec.printable(job.id), queue=self.w.queue, job_type=result.job_type, attempt=c.attempt,

@@ -42,6 +42,7 @@ class Result:
     permanent: bool = False
     infra: bool = False  # the database was unreachable: not the job's fault, no attempt used up
     stopped: bool = False  # stopped on request (RQ's stop-job command): never retried
+    interrupted: bool = False  # the watchdog raised into the thread (a timeout, a stop), whatever it then raised
     retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None

@@ -26,6 +26,8 @@ class Completion:
     ended: Ended
     label: str  # finished | failed | retried | refused | stopped: the attempt's outcome, as recorded
     attempt: int  # the attempt's number (1 for the first run)
+    rerun: bool = False  # retried without using up an attempt: the same attempt runs again (no history row)
+    counted: bool = True  # an attempt of its own in the metrics (not a batch-mate's rollback)
 
 
 def _iso(ts: float) -> str:
@@ -56,7 +58,7 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
     retries_left = job.retries_left(qs.attempts - 1)
     delay = 0.0
     earlier = job.attempts
-    infra_tries = sum(_tries(a) for a in earlier if a.get("errorType") == codec.INFRA_ERROR)
+    infra_tries = sum(_tries(a) for a in earlier if a.get("errorType") in codec.RERUN_ERRORS)
     infra = result.infra and not result.ok and infra_tries < INFRA_RETRIES
     if infra:
         # Not the job's fault: run it again later without using up one of its attempts.
@@ -113,7 +115,8 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         codec.rq_time(result.started),
         codec.rq_time(result.ended or result.started),
     ]
-    return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt)
+    return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt, rerun=infra,
+                      counted=not (infra and result.error_type == codec.BATCH_ROLLED_BACK))
 
 
 def _tries(record: dict[str, Any]) -> int:

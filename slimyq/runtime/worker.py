@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
+BATCH_BUDGET = 1.0  # seconds a database batch may take (or a tenth of the queue's timeout, if less)
 
 
 class QueueWorker:
@@ -78,7 +79,7 @@ class QueueWorker:
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
         self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | None] = queue_mod.Queue()
-        self._running: dict[str, int] = {}  # members whose handler runs right now -> thread ident
+        self._running: dict[str, int] = {}  # members whose handler runs right now -> watch token (0: none yet)
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
         self._uncommitted: set[str] = set()  # ran in a batch whose transaction has not ended yet
@@ -295,7 +296,7 @@ class QueueWorker:
                     self.inflight.pop(member, None)
                 self.lock.notify_all()
             else:
-                self._running[member] = threading.get_ident()
+                self._running[member] = 0
         return not skip
 
     def _attempt(self, job: ClaimedJob) -> Result:
@@ -312,21 +313,30 @@ class QueueWorker:
         return result
 
     def _end(self, job: ClaimedJob, result: Result) -> None:
-        """Hand the outcome to the completer and free the slot."""
+        """Hand the outcome to the completer and free the slot (a job another worker took over
+        while it waited for its batch's commit is that worker's to report: only the slot is freed)."""
         member = job.member
         with self.lock:
             self._running.pop(member, None)
             self._uncommitted.discard(member)
             result = self.commands.outcome(member, result)
             self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
-            self.completer.put(job, result)
+            if member in self._taken:
+                self._taken.discard(member)
+                self.inflight.pop(member, None)
+            else:
+                self.completer.put(job, result)
             self._busy -= 1
             self.lock.notify_all()
 
     def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
-        """Run a claimed batch in one database transaction (see :mod:`slimyq.runtime.batch`);
-        outcomes are handed over once it has committed (or rolled back)."""
-        from slimyq.runtime.batch import run_batch
+        """Run a claimed batch in as few database transactions as allowed (see
+        :mod:`slimyq.runtime.batch`); each transaction's outcomes are handed over once it has
+        ended. Past the batch's time budget its jobs not started yet go to the other threads."""
+        from slimyq.runtime.batch import Jobs, abandon, rolled_back, run_batch
+
+        batch = Jobs(jobs)
+        ran: set[str] = set()  # run here and not reported yet
 
         def run(job: ClaimedJob) -> Result | None:
             if not self._begin(job):
@@ -335,32 +345,42 @@ class QueueWorker:
             with self.lock:  # ran: no longer stoppable, not done until the commit
                 self._running.pop(job.member, None)
                 self._uncommitted.add(job.member)
+                ran.add(job.member)
             return result
+
+        def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+            for job, result in outcomes:
+                ran.discard(job.member)
+                self._end(job, result)
 
         try:
             db = self.database()
         except Exception as exc:  # the jobs meet the same failure one by one, classified as usual
             log.debug("database not available for a batch: %s", exc)
-            for job in jobs:
-                if self._begin(job):
-                    self._end(job, self._attempt(job))
+            self._give_back(batch.take_rest())
             return
+        alarm = self.watchdog.alarm(min(BATCH_BUDGET, self.qs.timeout / 10), lambda: self._give_back(batch.take_rest()))
         try:
-            outcomes = run_batch(db, jobs, run, self._commit_guard)
+            run_batch(db, batch, run, self._commit_guard, self._taken_of, report)
         except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
             log.exception("a database batch failed; its jobs are retried")
-            from slimyq.runtime.batch import abandon, rolled_back
-
             abandon(db)
+            self._give_back(batch.take_rest())  # not started: they run on their own
             why = f"worker error in a database batch: {exc!r}"
-            outcomes = []
-            for job in jobs:
-                with self.lock:
-                    ran = job.member in self._uncommitted or job.member in self._running
-                if ran or self._begin(job):
-                    outcomes.append((job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why)))
-        for job, result in outcomes:
-            self._end(job, result)
+            report([(job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why))
+                    for job in jobs if job.member in ran])
+        finally:
+            self.watchdog.cancel(alarm)
+
+    def _give_back(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs of a batch that were not started: each goes to the next free thread on its own."""
+        for job in jobs:
+            self._todo.put(job)
+
+    def _taken_of(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+        """The batch's jobs another worker took over (asked before the commit: theirs must not be)."""
+        with self.lock:
+            return [job for job in jobs if job.member in self._taken]
 
     @contextlib.contextmanager
     def _commit_guard(self) -> Iterator[None]:
@@ -393,6 +413,9 @@ class QueueWorker:
                                 on_fork=lambda pid: self.commands.children.__setitem__(job.member, pid))
         started = time.time()
         token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
+        with self.lock:  # what a stop-job or a takeover expires: this watch, not the thread's next one
+            if job.member in self._running:
+                self._running[job.member] = token
         try:
             result = execute.run(job, self.queue, self._context, self.max_size)
         except JobTimeout:
@@ -407,6 +430,7 @@ class QueueWorker:
 
             if release_thread_locks():
                 log.warning("job %s timed out inside a database transaction; rolled back", codec.printable(job.id))
+            result.interrupted = True  # even if the handler caught it and failed otherwise
             if result.error_type == "timeout":
                 result.error = f"job exceeded its timeout of {timeout:g} s"
         if result.infra:
@@ -432,7 +456,8 @@ class QueueWorker:
         return list(self._running)
 
     def thread_of(self, member: str) -> int | None:
-        return self._running.get(member)
+        """The watch token of the member's running attempt (None: not running, or not watched yet)."""
+        return self._running.get(member) or None
 
     def taken_over(self, members: list[str]) -> None:
         """The heartbeat found executions we hold recovered by another worker (we lapsed: a stall
@@ -441,14 +466,16 @@ class QueueWorker:
         with self.lock:
             # Only what has not ended here: a job that just completed is missing from the started
             # registry for that reason.
-            mine = [m for m in members if m in self._running or m in self._queued]
-            self._taken.update(m for m in mine if m in self._queued)
+            mine = [m for m in members if m in self._running or m in self._queued or m in self._uncommitted]
+            # Not started, or ran in a batch not committed yet: the batch's commit is called off.
+            self._taken.update(m for m in mine if m in self._queued or m in self._uncommitted)
             running = [self._running[m] for m in mine if m in self._running]
         if mine:
             event(log, logging.WARNING, "jobs.taken_over", f"{len(mine)} job(s) were recovered by another worker "
                   "while this one was stalled; stopping them here", worker=self.name, queue=self.queue, count=len(mine))
-        for ident in running:
-            self.watchdog.expire(ident)
+        for token in running:
+            if token:
+                self.watchdog.expire(token)
         for m in mine:  # --fork: the job's own process
             pid = self.commands.children.get(m)
             if pid is not None:

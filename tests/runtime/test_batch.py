@@ -206,11 +206,14 @@ def test_when_the_transaction_cannot_begin_the_jobs_run_one_by_one(db: Any, monk
     assert _titles(db) == ["a", "b"] and _markers() == {"a", "b"}
 
 
+def _claimed(job_id: str, job_type: str) -> ClaimedJob:
+    return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+
+
 def test_only_the_queues_own_job_types_are_batched() -> None:
     from slimyq.runtime.batch import split
 
-    def claimed(job_id: str, job_type: str) -> ClaimedJob:
-        return ClaimedJob(job_id, f"e-{job_id}", {"meta": f'{{"type":"{job_type}"}}'.encode()})
+    claimed = _claimed
 
     jobs = [claimed("a", "create_conversation"), claimed("b", "canary"), claimed("c", "save_message"),
             claimed("d", "no_such_type")]
@@ -222,10 +225,44 @@ def test_only_the_queues_own_job_types_are_batched() -> None:
     assert split(jobs, "chat") == (jobs, [])
 
 
-def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
-        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken."""
-    from slimyq.runtime import batch as batch_mod
+def _team_write(p: Any, ctx: JobContext) -> None:
+    """A team's job type that was not declared batch-safe."""
+
+
+def _team_batched(p: Any, ctx: JobContext) -> None:
+    """A team's job type declared batch-safe."""
+
+
+def test_only_job_types_declared_batchable_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chat job's OpenAI call, or a team's type that was not declared batch-safe, never shares a
+    transaction a batch-mate's rollback would undo (and so run again)."""
+    from slimyq.jobs import registry
+    from slimyq.jobs.registry import job_type
+    from slimyq.payloads.common import Payload
+    from slimyq.runtime.batch import split
+
+    class Nothing(Payload):
+        pass
+
+    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
+    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    job_type("team_write", queue="database", payload=Nothing)(_team_write)
+    job_type("team_batched", queue="database", payload=Nothing, batchable=True)(_team_batched)
+    batchable = {jt.name for jt in registry.all_types() if jt.batchable and not jt.func_name.startswith("slimyq_test")}
+    assert batchable == {"create_conversation", "save_message", "update_conversation", "delete_conversation",
+                         "get_conversations", "get_messages", "team_batched"}
+    chat = [_claimed("a", "chat_bot_interaction"), _claimed("b", "chat_bot_interaction")]
+    assert split(chat, "chat") == (chat, [])  # even with batch_transaction on for the chat queue
+    audit = [_claimed("a", "audit_cleanup"), _claimed("b", "log_event")]
+    assert split(audit, "audit") == (audit, [])
+    mixed = [_claimed("a", "team_write"), _claimed("b", "save_message"), _claimed("c", "team_batched")]
+    alone, batch = split(mixed, "database")
+    assert [j.id for j in alone] == ["a"] and [j.id for j in batch] == ["b", "c"]
+
+
+def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, Result]]]:
+    """A QueueWorker whose executor methods are called directly; returns it and the outcomes it hands over."""
+    from slimyq.db import connect_url
     from slimyq.runtime.worker import QueueWorker
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
@@ -237,26 +274,184 @@ def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
             handed.append((job.id, result))
 
     class Commands:
+        def __init__(self) -> None:
+            self.children: dict[str, int] = {}
+
         def outcome(self, member: str, result: Result) -> Result:
             return result
-
-    from slimyq.db import connect_url
 
     database = connect_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     monkeypatch.setattr(worker, "database", lambda: database)
     worker.completer = Completer()  # type: ignore[assignment]
     worker.commands = Commands()  # type: ignore[assignment]
-    jobs = [_job("a"), _job("b"), _job("c")]
+    return worker, handed
+
+
+def _claimed_batch(worker: Any, jobs: list[ClaimedJob]) -> None:
+    """Claim ``jobs`` as the fetch loop does; the test runs them as a batch itself."""
     worker._dispatch(jobs)
+    _todo(worker)
+
+
+def _todo(worker: Any) -> list[ClaimedJob]:
+    """Empty the executor queue: what the worker's threads would take next."""
+    items = []
+    while not worker._todo.empty():
+        items.append(worker._todo.get_nowait())
+    return items
+
+
+def _execute(worker: Any, items: list[ClaimedJob]) -> None:
+    """What an executor thread does with single jobs."""
+    for item in items:
+        if worker._begin(item):
+            worker._end(item, worker._attempt(item))
+
+
+def _ok(job: ClaimedJob) -> Result:
+    return Result(ok=True, value=job.id, job_type="save_message")
+
+
+def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's safety net: run_batch raising (a bug, not a job) must not leave slots taken;
+    what ran is retried, what did not start runs on its own."""
+    from slimyq.runtime import batch as batch_mod
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    jobs = [_job("a"), _job("b"), _job("c")]
+    _claimed_batch(worker, jobs)
     assert worker.busy == 3
 
-    def broken(db: Any, jobs: list[ClaimedJob], run: Any, guard: Any = None) -> Any:
-        run(jobs[0])  # one job ran (uncommitted), then the batch code fails
+    def broken(db: Any, jobs: Any, run: Any, *_: Any, **__: Any) -> Any:
+        run(jobs.next())  # one job ran (uncommitted), then the batch code fails
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_mod, "run_batch", broken)
+    monkeypatch.setattr(worker, "_attempt", _ok)
+    worker._execute_batch(jobs)
+    assert [job_id for job_id, _ in handed] == ["a"]  # nothing counts as done: retried, no attempt used
+    assert not handed[0][1].ok and handed[0][1].infra and "a bug" in handed[0][1].error
+    assert not worker._running and not worker._uncommitted and worker.busy == 2
+    rest = _todo(worker)
+    assert [job.id for job in rest] == ["b", "c"]  # each on its own, for the next free thread
+    _execute(worker, rest)
+    assert worker.busy == 0 and not worker._queued
+    assert [job_id for job_id, r in handed[1:] if r.ok] == ["b", "c"]
+
+
+def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job run_batch already skipped (stopping) must not be begun, and its slot freed, again."""
+    from slimyq.runtime import batch as batch_mod
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    jobs = [_job("a"), _job("b"), _job("c")]
+    _claimed_batch(worker, jobs)
+    worker.stop_requested_at = 0.0  # a stop came in: nothing starts any more
+
+    def broken(db: Any, jobs: Any, run: Any, *_: Any, **__: Any) -> Any:
+        assert run(jobs.next()) is None  # skipped: its slot is free
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(batch_mod, "run_batch", broken)
     worker._execute_batch(jobs)
-    assert worker.busy == 0 and not worker._running and not worker._uncommitted and not worker._queued
-    assert sorted(job_id for job_id, _ in handed) == ["a", "b", "c"]
-    for _, result in handed:  # nothing counts as done: each is retried without using up an attempt
-        assert not result.ok and result.infra and "a bug" in result.error
+    _execute(worker, _todo(worker))
+    assert worker.busy == 0 and not worker._queued and not worker._running
+    assert handed == []  # none started: they go back to the queue when the worker exits
+
+
+def test_a_batch_job_taken_over_before_the_commit_is_not_committed_nor_reported_here(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This worker stalled; another recovered job "a", which had run here but was not committed
+    yet: the batch's transaction is called off (the other worker's run is the one that counts)."""
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    database = worker.database()
+    commits = _count_commits(database, monkeypatch)
+    jobs = [_job("a"), _job("b"), _job("c")]
+    _claimed_batch(worker, jobs)
+
+    def attempt(job: ClaimedJob) -> Result:
+        if job.id == "b":  # while b runs, the heartbeat learns a was recovered elsewhere
+            worker.taken_over([jobs[0].member])
+        return Result(ok=True, value=job.id, job_type="save_message")
+
+    monkeypatch.setattr(worker, "_attempt", attempt)
+    worker._execute_batch(jobs)
+    assert commits == []  # nothing of the transaction holding a was committed
+    assert sorted(job_id for job_id, _ in handed) == ["b", "c"]  # a is the other worker's to report
+    for _, result in handed:  # b and c are run again, without using up an attempt
+        assert not result.ok and result.infra
+    assert worker.busy == 0 and not worker._uncommitted and not worker._taken
+    assert set(worker.inflight) == {jobs[1].member, jobs[2].member}  # until the completer writes them
+
+
+def test_each_transaction_is_reported_as_it_ends_and_a_spent_budget_hands_the_rest_back(db: Any) -> None:
+    """Outcomes are reported per transaction, before the next job starts (not at the end of the
+    batch); what is taken back (the budget's alarm does it in the worker) is not run here."""
+    from slimyq.runtime.batch import Jobs
+
+    events: list[str] = []
+    jobs = Jobs([_job(i) for i in "abcde"])
+    handed_back: list[str] = []
+
+    def interrupted(ctx: JobContext) -> Any:
+        raise TimeoutSignal
+
+    def spend_budget(ctx: JobContext) -> Any:
+        handed_back.extend(job.id for job in jobs.take_rest())
+        return _create("d")(ctx)
+
+    runner = Runner(db, {"a": _create("a"), "b": interrupted, "c": spend_budget, "d": _create("x"),
+                         "e": _create("x")})
+
+    def run(job: ClaimedJob) -> Result | None:
+        events.append(f"run {job.id}")
+        return runner(job)
+
+    def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+        events.append("report " + " ".join(f"{job.id}:{'ok' if r.ok else r.error_type}" for job, r in outcomes))
+        assert not db.in_transaction()  # reported once its transaction has ended
+
+    assert run_batch(db, jobs, run, report=report) == []
+    assert events == ["run a", "run b", "report b:timeout a:batch_rolled_back", "run c", "report c:ok"]
+    assert handed_back == ["d", "e"]
+    _no_transaction_left(db)
+    assert _titles(db) == ["d"] and _markers() == {"c"}
+
+
+def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real watchdog bounds a batch's commit by the queue's timeout, like a job: the commit is
+    interrupted, nothing of the batch stays, each job is retried without using up an attempt."""
+    import time
+
+    from slimyq.config import QueueSettings
+    from slimyq.runtime.timeouts import Watchdog
+
+    worker, handed = _bare_worker(tmp_path, monkeypatch)
+    worker.qs = QueueSettings(concurrency=3, timeout=1, batch_transaction=True)
+    worker.watchdog = Watchdog(tick=0.01)
+    worker.watchdog.start()
+    database = worker.database()
+    real = database.commit
+
+    def slow_commit() -> None:
+        while True:  # Python code: the timeout lands here
+            time.sleep(0.01)
+
+    monkeypatch.setattr(database, "commit", slow_commit)
+    monkeypatch.setattr(worker, "_attempt", _ok)
+    jobs = [_job("a"), _job("b")]
+    _claimed_batch(worker, jobs)
+    try:
+        worker._execute_batch(jobs)
+    finally:
+        worker.watchdog.stop()
+    monkeypatch.setattr(database, "commit", real)
+    assert sorted(job_id for job_id, _ in handed) == ["a", "b"]
+    for _, result in handed:
+        assert not result.ok and result.infra and result.error_type == "batch_rolled_back"
+        assert "the commit exceeded 1 s" in result.error
+    assert worker.busy == 0 and not worker._uncommitted and worker.exit_code == 0
+    _no_transaction_left(database)

@@ -3,11 +3,16 @@ ones, and each job's outcome is its own (see test_batch.py for the rules on ever
 
 from __future__ import annotations
 
+import importlib
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
-from harness import Env, WorkerProc, attempts, conversation_rows, conversations, enqueue, leftovers, tally
+from harness import Env, WorkerProc, at, attempts, conversation_rows, conversations, enqueue, leftovers, tally
 
 
 def _effect_markers(database_url: str) -> int:
@@ -47,3 +52,82 @@ def test_without_batching_the_same_jobs_end_the_same(env: Env, conn: redis.Redis
     assert worker.wait(120) == 0, worker.log()[-3000:]
     assert tally(conn, ids).finished == 30
     assert conversation_rows(env.db_url) == 30 and _effect_markers(env.db_url) == 30
+
+
+JOBPKG = Path(__file__).resolve().parents[1] / "jobpkg"
+
+
+def _slow_writes(env: Env, monkeypatch: pytest.MonkeyPatch, **queue: Any) -> None:
+    """The worker and this process know the batchable ``slow_write`` type (tests/jobpkg)."""
+    from slimyq.jobs import registry
+
+    monkeypatch.syspath_prepend(str(JOBPKG))
+    registry.all_types()  # slimyq's own types loaded first; the copies below are undone after the test
+    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
+    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    monkeypatch.delitem(sys.modules, "slimyq_testjobs_batch", raising=False)
+    importlib.import_module("slimyq_testjobs_batch")  # declares slow_write into this test's registry
+    env.extra.update({"PYTHONPATH": str(JOBPKG), "SLIMYQ_JOBS": "slimyq_testjobs_batch"})
+    env.reconfigure(history=True, queues={"database": {"batch_transaction": True, **queue}})
+
+
+def _history(database_url: str, job_id: str) -> list[tuple[int, str, str | None]]:
+    from slimyq.db import connect_url
+
+    db = connect_url(database_url)
+    try:
+        rows = db.execute_sql(f"SELECT attempt, state, error_type FROM job_runs WHERE job_id = '{job_id}' "
+                              "ORDER BY attempt").fetchall()
+        return [(int(a), str(s), e) for a, s, e in rows]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["timeout", "timeout-caught-by-the-handler"])
+def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_rerun(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], monkeypatch: pytest.MonkeyPatch,
+        swallow: bool) -> None:
+    """The real watchdog times out a job inside a batch: the batch-mates that ran before it in the
+    same transaction are rolled back and run again, without using up an attempt and labelled as a
+    batch rollback (the database was fine); the job history and the metrics show the rerun. A
+    handler that catches the timeout and fails otherwise interrupts its batch all the same."""
+    _slow_writes(env, monkeypatch, timeout=2, attempts=1)
+    before = enqueue(env, "slow_write", [{"key": f"b{i}"} for i in range(3)])
+    slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 60, "swallow": swallow}])
+    after = enqueue(env, "slow_write", [{"key": f"a{i}"} for i in range(3)])
+    worker = start("database", "--burst", "--concurrency", "10")
+    assert worker.wait(120) == 0, worker.log()[-3000:]
+    assert leftovers(conn) == {}
+    t = tally(conn, before + after)
+    assert (t.finished, t.failed, t.duplicated) == (6, 0, 0)
+    assert tally(conn, slow).failed == 1
+    error_type = "ValueError" if swallow else "timeout"
+    assert [a["errorType"] for a in attempts(conn, slow[0])] == [error_type]
+    rolled = [job_id for job_id in before if len(attempts(conn, job_id)) > 1]
+    assert rolled, "no batch-mate was rolled back: " + worker.log()[-3000:]
+    for job_id in rolled:
+        runs = attempts(conn, job_id)
+        assert [(a["attempt"], a["outcome"]) for a in runs] == [(1, "retried"), (1, "finished")]
+        assert runs[0]["errorType"] == "batch_rolled_back"
+        assert _history(env.db_url, job_id) == [(1, "finished", None)]  # the rerun's row, not the rollback's
+    assert _history(env.db_url, slow[0]) == [(1, "failed", error_type)]
+    counts = {k.decode(): int(v) for k, v in conn.hgetall("slimyq:counts:database").items()}
+    assert counts.get("slow_write:completed") == 6 and counts.get("slow_write:failed") == 1
+    assert "slow_write:retried" not in counts  # a batch-mate's rollback is no attempt of its own
+
+
+def test_a_slow_job_does_not_hold_up_its_batch_mates_not_started_yet(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim's first job is slow: once the batch's budget (1 s: less than a tenth of the timeout)
+    is spent, the jobs it had not started run on the worker's other threads and end while it still
+    runs (before, they waited for it on its thread)."""
+    _slow_writes(env, monkeypatch, timeout=20)
+    slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 8}])
+    reads = enqueue(env, "get_conversations", [{"userId": f"u{i}"} for i in range(8)])
+    worker = start("database", "--burst", "--concurrency", "10")
+    assert worker.wait(120) == 0, worker.log()[-3000:]
+    assert tally(conn, slow + reads).finished == 9
+    slow_end = at(attempts(conn, slow[0])[-1]["endedAt"])
+    for job_id in reads:
+        (run,) = attempts(conn, job_id)
+        assert at(run["endedAt"]) < slow_end, (run, slow_end)

@@ -53,3 +53,20 @@ def test_refusal_reads_nothing_from_the_hash() -> None:
     c = refusal(job, "refused: odd", "w")
     assert c.args[2] == "fail" and c.label == "refused"
     assert json.loads(c.args[5])[0]["error"] == "refused: odd"
+
+
+def test_batch_rollbacks_use_no_attempt_are_not_counted_and_share_the_infra_cap() -> None:
+    rolled = Result(ok=False, error_type="batch_rolled_back", error="rolled back", infra=True,
+                    started=100.0, ended=100.5)
+    job = ClaimedJob("j1", "e", {"retries_left": b"2"})
+    first = decide(job, rolled, QS, "w")
+    assert first.rerun and not first.counted and first.attempt == 1  # no history row, no metrics
+    assert decide(job, INFRA, QS, "w").counted  # an outage's retry is counted as before
+    for _ in range(60):
+        job = _next(job, INFRA)
+    for _ in range(60):
+        job = _next(job, rolled)
+    assert job.retries_left(0) == 2 and job.attempt == 1
+    # 120 reruns of either kind: the normal rules apply again (a real attempt is used).
+    past = decide(job, rolled, QS, "w")
+    assert not past.rerun and past.counted and past.args[2] == "retry" and past.args[7] == 1

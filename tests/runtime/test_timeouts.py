@@ -81,3 +81,48 @@ def test_timeouts_landing_at_the_sqlite_writer_lock_leak_nothing(env: Env, conn:
     assert worker.proc.poll() is None
     worker.signal(15)
     assert worker.wait(30) == 0
+
+
+def test_watchdog_alarms_fire_once_on_its_thread_and_a_cancelled_one_never() -> None:
+    import threading
+
+    from slimyq.runtime.timeouts import Watchdog
+
+    dog = Watchdog(tick=0.01)
+    dog.start()
+    try:
+        fired: list[str] = []
+        done = threading.Event()
+
+        def boom() -> None:
+            raise RuntimeError("a bug in an alarm")
+
+        dog.alarm(0.0, boom)  # logged; the watchdog goes on
+        cancelled = dog.alarm(0.05, lambda: fired.append("cancelled"))
+        dog.cancel(cancelled)
+        dog.alarm(0.1, lambda: (fired.append(threading.current_thread().name), done.set()))
+        assert done.wait(30)
+        wait_until(lambda: not dog._alarms, 30, what="alarms forgotten once fired")
+        assert fired == ["slimyq-watchdog"]
+    finally:
+        dog.stop()
+
+
+def test_expiring_an_ended_watch_leaves_the_threads_next_watch_alone() -> None:
+    """A stop-job reads a job's watch token, the job ends and its thread starts the next one (or
+    a batch's commit): the late expire must not hit that."""
+    import time
+
+    from slimyq.runtime.timeouts import Watchdog
+
+    dog = Watchdog()
+    first = dog.watch(60, lambda: None)
+    assert dog.release(first) is False
+    second = dog.watch(60, lambda: None)
+    assert second != first
+    dog.expire(first)  # late: a no-op
+    (watch,) = dog._watches.values()
+    assert watch.token == second and watch.deadline > time.monotonic() + 30
+    dog.expire(second)
+    assert watch.deadline <= time.monotonic()
+    assert dog.release(second) is False  # the watchdog's thread (not started here) never raised
