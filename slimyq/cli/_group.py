@@ -100,11 +100,16 @@ class SlimyqGroup(TyperGroup):
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
             from slimyq.cli._help import honest
 
-            if name in NEEDS_JOB_TYPES:
-                from slimyq.cli._options import root_app
+            try:
+                if name in NEEDS_JOB_TYPES:
+                    from slimyq.cli._options import root_app
 
-                root_app(ctx).settings  # noqa: B018 - registers the `jobs` setting's modules: their types get commands
-            cmd = load_lazy(name)
+                    root_app(ctx).settings  # noqa: B018 - registers the `jobs` setting's modules: their types get commands
+                cmd = load_lazy(name)
+            except SlimyqError:
+                if not ctx.resilient_parsing:
+                    raise
+                return name, cmd, rest  # shell completion: no completions rather than a traceback
             cmd._slimyq_real = True
             honest(cmd)
             self.commands[name] = cmd

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = """
 import sys
@@ -82,3 +84,14 @@ def test_each_lazy_group_stub_matches_its_real_group() -> None:
         assert real.commands, name
         if name != "enqueue":  # its real group's help is the bulk-file text
             assert real.help == GROUP_HELP[name]
+
+
+def test_shell_completion_is_quiet_when_a_job_module_does_not_import(tmp_path: Path) -> None:
+    env = {**os.environ, "SLIMYQ_DATA_DIR": str(tmp_path), "_SLIMYQ_COMPLETE": "complete_bash",
+           "COMP_WORDS": "slimyq enqueue ", "COMP_CWORD": "2", "NO_COLOR": "1", "COLUMNS": "120"}
+    broken = subprocess.run([sys.executable, "-m", "slimyq"], env={**env, "SLIMYQ_JOBS": "no_such_team_module"},
+                            capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 0 and broken.stderr == "" and broken.stdout.strip() == "", broken.stderr
+    fine = subprocess.run([sys.executable, "-m", "slimyq"], env={**env, "COMP_WORDS": "slimyq enqueue cre"},
+                          capture_output=True, text=True, timeout=60)
+    assert fine.returncode == 0 and "create-conversation" in fine.stdout.split(), fine.stderr
