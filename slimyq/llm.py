@@ -132,7 +132,7 @@ def complete(chat: ChatSettings, system: str, prompt: str) -> str:
 
     from slimyq.obs import llm_metrics
 
-    with llm_metrics.measured(chat) as call:  # issue 20: duration, outcome, tokens (and a span, with tracing)
+    with llm_metrics.measured(chat) as call:  # duration, outcome, tokens (and a span, with tracing)
         try:
             completion = client(chat).chat.completions.create(
                 model=chat.model,

@@ -65,7 +65,7 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str) -> tuple[str, flo
         status="scheduled" if req.run_at else "queued",
         now=now,
     )
-    trace.stamp(mapping, req.queue, job_id)  # issue 20: traceparent into meta, when tracing (else a no-op)
+    trace.stamp(mapping, req.queue, job_id)  # traceparent into meta, when tracing (else a no-op)
     score = req.run_at.timestamp() if req.run_at else 0.0
     return job_id, score, mapping
 

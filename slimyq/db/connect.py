@@ -84,7 +84,7 @@ def connect_url(url: str) -> peewee.Database:
         raise ConfigError(f"database URL {shown} names no database; write it like {example}") from None
     if "passwd" in db.connect_params:  # db_url's spelling, deprecated by PyMySQL
         db.connect_params["password"] = db.connect_params.pop("passwd")
-    instrument.install(db)  # issue 20: query durations, errors and connections (and spans, with tracing)
+    instrument.install(db)  # query durations, errors and connections (and spans, with tracing)
     try:
         db.connect()
     except peewee.ImproperlyConfigured:

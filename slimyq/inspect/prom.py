@@ -76,7 +76,7 @@ class QueueCollector(Collector):
                     buckets.append((_le(bound), running))
                 hist.add_metric([queue, job_type], buckets, as_float(fields.get("sum")))
         yield hist
-        yield from prom_ops.collect(self.conn, self.queues)  # database, OpenAI, rate limit (issue 20)
+        yield from prom_ops.collect(self.conn, self.queues)  # database, OpenAI, rate limit
 
 
 def registry(conn: redis.Redis, settings: Settings, queues: list[str] | None = None) -> CollectorRegistry:

@@ -63,8 +63,9 @@ class JobContext:
 
 
 def rq_callable(handler: Callable[[Any, JobContext], R]) -> Callable[..., R]:
-    """Declare a handler: ``handler(payload, ctx)`` for ``slimyq worker``, and also callable as a
-    plain RQ worker calls a job, ``handler(**payload_fields)`` (see :mod:`slimyq.jobs.rqcall`)."""
+    """The wrapper :func:`slimyq.jobs.registry.job_type` puts around a handler: ``handler(payload,
+    ctx)`` for ``slimyq worker``, and also callable as a plain RQ worker calls a job,
+    ``handler(**payload_fields)`` (see :mod:`slimyq.jobs.rqcall`)."""
 
     @functools.wraps(handler)
     def entry(*args: Any, **kwargs: Any) -> R:

@@ -34,7 +34,7 @@ log = logging.getLogger("slimyq.worker")
 TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
 BATCH = 256
 STATS_EVERY = 0.25  # seconds between metric flushes
-OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums (issue 20)
+OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums
 
 Item = tuple[ClaimedJob, Result]
 
@@ -102,7 +102,7 @@ class Completer:
                 # worker goes quiet, so `slimyq stats` never lags behind an idle worker.
                 first = self._queue.get(timeout=STATS_EVERY if self._pending_stats or ops.pending() else OPS_EVERY)
             except queue_mod.Empty:
-                if self._pending_stats or ops.pending():  # issue 20: database/OpenAI sums ride along too
+                if self._pending_stats or ops.pending():  # database/OpenAI sums ride along too
                     self._write([], flush_stats=True)
                 continue
             closing = first is None
@@ -129,7 +129,7 @@ class Completer:
         pending = self._pending_stats + [c.ended for c in completions if c.counted]
         if not (pending or ops.pending()) or not (flush or now >= self._stats_due):
             return pending, []
-        stats = increments(self.w.queue, pending, now) + ops.drain(self.w.queue)  # issue 20: db/OpenAI sums
+        stats = increments(self.w.queue, pending, now) + ops.drain(self.w.queue)  # db/OpenAI sums
         wkey = keys.worker(self.w.name)
         # As RQ's worker counts them: every attempt that raised is a failed job, retried or not.
         ok = sum(1 for e in pending if e.outcome == "completed")
@@ -174,14 +174,14 @@ class Completer:
                 if w.stopping.is_set() and errors > 50:
                     return  # give up: the jobs stay started and are recovered as abandoned
         if errors:
-            w.redis_back(errors)  # issue 20
+            w.redis_back(errors)
         if stats:
             self._pending_stats = []
             self._stats_due = now + STATS_EVERY
         else:
             self._pending_stats = pending
         self._record(batch, completions, applied)
-        joblog.ended(w.queue, w.name, batch, completions, applied)  # issue 20: attempt end, logged once
+        joblog.ended(w.queue, w.name, batch, completions, applied)  # attempt end, logged once
         parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
         if parents:
             enqueue_dependents(w.conn, parents)

@@ -46,7 +46,7 @@ class JobDatabase:
                     from slimyq.db import open_database
 
                     self._db = open_database(self.settings)
-                    event(log, logging.INFO, "database.connected", "database opened",  # issue 20
+                    event(log, logging.INFO, "database.connected", "database opened",
                           backend=backend_of(self._db))
             finally:
                 self._lock.release()
@@ -60,11 +60,11 @@ class JobDatabase:
             return
         conn = getattr(db._state, "conn", None)
         db._state.reset()
-        event(log, logging.WARNING, "database.reconnect",  # issue 20
+        event(log, logging.WARNING, "database.reconnect",
               "database unavailable: this thread's connection is dropped, the next job reconnects",
               backend=backend_of(db))
         if conn is not None:
             try:
-                db._close(conn)  # issue 20: through the database, so the connection gauge sees it
+                db._close(conn)  # through the database, so the connection gauge sees it
             except Exception as exc:  # the socket is gone already
                 log.debug("closing a dead database connection: %s", exc)

@@ -46,7 +46,7 @@ class Result:
     retry_after: float | None = None
     job_type: str = "unknown"
     user: str | None = None
-    request_id: str | None = None  # the payload's requestId, for the job's log lines (issue 20)
+    request_id: str | None = None  # the payload's requestId, for the job's log lines
     started: float = field(default_factory=time.time)
     ended: float = 0.0
 
@@ -82,12 +82,12 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         max_size: int = MAX_JOB_SIZE) -> Result:
     """Run the job in this thread and describe what happened. Never raises (but JobTimeout)."""
     result = Result(ok=False, job_type=job_type_of(job), user=user_of(job))
-    span = trace.attempt_start(job, queue) if trace.enabled else None  # issue 20: the attempt's span
+    span = trace.attempt_start(job, queue) if trace.enabled else None  # the attempt's span
     try:
         prepared = prepare(job, queue, max_size)
         result.job_type = prepared.job_type.name
         result.user = prepared.user
-        result.request_id = joblog.request_id(prepared.payload)  # issue 20: attempt start, logged once
+        result.request_id = joblog.request_id(prepared.payload)  # attempt start, logged once
         joblog.started(job, queue, result)
         value = prepared.handler(prepared.payload, make_context(job))
         result.ok, result.value = True, value

@@ -173,7 +173,7 @@ class Presence:
                     next_maintenance = now + MAINTENANCE_EVERY
                     recovered = recover_expired(self.conn, self.settings, self.queue)
                     if recovered:
-                        event(log, logging.WARNING, "jobs.recovered",  # issue 20
+                        event(log, logging.WARNING, "jobs.recovered",
                               f"recovered {len(recovered)} abandoned job(s) on {self.queue}", worker=self.name,
                               queue=self.queue, count=len(recovered), job_ids=recovered[:20])
                 if now >= next_trim:
@@ -200,7 +200,7 @@ class Presence:
             record_ttl(self.settings), f"{now:.6f}", len(reg), *reg, *(codec.wire(m) for m in members)])
         if lost:
             self.owner.taken_over([codec.text_id(m) for m in lost])
-        self._report_connections()  # issue 20: the slimyq_db_connections gauge lives in the worker hash
+        self._report_connections()  # the slimyq_db_connections gauge lives in the worker hash
         completer = getattr(self.owner, "completer", None)
         if completer is not None and completer.history_dropped:
             self.conn.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)

@@ -70,7 +70,7 @@ def _child_main(settings: Settings, queue: str, concurrency: int, burst: bool, m
     code = worker.run()
     from slimyq.obs import trace
 
-    trace.shutdown()  # issue 20: export buffered spans before os._exit
+    trace.shutdown()  # export buffered spans before os._exit
     logging.shutdown()
     os._exit(code)
 
@@ -124,7 +124,7 @@ class Supervisor:
         sig = signal.SIGTERM if self.signals == 1 else signal.SIGUSR1
         if self.signals == 1:
             grace = self.settings.worker.shutdown_grace
-            event(log, logging.WARNING, "supervisor.stopping",  # issue 20
+            event(log, logging.WARNING, "supervisor.stopping",
                   f"stopping: finishing running jobs (up to {grace:g}s); signal again to stop at once",
                   signal=signal.Signals(signum).name,
                   grace_s=grace)
@@ -156,7 +156,10 @@ class Supervisor:
         db = open_database(self.settings)  # migrates the SQLite default, checks other schemas
         db.close()
         preload(self.settings, [c.queue for c in self.children])
-        self._log_start()  # issue 20: once Redis and the database passed their checks
+        from slimyq import _startup
+
+        _startup.settled()  # what preload imported too, right before forking: children share it unwalked
+        self._log_start()  # once Redis and the database passed their checks
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for child in self.children:
@@ -195,19 +198,19 @@ class Supervisor:
                 # (it put back the rest itself). The process is gone: they may run again now.
                 retried = recover_stuck(conn, self.settings, child.queue, child.name)
                 if retried:
-                    event(log, logging.WARNING, "jobs.recovered",  # issue 20
+                    event(log, logging.WARNING, "jobs.recovered",
                           f"{len(retried)} stuck job(s) of {child.name} retried after its restart",
                           worker=child.name, queue=child.queue, count=len(retried), why="stuck")
             elif requested or code == EXIT_OK:
                 released = release(conn, self.settings, child.queue, child.name)
                 unregister(conn, child.name, child.queue)
                 if released:
-                    event(log, logging.WARNING, "jobs.released",  # issue 20
+                    event(log, logging.WARNING, "jobs.released",
                           f"put {len(released)} job(s) of {child.name} back on {child.queue}",
                           worker=child.name, queue=child.queue, count=len(released))
             else:
                 retried = recover_dead(conn, self.settings, child.queue, child.name, how)
-                event(log, logging.ERROR, "worker.died",  # issue 20
+                event(log, logging.ERROR, "worker.died",
                       f"worker {child.name} died ({how}); {len(retried)} job(s) retried",
                       worker=child.name, queue=child.queue, how=how, count=len(retried), job_ids=retried[:20])
         except Exception as exc:  # Redis down: the expired-job maintenance recovers them later

@@ -139,7 +139,7 @@ class QueueWorker:
         self.scripts = Scripts(self.conn)
         self.presence = Presence(self.conn, self.settings, self.queue, self.name, self)
         self.presence.register()
-        joblog.bind(self.name, self.queue, self.concurrency, [self.settings.chat.api_key])  # issue 20
+        joblog.bind(self.name, self.queue, self.concurrency, [self.settings.chat.api_key])
         self.watchdog.start()
         for i in range(self.concurrency):
             self._spawn_executor(i)
@@ -152,7 +152,7 @@ class QueueWorker:
             self._fetch_loop()
         finally:
             self._drain()
-        event(log, logging.INFO, "worker.stop", f"worker {self.name} stopped", worker=self.name,  # issue 20
+        event(log, logging.INFO, "worker.stop", f"worker {self.name} stopped", worker=self.name,
               queue=self.queue, exit_code=self.exit_code, jobs=self._claimed)
         return self.exit_code
 
@@ -195,7 +195,7 @@ class QueueWorker:
                 else:
                     self.conn.blmove(keys.queue(self.queue), keys.claim_list(self.name), 1, "LEFT", "RIGHT")
                 if errors:
-                    self.redis_back(errors)  # issue 20: the reconnect is an event
+                    self.redis_back(errors)  # the reconnect is an event
                 errors = 0
             except redis.RedisError as exc:
                 # The claim may have run on the server with its reply lost (the connection broke,

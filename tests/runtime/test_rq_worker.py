@@ -35,7 +35,7 @@ def _fetch(conn: redis.Redis, job_id: str) -> Job:
 
 def test_every_registered_handler_is_rq_callable() -> None:
     for jt in registry.all_types():
-        assert hasattr(jt.handler(), "__wrapped__"), f"{jt.func_name} is not declared with @rq_callable"
+        assert hasattr(jt.handler(), "__wrapped__"), f"{jt.func_name} is not declared with @job_type"
 
 
 def test_plain_rq_worker_runs_slimyq_jobs_like_slimyq(env: Env, conn: redis.Redis,
