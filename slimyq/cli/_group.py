@@ -151,7 +151,7 @@ class SlimyqGroup(TyperGroup):
 def usage_message(exc: ClickException) -> str:
     """Click's message on one line, naming the option and how to get help (``see slimyq X --help``)."""
     message = " ".join(exc.format_message().split())
-    message = re.sub(r"^Invalid value for '([^']+)': ", r"\1: ", message).rstrip(".")
+    message = re.sub(r"^Invalid value for '([^']+)'(?: / '[^']+')*: (?:Value error, )?", r"\1: ", message).rstrip(".")
     extra = re.match(r"Got unexpected extra argument\S* \(([^ )]+)", message)
     if extra and extra.group(1).lower() in {"true", "false", "yes", "no", "on", "off", "1", "0"}:
         message += " (flags such as --json take no value)"

@@ -67,6 +67,8 @@ def test_stats_in_a_pipe_is_plain_columns(env: dict[str, str]) -> None:
     ("slimyq stats --bogus", r"error: No such option: --bogus.*; see `slimyq stats --help`"),
     ("slimyq history prune", r"error: Missing option '--days'; see `slimyq history prune --help`"),
     ("slimyq nosuch", r"error: No such command 'nosuch' \(one of: worker, .*\); see `slimyq --help`"),
+    ("slimyq config show --format bogus",
+     r"error: --format: 'bogus' is not one of 'table', 'json', 'ndjson', 'csv'; see `slimyq config show --help`"),
     ("slimyq stats --json true", r"error: 'true' is not a queue: flags such as --json take no value .*"),
     ("slimyq workers --json true", r"error: Got unexpected extra argument.*\(flags such as --json take no value\).*"),
 ])
