@@ -304,20 +304,26 @@ def test_resuming_over_lines_already_sent_enqueues_nothing_twice(tmp_path, r):
     assert r.llen(keys.queue("database")) == 30
 
 
-def test_an_error_mid_run_reports_the_uncertain_chunk(cli, r, tmp_path, monkeypatch):
-    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(1200)])
+def fail_second_chunk(monkeypatch, exc):
+    """``bulk.enqueue_many`` raising ``exc`` on its second call (a run's second chunk); returns the real one."""
     real = bulk.enqueue_many
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            import redis
-
-            raise redis.ConnectionError("Connection closed by server.")
+            raise exc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bulk, "enqueue_many", flaky)
+    return real
+
+
+def test_an_error_mid_run_reports_the_uncertain_chunk(cli, r, tmp_path, monkeypatch):
+    import redis
+
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(1200)])
+    real = fail_second_chunk(monkeypatch, redis.ConnectionError("Connection closed by server."))
     result = cli("enqueue", "--file", str(path))
     assert result.exit_code == 1 and result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -346,16 +352,7 @@ def test_a_refusal_mid_run_keeps_its_exit_code(cli, r, tmp_path, monkeypatch):
     from slimyq.errors import RateLimited
 
     path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(700)])
-    real = bulk.enqueue_many
-    calls = {"n": 0}
-
-    def refusing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RateLimited(12)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bulk, "enqueue_many", refusing)
+    fail_second_chunk(monkeypatch, RateLimited(12))
     result = cli("enqueue", "--file", str(path))
     assert result.exit_code == 75
     [line] = result.stderr.splitlines()
