@@ -26,6 +26,15 @@ ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 WORKER, QUEUES = cluster_mod.FAST_WORKER, cluster_mod.FAST_QUEUES
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The hosts' namespaces, links and addresses have fixed names machine-wide: under
+    pytest-xdist (``--dist loadgroup``) every test here runs on one worker, one after another."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 @pytest.fixture(scope="module")
 def cluster(module_pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster_mod.Cluster]:
     reason = cluster_mod.unavailable()
