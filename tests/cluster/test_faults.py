@@ -11,9 +11,9 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from cluster import FAST_WORKER, Cluster, Host
 from harness import conversation_rows, conversations, dump, wait_done, wait_until, wip_and_claims
@@ -133,8 +133,10 @@ def test_host_frozen_then_resumed(fleet: Cluster, module_pg_url: str) -> None:
 def _clock_of(host: Host) -> tuple[float, float, float]:
     """(real time before, ``time.time()`` of a Python started in ``host`` with the environment of
     its running supervisor, real time after)."""
-    raw = Path(f"/proc/{host.procs[0].pid}/environ").read_bytes()
-    env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    supervisor = psutil.Process(host.procs[0].pid)
+    # Until ``ip netns exec`` has exec'd the worker, the pid shows the environment it was forked with.
+    wait_until(lambda: "slimyq" in supervisor.cmdline(), 30, 0.02, "the worker's supervisor started")
+    env = supervisor.environ()
     before = time.time()
     probe = "import time; print(repr(time.time()))"
     done = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, "-c", probe],
