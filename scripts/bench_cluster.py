@@ -7,11 +7,17 @@ then the cost of acknowledging enqueues with Redis WAIT (``redis_wait_replicas``
     python scripts/bench_cluster.py --hosts 1,2 --jobs database --latency 0
 
 Jobs: ``database`` = create-conversation on PostgreSQL behind a proxy adding 2 ms per round trip
-(a job of about 20 ms: see the "job ms" column); ``chat`` = chat-bot-interaction against a local
+(a job of 30-34 ms at one host on the 2-core machine of the README's figures, more as the cores
+fill up: see the "job ms" column); ``chat`` = chat-bot-interaction against a local
 OpenAI-compatible stub answering in 50 ms. Default concurrency (database 10, chat 5) per host.
 The queue is paused while the hosts start, so every host is up when the clock starts. Redis
 commands come from INFO commandstats (minus this script's polling), CPU from /proc (Redis, the
-workers of every namespace, the machine as a whole).
+workers of every namespace, the machine as a whole). "PostgreSQL connections" is the most seen in
+pg_stat_activity for the bench's database, this script's own query included (one).
+
+Each job kind gets a database of its own, ``slimyq_clusterbench_<hex>``, dropped at the end; one
+left behind by a killed run is dropped by the next run (it holds the harness's lock, so no other
+run is using it).
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from cluster import DB_IP, Cluster, Host, unavailable  # noqa: E402
+from cluster import DB_IP, Cluster, Host, exclusive, unavailable  # noqa: E402
 from harness import enqueue, wait_until  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+DB_PREFIX = "slimyq_clusterbench_"  # no other script names its databases so
 DB_DELAY_MS = 2.0
 CONCURRENCY = {"database": 10, "chat": 5}
 BIG = {"keep_finished": 1_000_000, "keep_failed": 1_000_000}
@@ -76,6 +83,18 @@ def _cpu(pids: list[int]) -> float:
 
 def _commands(conn: Any) -> int:
     return int(sum(v["calls"] for v in conn.info("commandstats").values()))
+
+
+def drop_leftover_databases(admin_url: str = PG_ADMIN) -> list[str]:
+    """Drop the databases earlier runs of this script left behind (killed before their ``finally``).
+    Call it holding the harness's lock (``cluster.exclusive``): a live run's database is in use."""
+    with psycopg.connect(admin_url, autocommit=True) as a:
+        rows = a.execute("SELECT datname FROM pg_database WHERE datname ~ %s",
+                         (f"^{DB_PREFIX}[0-9a-f]{{10}}$",)).fetchall()
+        names = [str(r[0]) for r in rows]
+        for name in names:
+            a.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return names
 
 
 def _pg_conns(url: str, dbname: str) -> int:
@@ -197,32 +216,10 @@ def main() -> int:
     counts = [int(x) for x in ns.hosts.split(",")]
     root = Path(tempfile.mkdtemp(prefix="slimyq-cluster-bench-"))
     rows: list[Row] = []
-    for kind in ns.jobs.split(","):
-        dbname = f"slimyq_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as a:
-            a.execute(f'CREATE DATABASE "{dbname}"')
-        pg_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}"
-        stub = None
-        try:
-            c = Cluster(root / kind, pg_url, db_delay_ms=DB_DELAY_MS if kind == "database" else 0.0,
-                        queues={"database": BIG, "chat": BIG})
-            try:
-                if kind == "chat":
-                    stub = _stub(c)
-                hosts = c.add_hosts(max(counts))
-                for latency in (float(x) for x in ns.latency.split(",")):
-                    for k in counts:
-                        per = ns.per_host or (1000 if kind == "database" else 300)
-                        row = measure(c, kind, hosts[:k], min(per * k, 4000), latency, pg_url, dbname)
-                        rows.append(row)
-                        print(_line(row, rows), flush=True)
-            finally:
-                if stub is not None:
-                    stub.kill()
-                c.close()
-        finally:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as a:
-                a.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with exclusive():  # one harness run at a time; the Clusters below take the same lock again
+        drop_leftover_databases()
+        for kind in ns.jobs.split(","):
+            rows += _run_kind(ns, kind, counts, root, rows)
     print()
     print(HEADER)
     for row in rows:
@@ -234,6 +231,38 @@ def main() -> int:
         for what, _r, one, bulk in wait_cost(root):
             print(f"| {what} | {one:,.0f} | {bulk:,.0f} |")
     return 0
+
+
+def _run_kind(ns: argparse.Namespace, kind: str, counts: list[int], root: Path, done: list[Row]) -> list[Row]:
+    """Every host count and latency for one job kind, on a database and a Cluster of its own."""
+    rows: list[Row] = []
+    dbname = f"{DB_PREFIX}{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as a:
+        a.execute(f'CREATE DATABASE "{dbname}"')
+    pg_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}"
+    stub = None
+    try:
+        c = Cluster(root / kind, pg_url, db_delay_ms=DB_DELAY_MS if kind == "database" else 0.0,
+                    queues={"database": BIG, "chat": BIG})
+        try:
+            if kind == "chat":
+                stub = _stub(c)
+            hosts = c.add_hosts(max(counts))
+            for latency in (float(x) for x in ns.latency.split(",")):
+                for k in counts:
+                    per = ns.per_host or (1000 if kind == "database" else 300)
+                    row = measure(c, kind, hosts[:k], min(per * k, 4000), latency, pg_url, dbname)
+                    rows.append(row)
+                    print(_line(row, [*done, *rows]), flush=True)
+        finally:
+            if stub is not None:
+                stub.kill()
+                stub.wait(10)
+            c.close()
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as a:
+            a.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    return rows
 
 
 HEADER = ("| jobs | hosts | added Redis latency ms | jobs run | seconds | jobs/s | vs 1 host | vs loopback | "

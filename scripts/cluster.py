@@ -19,6 +19,10 @@ namespace), ``redis_delay_ms`` (a delaying proxy between that host and Redis), `
 wall clock). Used by ``tests/cluster`` and ``scripts/bench_cluster.py``; nothing here imports
 pytest.
 
+The names and addresses are fixed, so one harness runs at a time on a machine: a Cluster holds an
+exclusive lock on ``LOCK_PATH`` for its whole life (a second one waits for it, then fails with a
+clear error), and ``cleanup()`` removes leftovers only while holding that lock.
+
     python scripts/cluster.py check      # can namespaces be made here? (exit 0/1)
     python scripts/cluster.py cleanup    # remove leftovers of a crashed run
 """
@@ -27,13 +31,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -56,6 +61,10 @@ DB_IP = f"{NET}.2"
 FAST_WORKER = {"heartbeat": 0.5, "abandoned_after": 3.0, "shutdown_grace": 5.0}
 FAST_QUEUES = {"database": {"timeout": 15}}
 SKEW_DIR = HERE / "cluster_skew"  # holds the sitecustomize.py that offsets time.time()
+LOCK_PATH = Path("/run/slimyq-cluster.lock")
+# Below pytest's per-test timeout (300 s), so that a test waiting for another run fails with the
+# lock's message rather than a bare timeout.
+LOCK_TIMEOUT = 240.0
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,7 +77,7 @@ def unavailable() -> str | None:
         return "multi-host tests need root (network namespaces)"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is missing"
-    probe = f"{PREFIX}-probe"
+    probe = f"{PREFIX}-probe{os.getpid()}"  # two processes probing at once don't collide
     done = _ip("netns", "add", probe, check=False)
     if done.returncode != 0:
         return f"cannot create a network namespace: {done.stderr.strip()}"
@@ -76,13 +85,68 @@ def unavailable() -> str | None:
     return None
 
 
-def _tagged_processes() -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
+class LockTimeout(RuntimeError):
+    pass
+
+
+_lock_fd: int | None = None
+_lock_depth = 0
+
+
+@contextlib.contextmanager
+def exclusive(timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the machine-wide harness lock (re-entrant within this process). Another process
+    holding it is waited for up to ``timeout`` seconds, then ``LockTimeout``."""
+    global _lock_fd, _lock_depth
+    if _lock_depth == 0:
+        fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise LockTimeout(
+                        f"{LOCK_PATH}: another multi-host harness run (pid {holder}) has held the lock for "
+                        f"more than {timeout:g} s; wait for it to finish, or stop it") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _lock_fd = fd
+    _lock_depth += 1
+    try:
+        yield
+    finally:
+        _lock_depth -= 1
+        if _lock_depth == 0 and _lock_fd is not None:
+            os.close(_lock_fd)  # closing the only descriptor releases the flock
+            _lock_fd = None
+
+
+def _harness_processes() -> list[psutil.Process]:
+    """Processes of the root namespace this harness starts: its proxies (tagged), its Valkey (its
+    title is rewritten to ``valkey-server 10.213.0.1:PORT``; ``--bind 10.213.0.1`` before that),
+    and anything listening on the harness's addresses (the bench's chat stub)."""
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline", "name"]):
         cmd = p.info.get("cmdline") or []
-        if "--tag" in cmd and f"{PREFIX}-proxy" in cmd:
-            out.append(p)
-    return out
+        line = " ".join(cmd)
+        name = p.info.get("name") or ""
+        tagged = "--tag" in cmd and f"{PREFIX}-proxy" in cmd
+        valkey = name.startswith(("valkey-server", "redis-server")) and (
+            f" {REDIS_IP}:" in line or f"--bind {REDIS_IP}" in line)
+        if tagged or valkey:
+            found[p.pid] = p
+    addresses = {REDIS_IP, DB_IP}
+    for c in psutil.net_connections(kind="inet"):
+        if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip in addresses:
+            with contextlib.suppress(psutil.Error):
+                found.setdefault(c.pid, psutil.Process(c.pid))
+    found.pop(os.getpid(), None)
+    return list(found.values())
 
 
 def netns_pids(ns: str) -> list[int]:
@@ -100,9 +164,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def cleanup() -> None:
-    """Remove everything with this harness's prefix: processes in its namespaces, the namespaces,
-    its links, its proxies. Safe to call any time (also when nothing exists)."""
+def cleanup(timeout: float = LOCK_TIMEOUT) -> None:
+    """Remove everything of this harness: processes in its namespaces, the namespaces, its links,
+    its proxies, its Valkey and whatever listens on its addresses. Safe to call any time (also when
+    nothing exists); waits for a live run to finish first (the lock)."""
+    with exclusive(timeout):
+        _cleanup()
+
+
+def _cleanup() -> None:
     names = [line.split()[0] for line in _ip("netns", "list", check=False).stdout.splitlines() if line.strip()]
     for ns in names:
         if ns.startswith(f"{PREFIX}-"):
@@ -111,13 +181,22 @@ def cleanup() -> None:
                     os.kill(pid, signal.SIGCONT)
                     os.kill(pid, signal.SIGKILL)
             _ip("netns", "delete", ns, check=False)
+    procs = _harness_processes()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if name.startswith(PREFIX):
             _ip("link", "delete", name, check=False)
-    for p in _tagged_processes():
-        with contextlib.suppress(psutil.Error):
-            p.kill()
+
+
+def _cleanup_at_exit() -> None:
+    """A Cluster not closed before the interpreter exits: only while this process still holds the
+    lock (a closed one released it, and the lock may be another run's by now)."""
+    if _lock_depth > 0:
+        _cleanup()
 
 
 class Proxy:
@@ -167,7 +246,7 @@ class Host:
     # ------------------------------------------------------------- workers
 
     def environ(self, redis_delay_ms: float = 0.0, clock_skew: float = 0.0) -> dict[str, str]:
-        env = self.cluster.env.environ
+        env: dict[str, str] = self.cluster.env.environ
         env["SLIMYQ_DATA_DIR"] = str(self.cluster.env.root / f"host{self.index}")
         env.update(self.cluster.extra_env)
         if redis_delay_ms > 0:
@@ -285,15 +364,18 @@ class Cluster:
     fixtures' private one); workers reach it through a proxy on the database address, which adds
     ``db_delay_ms`` to every round trip (a database that takes its time)."""
 
-    def __init__(self, root: Path, pg_url: str, db_delay_ms: float = 0.0, **config: Any) -> None:
-        cleanup()
-        atexit.register(cleanup)
+    def __init__(self, root: Path, pg_url: str, db_delay_ms: float = 0.0, lock_timeout: float = LOCK_TIMEOUT,
+                 **config: Any) -> None:
+        self._lock: contextlib.ExitStack | None = contextlib.ExitStack()
+        self._lock.enter_context(exclusive(lock_timeout))  # released by close()
+        atexit.register(_cleanup_at_exit)
         self.root = root
         self.hosts: list[Host] = []
         self.proxies: list[Proxy] = []
         self.valkey: subprocess.Popen[bytes] | None = None
         self.extra_env: dict[str, str] = {}  # added to every host's environment (OPENAI_BASE_URL...)
         try:
+            _cleanup()  # a crashed run's leftovers
             _ip("link", "add", BRIDGE, "type", "bridge")
             _ip("link", "set", BRIDGE, "up")
             for addr in (REDIS_IP, DB_IP):
@@ -371,7 +453,12 @@ class Cluster:
             self.valkey.kill()
             self.valkey.wait(10)
             self.valkey = None
-        cleanup()
+        if self._lock is not None:
+            try:
+                _cleanup()
+            finally:
+                self._lock.close()
+                self._lock = None
 
 
 def _main(argv: list[str]) -> int:
@@ -381,7 +468,11 @@ def _main(argv: list[str]) -> int:
         print(reason or "ok: network namespaces can be made")
         return 1 if reason else 0
     if cmd == "cleanup":
-        cleanup()
+        try:
+            cleanup()
+        except LockTimeout as exc:
+            print(exc, file=sys.stderr)
+            return 1
         print("removed leftovers")
         return 0
     print(__doc__)

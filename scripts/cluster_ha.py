@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -87,7 +88,9 @@ class SentinelSet:
                     return False
                 for port in self.sentinel_ports:
                     s = self.client(port)
-                    if len(s.sentinel_slaves(SERVICE)) < 1 or len(s.sentinel_sentinels(SERVICE)) < 2:
+                    replicas: list[Any] = s.sentinel_slaves(SERVICE)
+                    peers: list[Any] = s.sentinel_sentinels(SERVICE)  # type: ignore[assignment]
+                    if len(replicas) < 1 or len(peers) < 2:
                         return False
                 return True
             except redis.RedisError:
@@ -95,9 +98,14 @@ class SentinelSet:
 
         wait_until(ready, 60, 0.2, "replica in sync and three sentinels that see each other")
 
+    def _primary_of(self, sentinel: int) -> int:
+        """The primary's port as ``sentinel`` names it."""
+        addr: tuple[bytes | str, int] = self.client(sentinel).sentinel_get_master_addr_by_name(  # type: ignore[assignment]
+            SERVICE)
+        return int(addr[1])
+
     def primary_port(self) -> int:
-        _host, port = self.client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
-        return int(port)
+        return self._primary_of(self.sentinel_ports[0])
 
     def primary(self) -> redis.Redis:
         return self.client(self.primary_port())
@@ -114,8 +122,7 @@ class SentinelSet:
         """Wait until every sentinel names a new primary that answers as a primary."""
         def promoted() -> int:
             try:
-                ports = {int(self.client(p).sentinel_get_master_addr_by_name(SERVICE)[1])
-                         for p in self.sentinel_ports}
+                ports = {self._primary_of(p) for p in self.sentinel_ports}
                 if len(ports) != 1 or old in ports:
                     return 0
                 port = ports.pop()

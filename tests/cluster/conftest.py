@@ -35,13 +35,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("cluster"))
 
 
-@pytest.fixture(scope="module")
-def cluster(module_pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster_mod.Cluster]:
+@pytest.fixture(scope="session")
+def netns() -> None:
+    """Network namespaces can be made here: otherwise skip, or fail on CI."""
     reason = cluster_mod.unavailable()
     if reason:
         if ON_CI:
             pytest.fail(f"{reason} (CI=true: the multi-host tests must run)")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster(netns: None, module_pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster_mod.Cluster]:
     # Every database round trip takes 5 ms more: jobs are in flight when a fault lands.
     c = cluster_mod.Cluster(tmp_path_factory.mktemp("cluster"), module_pg_url, db_delay_ms=5.0, worker=WORKER,
                            queues=QUEUES)
@@ -63,7 +68,7 @@ def fleet(cluster: cluster_mod.Cluster, module_pg_url: str) -> Iterator[cluster_
     try:
         with db.atomic():
             for table in table_names():
-                db.execute_sql(f"DELETE FROM {table}")
+                db.execute_sql(f"DELETE FROM {table}")  # type: ignore[no-untyped-call]
     finally:
         db.close()
     yield cluster

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cluster import FAST_WORKER
-from cluster_ha import SentinelSet
+from cluster_ha import FAILOVER_TIMEOUT_MS, SentinelSet
 from harness import Env, WorkerProc, conversation_rows, dump, tally, wait_done, wait_until, wip_and_claims
 
 from slimyq.jobs import registry
@@ -23,7 +23,6 @@ from slimyq.producer import EnqueueRequest, enqueue_many
 from slimyq.redis import connect
 
 pytestmark = pytest.mark.slow
-
 
 
 @pytest.fixture
@@ -57,6 +56,10 @@ def test_primary_killed_while_jobs_run(ha: SentinelSet, tmp_path: Path, private_
         done_at_kill = tally(conn, before).finished
         wait_until(lambda: tally(conn, before).finished > done_at_kill, 120, 0.05, "a completion after promotion")
         resumed_in = time.monotonic() - killed_at
+        # Within the sentinels' failover timeout of the promotion, with room for a loaded machine
+        # (the worker's reconnect backoff, a claim round): not minutes of a stuck worker.
+        bound = promoted_in + FAILOVER_TIMEOUT_MS / 1000 + 10
+        assert resumed_in < bound, f"jobs resumed {resumed_in:.1f} s after the kill, promoted at {promoted_in:.1f} s"
         after = _enqueue(env, conn, 100, "u2", wait_replicas=0)  # no replica left to wait for
         ids = before + after
         t = wait_done(conn, ids, 180)

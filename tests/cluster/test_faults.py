@@ -8,9 +8,12 @@ doubled), one terminal result per job (late completions discarded) and nothing l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
+import psutil
 import pytest
 from cluster import FAST_WORKER, Cluster, Host
 from harness import conversation_rows, conversations, dump, wait_done, wait_until, wip_and_claims
@@ -127,11 +130,30 @@ def test_host_frozen_then_resumed(fleet: Cluster, module_pg_url: str) -> None:
     assert a.procs[0].poll() is None, a.log()[-3000:]
 
 
+def _clock_of(host: Host) -> tuple[float, float, float]:
+    """(real time before, ``time.time()`` of a Python started in ``host`` with the environment of
+    its running supervisor, real time after)."""
+    supervisor = psutil.Process(host.procs[0].pid)
+    # Until ``ip netns exec`` has exec'd the worker, the pid shows the environment it was forked with.
+    wait_until(lambda: "slimyq" in supervisor.cmdline(), 30, 0.02, "the worker's supervisor started")
+    env = supervisor.environ()
+    before = time.time()
+    probe = "import time; print(repr(time.time()))"
+    done = subprocess.run(["ip", "netns", "exec", host.ns, sys.executable, "-c", probe],
+                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    return before, float(done.stdout), time.time()
+
+
 @pytest.mark.parametrize("skew", [4.0, -4.0])
 def test_clock_skew_on_one_host(fleet: Cluster, module_pg_url: str, skew: float) -> None:
     """A host whose wall clock is 4 s off (more than abandoned_after) takes no job from a live host:
     recovery needs the owner's worker key to have expired in Redis, which no clock affects."""
     a, b = _start(fleet, clock_skew=skew)
+    # The skew is live where the worker runs: its interpreter, in its namespace, with its environment.
+    before, seen, after = _clock_of(a)
+    assert before + skew <= seen <= after + skew, (before, seen, after)
+    before, seen, after = _clock_of(b)
+    assert before <= seen <= after, (before, seen, after)  # the other host's clock is the real one
     ids = conversations(fleet.env, N)
     _assert_exact(fleet, ids, module_pg_url)
     recs = _attempts(fleet.conn(), ids)
