@@ -33,6 +33,30 @@ def _old_schema(url: str) -> peewee.Database:
     return db
 
 
+def test_a_new_latin1_database_gets_every_table_and_text_column_at_utf8mb4_nopad_bin(new_mysql_database):
+    db = connect_url(new_mysql_database("latin1"))
+    try:
+        assert db.execute_sql("SELECT @@character_set_database").fetchone()[0] == "latin1"
+        migrate(db)
+        ours = [*table_names(), HISTORY_TABLE]
+        tables = dict(db.execute_sql(
+            "SELECT TABLE_NAME, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+        ).fetchall())
+        assert tables == dict.fromkeys(ours, "utf8mb4_nopad_bin")  # later ADD COLUMNs inherit it too
+        columns = db.execute_sql(
+            "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND CHARACTER_SET_NAME IS NOT NULL"
+        ).fetchall()
+        assert {(t, c) for t, c, _, _ in columns} >= {
+            ("audit_logs", "user_id"), ("audit_logs", "action"), ("chat_conversations", "user_id"),
+            ("chat_messages", "content"), ("job_runs", "job_id"), ("job_effects", "job_id"),
+        }
+        assert {t for t, _, _, _ in columns} == set(ours)
+        assert {(charset, collation) for _, _, charset, collation in columns} == {("utf8mb4", "utf8mb4_nopad_bin")}
+    finally:
+        db.close()
+
+
 def test_migration_converts_existing_latin1_tables_and_keeps_their_rows(new_mysql_database):
     db = _old_schema(new_mysql_database("latin1"))
     try:
