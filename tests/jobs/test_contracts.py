@@ -342,3 +342,18 @@ def test_redelivered_jobs_change_nothing_after_later_jobs_and_cleanup(jobs: Jobs
     redeliver(gone)
     assert jobs.result(gone) == first_gone  # not "not found": the marker outlived the audit entry
     assert jobs.run("database", "get-conversations", "--user", "u") == []
+
+
+def test_a_job_id_reused_after_the_job_left_redis_returns_the_first_result_and_writes_nothing(jobs: Jobs) -> None:
+    conv = jobs.run("database", "create-conversation", "--user", "u")["conversationId"]
+    save = ["save-message", "--conversation", conv, "--user", "u", "--role", "user", "--job-id", "req-1"]
+    assert jobs.enqueue(*save, "--content", "first") == "req-1"
+    jobs.work("database")
+    first = jobs.result("req-1")
+    gone = jobs.cli("job", "delete", "req-1", "--yes")  # as when it expires from Redis
+    assert gone.exit_code == 0, gone.stderr
+    assert jobs.enqueue(*save, "--content", "second") == "req-1"  # the id is free in Redis again
+    jobs.work("database")
+    assert jobs.result("req-1") == first
+    messages = jobs.run("database", "get-messages", "--conversation", conv, "--user", "u")
+    assert [m["content"] for m in messages] == ["first"]
