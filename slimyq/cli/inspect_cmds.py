@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format, since_option
+from slimyq.cli._options import (
+    DURATION,
+    SINCE,
+    FormatOption,
+    JsonFlag,
+    VerboseFlag,
+    app_of,
+    parsed,
+    pick_format,
+    since_option,
+)
 from slimyq.errors import UsageError
 from slimyq.render import Format
 from slimyq.text import count
@@ -31,13 +41,14 @@ def _queues(settings: Any, names: list[str] | None) -> list[str]:
 
 def stats(
     ctx: typer.Context,
-    queues: Annotated[list[str] | None, typer.Argument(help="Queues to show (default: all).")] = None,
+    queues: Annotated[list[str] | None, typer.Argument(metavar="QUEUE", help="Queues to show (default: all).")] = None,
     by_type: Annotated[bool, typer.Option("--by-type", help="Add a per-job-type breakdown.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 2.0,
     since: Annotated[
-        str | None, typer.Option("--since", help="Instead: counts, failure rates and durations from the job "
-                                 "history in the database over this period (24h, 7d or an ISO date).")
+        str | None,
+        typer.Option("--since", metavar=SINCE, help="Instead: counts, failure rates and durations from the job "
+                     "history in the database over this period (24h, 7d or an ISO date)."),
     ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
@@ -165,11 +176,13 @@ def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
 
 def jobs(
     ctx: typer.Context,
-    queue: Annotated[str | None, typer.Argument(help="Queue (default: all).")] = None,
+    queue: Annotated[str | None, typer.Argument(metavar="QUEUE", help="Queue (default: all).")] = None,
     state: Annotated[list[str] | None, typer.Option("--state", "-s", help=f"Repeatable: {', '.join(STATES)}.")] = None,
     job_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this job type.")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only newer than this (1h, 2d or an ISO date).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar=SINCE, help="Only newer than this (1h, 2d or an ISO date).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many rows.")] = 20,
     history: Annotated[
         bool, typer.Option("--history", help="List recorded attempts from the database's job history instead "
@@ -221,7 +234,9 @@ def jobs(
 
 def check(
     ctx: typer.Context,
-    max_age: Annotated[str, typer.Option("--max-age", help="Oldest queued job may wait this long.")] = "5m",
+    max_age: Annotated[
+        str, typer.Option("--max-age", metavar=DURATION, help="Oldest queued job may wait this long.")
+    ] = "5m",
     max_backlog: Annotated[int | None, typer.Option("--max-backlog", min=0, help="Most jobs queued per queue.")] = None,
     max_failure_rate: Annotated[
         float | None, typer.Option("--max-failure-rate", min=0, max=100, help="Most failed jobs, percent.")

@@ -107,6 +107,16 @@ def test_help_shows_what_values_look_like(env: dict[str, str]) -> None:
     assert not re.search(r"<(bool|str|int|float|list\[str\])>", stats), stats
     assert re.search(r"--json\s+Short for --format json", stats)  # a flag: no value
     assert re.search(r"--interval\s+NUMBER", stats) and "table|json|ndjson|csv" in stats
+    assert "slimyq stats [OPTIONS] [QUEUE]..." in stats and re.search(r"QUEUE\s+TEXT\.\.\.\s+Queues to show", stats)
+    assert re.search(r"--since\s+DURATION\|DATE\s", stats)
+    for command in ("jobs", "audit report", "audit list", "history list", "history stats"):
+        assert re.search(r"--since\s+DURATION\|DATE\s", sh(f"slimyq {command} --help", env).stdout), command
+    assert re.search(r"--max-age\s+DURATION\s", sh("slimyq check --help", env).stdout)
+    report = sh("slimyq audit report --help", env).stdout
+    assert re.search(r"--start\s+DATE\s", report) and re.search(r"--end\s+DATE\s", report)
+    log_event = sh("slimyq enqueue log-event --help", {**env, "COLUMNS": "200"}).stdout
+    assert re.search(r"--success\s+true\|false\s+whether the action succeeded; true or false; default: true\s",
+                     log_event), log_event
     canary = sh("slimyq enqueue canary --help", env).stdout
     assert re.search(r"--fail-times\s+INTEGER", canary) and re.search(r"--sleep-seconds\s+NUMBER", canary)
     save = sh("slimyq enqueue save-message --help", env).stdout
