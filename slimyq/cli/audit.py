@@ -151,11 +151,11 @@ def report_cmd(
         lo, hi = parsed("--since", since or "7d", lambda t: parse_since(t, now)), now
     if hi < lo:
         raise UsageError("--end is before --start")
-    from slimyq.audit.report import build_report
+    from slimyq.audit.report import SECTION_RECORDS, build_report
 
     report = build_report(app_of(ctx).db, lo, hi, top=top)
-    sections = report.sections()
-    render.show_sections(sections, fmt)
+    columns = {name: render.field_names(record) for name, record in SECTION_RECORDS.items()}
+    render.show_sections(report.sections(), fmt, columns=columns)
 
 
 @app.command("list")

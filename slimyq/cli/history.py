@@ -82,11 +82,13 @@ def show_runs(
 
 def show_stats(db: peewee.Database, fmt: Format, *, since: dt.datetime | None, queue: str | None = None) -> None:
     """Print per-queue and per-type counts, failure rates and p50/p95/max durations (ms)."""
-    from slimyq.history.queries import run_stats
+    from slimyq.history.queries import RunStatsRow, run_stats
 
     sections = run_stats(db, since=since, queue=queue).sections()
     if fmt is not Format.table:
-        render.show_sections(sections, fmt)
+        fields = render.field_names(RunStatsRow)
+        columns = {"by_queue": [c for c in fields if c != "job_type"], "by_type": fields}
+        render.show_sections(sections, fmt, columns=columns)
         return
     titles = {"by_queue": "job runs by queue", "by_type": "job runs by type"}
     for name, data in sections.items():

@@ -62,7 +62,7 @@ def stats(
     With --since, per queue and job type figures computed in SQL from the job_runs table, which
     outlives Redis retention.
     """
-    from slimyq.inspect.stats import queue_stats
+    from slimyq.inspect.stats import QueueStats, TypeStats, queue_stats
 
     app_ = app_of(ctx)
     fmt = pick_format(fmt, as_json)
@@ -93,7 +93,9 @@ def stats(
                   "ok%": t.success_rate, "avg": short_duration(t.avg_seconds), "p50": short_duration(t.p50_seconds),
                   "p95": short_duration(t.p95_seconds), "per_min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
                  for t in types]
-    render.show_sections({"queues": queues_part, "by_type": types}, fmt)  # csv: flat rows with a section column
+    columns = {"queues": [c for c in render.field_names(QueueStats) if c != "by_type"],
+               "by_type": render.field_names(TypeStats)}  # csv: flat rows with a section column, a fixed header
+    render.show_sections({"queues": queues_part, "by_type": types}, fmt, columns=columns)
 
 
 _UNITS = (("ms", 0.001, 1000.0), ("s", 1.0, 60.0), ("m", 60.0, 60.0), ("h", 3600.0, 24.0))

@@ -160,6 +160,37 @@ def test_an_empty_csv_still_has_its_header(env: dict[str, str], command: str, fi
     assert len(rows) == 1 and first in rows[0], proc.stdout
 
 
+REPORT_HEADER = ["section", "start", "end", "total", "successful", "failed", "success_rate", "action", "count",
+                 "user_id", "resource_type", "failure_rate"]
+
+
+def test_report_csv_columns_do_not_depend_on_the_data(env: dict[str, str]) -> None:
+    empty = list(csv.reader(io.StringIO(sh("slimyq audit report --format csv", env).stdout)))
+    assert empty[0] == REPORT_HEADER and [row[0] for row in empty[1:]] == ["summary"]
+    for success in ("true", "false"):
+        logged = sh("slimyq enqueue log-event --action login --resource-type session --resource-id s --user alice "
+                    f"--success {success} -q", env)
+        assert logged.returncode == 0, logged.stderr
+    worked = sh("slimyq worker audit --burst", env)
+    assert worked.returncode == 0, worked.stderr
+    full = list(csv.DictReader(io.StringIO(sh("slimyq audit report --format csv", env).stdout)))
+    assert list(full[0]) == REPORT_HEADER
+    assert [row["section"] for row in full] == ["summary", "actions", "top_users", "top_resources", "failure_analysis"]
+    assert (full[0]["total"], full[1]["action"], full[4]["failure_rate"]) == ("2", "login", "50.0")
+
+
+@pytest.mark.parametrize(("command", "columns"), [
+    ("slimyq history stats --format csv", ["section", "queue", "runs", "job_type"]),
+    ("slimyq stats --by-type --format csv", ["section", "queue", "queued", "p95_seconds", "type", "completed"]),
+])
+def test_section_csv_headers_name_every_sections_columns(env: dict[str, str], command: str,
+                                                          columns: list[str]) -> None:
+    proc = sh(command, env)
+    assert proc.returncode == 0, proc.stderr
+    header = next(csv.reader(io.StringIO(proc.stdout)))
+    assert [c for c in header if c in columns] == columns, header
+
+
 def test_workers_state_follows_current_jobs(env: dict[str, str], r: redis_lib.Redis) -> None:
     import time
 
