@@ -152,6 +152,12 @@ def _kind(value: Any) -> str:
     )
 
 
+def line_count(path: Path) -> int:
+    """Lines in ``path``, blank ones and a last one without a newline included (as numbered)."""
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """``(line number, bytes)`` for every non-blank line, read in binary and streamed."""
     with path.open("rb") as fh:
@@ -268,14 +274,18 @@ def enqueue_file(
     """Enqueue every valid line of ``path`` from ``start_line`` on, in chunks (one round trip each).
 
     Lines without a ``jobId`` get :func:`line_job_id` ids. Raises :class:`BulkStopped` when ``stop``
-    is set (checked after each chunk) or sending a chunk fails.
+    is set (checked after each chunk, acted on at the next line: a file that ends with that chunk is
+    done, not stopped) or sending a chunk fails.
     """
     result = BulkResult(run=run, next_line=start_line)
     batch: list[tuple[int, EnqueueRequest]] = []
     last = start_line - 1
+    stopping = False
     for number, raw in read_lines(path):
         if number < start_line:
             continue
+        if stopping:
+            raise BulkStopped(result, None, None)
         last = number
         try:
             req = parser.parse(raw)
@@ -286,8 +296,7 @@ def enqueue_file(
         if len(batch) >= chunk:
             _send(conn, settings, batch, result, advance)
             batch = []
-            if stop is not None and stop.is_set:
-                raise BulkStopped(result, None, None)
+            stopping = stop is not None and stop.is_set
     if batch:
         _send(conn, settings, batch, result, advance)
     result.next_line = last + 1

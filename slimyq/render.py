@@ -133,7 +133,7 @@ def show(
         return
     cols = list(columns) if columns else _columns(rows)
     if not cols and record is not None and dataclasses.is_dataclass(record):
-        cols = [f.name for f in dataclasses.fields(record)]
+        cols = field_names(record)
     if fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -176,8 +176,14 @@ def _plain(data: Any, rows: list[dict[str, Any]], cols: list[str], *, title: str
     sys.stdout.write("\n".join(text) + "\n")
 
 
-def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table) -> None:
-    """Several named tables (a report); JSON is one object keyed by section."""
+def show_sections(
+    sections: Mapping[str, Any], fmt: Format | str = Format.table, *, columns: Mapping[str, Sequence[str]] | None = None
+) -> None:
+    """Several named tables (a report); JSON is one object keyed by section.
+
+    CSV is one table: a ``section`` column, then the union of the sections' ``columns`` (each
+    section's record fields), so the header is the same whatever rows there are.
+    """
     fmt = Format(fmt)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(jsonable(sections), ensure_ascii=False, indent=2) + "\n")
@@ -186,8 +192,8 @@ def show_sections(sections: Mapping[str, Any], fmt: Format | str = Format.table)
         flat: list[dict[str, Any]] = []
         for name, data in sections.items():
             flat.extend({"section": name, **row} for row in _rows(data))
-        cols = _columns(flat)
-        show(flat, fmt, columns=cols)
+        fixed = {"section": None} | {c: None for name in sections for c in (columns or {}).get(name, ())}
+        show(flat, fmt, columns=_columns([fixed, *flat]))
         return
     for index, (name, data) in enumerate(sections.items()):
         if index:
@@ -202,6 +208,11 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def field_names(record: type) -> list[str]:
+    """The fields of a dataclass of records, in order: the columns of its table."""
+    return [f.name for f in dataclasses.fields(record)]
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -293,6 +293,29 @@ def test_stop_flag_stops_after_the_chunk_in_flight_and_resume_finishes(tmp_path,
     assert ids == [f"bulk-cafe-{n}" for n in range(1, 26)]
 
 
+def test_a_stop_after_the_last_chunk_is_a_finished_run_not_a_resume_point_past_the_end(tmp_path, r):
+    settings = load_settings().settings
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(20)])
+    done = bulk.enqueue_file(r, settings, path, bulk.LineParser(QUEUES), run="fade", chunk=10, start_line=11,
+                             stop=_SetAfter())
+    assert (done.enqueued, done.next_line) == (10, 21)
+    assert r.llen(keys.queue("database")) == 10
+
+
+def test_resume_past_the_end_of_the_file_is_an_error_naming_its_line_count(cli, r, tmp_path):
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(3)])
+    for line in (4, 9):
+        result = cli("enqueue", "--file", str(path), "--resume", f"abc:{line}")
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr == (f"error: --resume: line {line} is past the end of {path} (3 lines); "
+                                 "nothing was enqueued\n")
+    piped = cli("enqueue", "--file", "-", "--resume", "abc:1200", input=path.read_text())
+    assert piped.stderr == "error: --resume: line 1,200 is past the end of stdin (3 lines); nothing was enqueued\n"
+    assert r.keys("rq:*") == []
+    last = cli("enqueue", "--file", str(path), "--resume", "abc:3")
+    assert (last.exit_code, last.stdout) == (0, "enqueued 1 job (0 already existed)\n")
+
+
 def test_resuming_over_lines_already_sent_enqueues_nothing_twice(tmp_path, r):
     """The uncertain chunk of a run cut by an error: it may have landed; resuming skips it by id."""
     settings = load_settings().settings

@@ -58,6 +58,13 @@ class Failure:
     failure_rate: float  # percent
 
 
+# The record of each section's rows (AuditReportData.sections): the CSV header, whatever the rows.
+SECTION_RECORDS: dict[str, type] = {
+    "summary": Summary, "actions": ActionCount, "top_users": UserCount, "top_resources": ResourceCount,
+    "failure_analysis": Failure,
+}
+
+
 @dataclass(frozen=True)
 class AuditReportData:
     summary: Summary
@@ -85,7 +92,7 @@ class AuditReportData:
         """
         return {
             "summary": self.summary,
-            "actions": [{"action": a.action, "count": a.count, "failed": a.failed} for a in self.actions],
+            "actions": self.actions,
             "top_users": self.top_users,
             "top_resources": self.top_resources,
             "failure_analysis": self.failure_analysis,

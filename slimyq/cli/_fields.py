@@ -129,7 +129,8 @@ def _help(info: FieldInfo, kind: Kind, stdin: bool) -> str:
     if info.is_required():
         parts.append("required")
     elif info.default is not None and not callable(info.default_factory):
-        parts.append(f"default: {info.default}")
+        shown = str(info.default).lower() if isinstance(info.default, bool) else info.default
+        parts.append(f"default: {shown}")  # as it is typed: true, not True
     return "; ".join(parts)
 
 

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from slimyq.app import App
 
 
+# What a time value looks like, in help: `--max-age 10m`, `--since 24h` or `--since 2024-05-01`.
+DURATION = "DURATION"
+SINCE = "DURATION|DATE"
+DATE = "DATE"
+
 FormatOption = Annotated[
     Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
 ]

@@ -16,7 +16,7 @@ import typer
 
 from slimyq import render
 from slimyq.cli._group import GROUP_HELP
-from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format
+from slimyq.cli._options import DATE, SINCE, FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format
 from slimyq.errors import UsageError, ValidationFailed
 from slimyq.render import Format
 from slimyq.timeparse import now_utc, parse_end, parse_instant, parse_since
@@ -41,7 +41,7 @@ def cleanup_cmd(
     ctx: typer.Context,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Delete entries older than N days.")] = None,
     before: Annotated[
-        str | None, typer.Option("--before", help="Delete entries older than this UTC date/time (ISO).")
+        str | None, typer.Option("--before", metavar=DATE, help="Delete entries older than this UTC date/time (ISO).")
     ] = None,
     exclude_action: Annotated[
         list[str] | None, typer.Option("--exclude-action", help="Keep entries with this action (repeatable).")
@@ -122,11 +122,16 @@ def _enqueue_cleanup(app_: App, cut: dt.datetime, excluded: list[str], batch_siz
 def report_cmd(
     ctx: typer.Context,
     since: Annotated[
-        str | None, typer.Option("--since", help="Period back from now (7d, 24h) or an ISO start. Default 7d.")
+        str | None,
+        typer.Option("--since", metavar=SINCE, help="Period back from now (7d, 24h) or an ISO start. Default 7d."),
     ] = None,
-    start: Annotated[str | None, typer.Option("--start", help="Period start (ISO date/time, UTC).")] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", metavar=DATE, help="Period start (ISO date/time, UTC).")
+    ] = None,
     end: Annotated[
-        str | None, typer.Option("--end", help="Period end, inclusive (a bare date means its whole day). Default now.")
+        str | None,
+        typer.Option("--end", metavar=DATE,
+                     help="Period end, inclusive (a bare date means its whole day). Default now."),
     ] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Rows in each top list.")] = 10,
     fmt: FormatOption = Format.table,
@@ -146,11 +151,11 @@ def report_cmd(
         lo, hi = parsed("--since", since or "7d", lambda t: parse_since(t, now)), now
     if hi < lo:
         raise UsageError("--end is before --start")
-    from slimyq.audit.report import build_report
+    from slimyq.audit.report import SECTION_RECORDS, build_report
 
     report = build_report(app_of(ctx).db, lo, hi, top=top)
-    sections = report.sections()
-    render.show_sections(sections, fmt)
+    columns = {name: render.field_names(record) for name, record in SECTION_RECORDS.items()}
+    render.show_sections(report.sections(), fmt, columns=columns)
 
 
 @app.command("list")
@@ -159,7 +164,9 @@ def list_cmd(
     user: Annotated[str | None, typer.Option("--user", help="Only this user's entries.")] = None,
     action: Annotated[str | None, typer.Option("--action", help="Only this action.")] = None,
     resource_type: Annotated[str | None, typer.Option("--resource-type", help="Only this resource type.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only newer than this (1d, 2h or an ISO date).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar=SINCE, help="Only newer than this (1d, 2h or an ISO date).")
+    ] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only failed actions.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="At most N entries.")] = 50,
     fmt: FormatOption = Format.table,

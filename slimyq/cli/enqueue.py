@@ -276,6 +276,11 @@ def _resume_point(text: str) -> tuple[str, int]:
 def _run_bulk(app_: App, path: Path, job: BulkJob, fmt: Format, quiet: bool) -> None:
     from slimyq import bulk
 
+    if job.start > 1:
+        lines = bulk.line_count(path)
+        if job.start > lines:
+            raise UsageError(f"--resume: line {job.start:,} is past the end of {job.shown} ({count(lines, 'line')}); "
+                             "nothing was enqueued")
     settings = app_.settings
     parser = bulk.LineParser(settings.queue_names, default_queue=job.queue)
     try:

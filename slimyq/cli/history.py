@@ -20,7 +20,7 @@ import typer
 
 from slimyq import render
 from slimyq.cli._group import GROUP_HELP
-from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, pick_format, since_option
+from slimyq.cli._options import SINCE, FormatOption, JsonFlag, VerboseFlag, app_of, pick_format, since_option
 from slimyq.errors import UsageError
 from slimyq.render import Format
 
@@ -82,11 +82,13 @@ def show_runs(
 
 def show_stats(db: peewee.Database, fmt: Format, *, since: dt.datetime | None, queue: str | None = None) -> None:
     """Print per-queue and per-type counts, failure rates and p50/p95/max durations (ms)."""
-    from slimyq.history.queries import run_stats
+    from slimyq.history.queries import RunStatsRow, run_stats
 
     sections = run_stats(db, since=since, queue=queue).sections()
     if fmt is not Format.table:
-        render.show_sections(sections, fmt)
+        fields = render.field_names(RunStatsRow)
+        columns = {"by_queue": [c for c in fields if c != "job_type"], "by_type": fields}
+        render.show_sections(sections, fmt, columns=columns)
         return
     titles = {"by_queue": "job runs by queue", "by_type": "job runs by type"}
     for name, data in sections.items():
@@ -121,7 +123,9 @@ def show_job_runs(db: peewee.Database, job_id: str, fmt: Format) -> bool:
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    since: Annotated[str | None, typer.Option("--since", help="Only newer than this (7d, 24h or an ISO date).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar=SINCE, help="Only newer than this (7d, 24h or an ISO date).")
+    ] = None,
     state: Annotated[str | None, typer.Option("--state", help=f"Only this outcome: {', '.join(STATES)}.")] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Only this job type.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="Only this user's jobs.")] = None,
@@ -139,7 +143,9 @@ def list_cmd(
 @app.command("stats")
 def stats_cmd(
     ctx: typer.Context,
-    since: Annotated[str, typer.Option("--since", help="Period back from now (24h, 7d) or an ISO start.")] = "24h",
+    since: Annotated[
+        str, typer.Option("--since", metavar=SINCE, help="Period back from now (24h, 7d) or an ISO start.")
+    ] = "24h",
     queue: Annotated[str | None, typer.Option("--queue", help="Only this queue.")] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from slimyq import render
-from slimyq.cli._options import FormatOption, JsonFlag, VerboseFlag, app_of, parsed, pick_format, since_option
+from slimyq.cli._options import (
+    DURATION,
+    SINCE,
+    FormatOption,
+    JsonFlag,
+    VerboseFlag,
+    app_of,
+    parsed,
+    pick_format,
+    since_option,
+)
 from slimyq.errors import UsageError
 from slimyq.render import Format
 from slimyq.text import count
@@ -31,13 +41,14 @@ def _queues(settings: Any, names: list[str] | None) -> list[str]:
 
 def stats(
     ctx: typer.Context,
-    queues: Annotated[list[str] | None, typer.Argument(help="Queues to show (default: all).")] = None,
+    queues: Annotated[list[str] | None, typer.Argument(metavar="QUEUE", help="Queues to show (default: all).")] = None,
     by_type: Annotated[bool, typer.Option("--by-type", help="Add a per-job-type breakdown.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 2.0,
     since: Annotated[
-        str | None, typer.Option("--since", help="Instead: counts, failure rates and durations from the job "
-                                 "history in the database over this period (24h, 7d or an ISO date).")
+        str | None,
+        typer.Option("--since", metavar=SINCE, help="Instead: counts, failure rates and durations from the job "
+                     "history in the database over this period (24h, 7d or an ISO date)."),
     ] = None,
     fmt: FormatOption = Format.table,
     as_json: JsonFlag = False,
@@ -51,7 +62,7 @@ def stats(
     With --since, per queue and job type figures computed in SQL from the job_runs table, which
     outlives Redis retention.
     """
-    from slimyq.inspect.stats import queue_stats
+    from slimyq.inspect.stats import QueueStats, TypeStats, queue_stats
 
     app_ = app_of(ctx)
     fmt = pick_format(fmt, as_json)
@@ -79,25 +90,36 @@ def stats(
     types: Any = [t for s in data for t in s.by_type]
     if fmt is Format.table:
         types = [{"queue": t.queue, "type": t.type, "done": t.completed, "failed": t.failed, "retried": t.retried,
-                  "ok%": t.success_rate, "avg": _secs(t.avg_seconds), "p50": _secs(t.p50_seconds),
-                  "p95": _secs(t.p95_seconds), "per_min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
+                  "ok%": t.success_rate, "avg": short_duration(t.avg_seconds), "p50": short_duration(t.p50_seconds),
+                  "p95": short_duration(t.p95_seconds), "per_min": f"{t.per_min_1:g}/{t.per_min_5:g}/{t.per_min_15:g}"}
                  for t in types]
-    render.show_sections({"queues": queues_part, "by_type": types}, fmt)  # csv: flat rows with a section column
+    columns = {"queues": [c for c in render.field_names(QueueStats) if c != "by_type"],
+               "by_type": render.field_names(TypeStats)}  # csv: flat rows with a section column, a fixed header
+    render.show_sections({"queues": queues_part, "by_type": types}, fmt, columns=columns)
 
 
-def _secs(value: float | None) -> str | None:
-    """A duration for tables: ``12.5ms``, ``3.0s``, ``2.99s``, ``4.5m``, ``1.2h`` (JSON keeps seconds)."""
+_UNITS = (("ms", 0.001, 1000.0), ("s", 1.0, 60.0), ("m", 60.0, 60.0), ("h", 3600.0, 24.0))
+
+
+def short_duration(value: float | None) -> str | None:
+    """A duration for tables, to 3 significant figures in the largest unit it reaches: ``0.850ms``,
+    ``12.5ms``, ``3.00s``, ``62.9s`` is ``1.05m``, ``2.50h``, ``3.20d`` (JSON keeps seconds). The
+    rounding is at most 0.5% off, so a p95 within the sketch's 4% still reads within 5%."""
     if value is None:
         return None
-    if value >= 3600:
-        return f"{value / 3600:.1f}h"
-    if value >= 60:
-        return f"{value / 60:.1f}m"
-    if value < 1:
-        ms = value * 1000
-        return f"{ms:.3g}ms" if ms < 100 else f"{ms:.0f}ms"
-    text = f"{value:.3g}"
-    return f"{text}{'' if '.' in text else '.0'}s"
+    for unit, size, limit in _UNITS:
+        amount = value / size
+        shown = float(f"{amount:.3g}")
+        if shown < limit:
+            return _figures(shown, unit)
+        if amount < limit:  # 59.96 s rounds to 60.0 s: that is 1.00m exactly
+            value = limit * size
+    return _figures(float(f"{value / 86400:.3g}"), "d")
+
+
+def _figures(shown: float, unit: str) -> str:
+    text = f"{shown:#.3g}" if shown < 1000 else f"{shown:.0f}"
+    return f"{text.rstrip('.')}{unit}"
 
 
 def _table_row(s: Any) -> dict[str, Any]:
@@ -109,20 +131,20 @@ def _table_row(s: Any) -> dict[str, Any]:
         "done": s.completed_total,
         "failed": s.failed_total,
         "workers": f"{s.workers}x{s.concurrency}",
-        "oldest": _secs(s.oldest_age_seconds),
+        "oldest": short_duration(s.oldest_age_seconds),
         "ok%": s.success_rate,
-        "p50": _secs(s.p50_seconds),
-        "p95": _secs(s.p95_seconds),
+        "p50": short_duration(s.p50_seconds),
+        "p95": short_duration(s.p95_seconds),
         "per_min": f"{s.per_min_1:g}/{s.per_min_5:g}/{s.per_min_15:g}",
     }
 
 
 def ago(value: dt.datetime | None) -> str | None:
-    """A compact age for tables: ``12s``, ``3.5m``, ``2.0h`` (JSON keeps the timestamp)."""
+    """A compact age for tables: ``12s``, ``3.50m``, ``2.00h`` (JSON keeps the timestamp)."""
     if value is None:
         return None
     age = max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0.0)
-    return f"{age:.0f}s" if age < 60 else _secs(age)
+    return f"{age:.0f}s" if age < 60 else short_duration(age)
 
 
 def _without_types(data: list[Any]) -> list[dict[str, Any]]:
@@ -156,11 +178,13 @@ def workers(ctx: typer.Context, fmt: FormatOption = Format.table, as_json: JsonF
 
 def jobs(
     ctx: typer.Context,
-    queue: Annotated[str | None, typer.Argument(help="Queue (default: all).")] = None,
+    queue: Annotated[str | None, typer.Argument(metavar="QUEUE", help="Queue (default: all).")] = None,
     state: Annotated[list[str] | None, typer.Option("--state", "-s", help=f"Repeatable: {', '.join(STATES)}.")] = None,
     job_type: Annotated[str | None, typer.Option("--type", "-t", help="Only this job type.")] = None,
     user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's jobs.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only newer than this (1h, 2d or an ISO date).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", metavar=SINCE, help="Only newer than this (1h, 2d or an ISO date).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many rows.")] = 20,
     history: Annotated[
         bool, typer.Option("--history", help="List recorded attempts from the database's job history instead "
@@ -212,7 +236,9 @@ def jobs(
 
 def check(
     ctx: typer.Context,
-    max_age: Annotated[str, typer.Option("--max-age", help="Oldest queued job may wait this long.")] = "5m",
+    max_age: Annotated[
+        str, typer.Option("--max-age", metavar=DURATION, help="Oldest queued job may wait this long.")
+    ] = "5m",
     max_backlog: Annotated[int | None, typer.Option("--max-backlog", min=0, help="Most jobs queued per queue.")] = None,
     max_failure_rate: Annotated[
         float | None, typer.Option("--max-failure-rate", min=0, max=100, help="Most failed jobs, percent.")

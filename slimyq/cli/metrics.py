@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command("metrics")
     def metrics(
         ctx: typer.Context,
-        queues: Annotated[list[str] | None, typer.Argument(help="Queues (default: all).")] = None,
+        queues: Annotated[list[str] | None, typer.Argument(metavar="QUEUE", help="Queues (default: all).")] = None,
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Write to FILE atomically (node_exporter textfile).")
         ] = None,

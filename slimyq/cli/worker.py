@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def worker(
         ctx: typer.Context,
         queues: Annotated[
-            list[str] | None, typer.Argument(help="Queues to serve (default: every configured queue).")
+            list[str] | None, typer.Argument(metavar="QUEUE", help="Queues to serve (default: every configured queue).")
         ] = None,
         concurrency: Annotated[
             int | None, typer.Option("--concurrency", "-n", min=1, max=500,

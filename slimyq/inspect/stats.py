@@ -108,6 +108,12 @@ def _quantiles(hist: dict[str, str]) -> tuple[float | None, float | None]:
     return quantile(buckets, 0.5), quantile(buckets, 0.95)
 
 
+def _significant(seconds: float | None) -> float | None:
+    """Six significant digits: 1 ms keeps the same relative precision as 10 min (``round(x, 4)``
+    would put 1.23 ms at 1.2 ms, 2.5% off)."""
+    return None if seconds is None else float(f"{seconds:.6g}")
+
+
 def _type_stats(queue: str, job_type: str, counts: dict[str, str], hist: dict[str, str],
                 tp: dict[str, str], now: float) -> TypeStats:
     done, bad = as_int(counts.get("completed")), as_int(counts.get("failed"))
@@ -121,9 +127,9 @@ def _type_stats(queue: str, job_type: str, counts: dict[str, str], hist: dict[st
         failed=bad,
         retried=as_int(counts.get("retried")),
         success_rate=round(done / (done + bad) * 100, 2) if done + bad else None,
-        avg_seconds=round(total / count, 4) if count else None,
-        p50_seconds=round(p50, 4) if p50 is not None else None,
-        p95_seconds=round(p95, 4) if p95 is not None else None,
+        avg_seconds=_significant(total / count) if count else None,
+        p50_seconds=_significant(p50),
+        p95_seconds=_significant(p95),
         per_min_1=_rate(minutes, 1, now),
         per_min_5=_rate(minutes, 5, now),
         per_min_15=_rate(minutes, 15, now),

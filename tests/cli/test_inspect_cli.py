@@ -16,6 +16,8 @@ from typer.testing import Result
 sys.path.insert(0, str(Path(__file__).parents[1] / "inspect"))
 from inspect_scenario import LIVE, Scenario, build, register_worker
 
+from slimyq.cli.inspect_cmds import short_duration
+
 Cli = Callable[..., Result]
 
 
@@ -136,3 +138,21 @@ def test_metrics(cli: Cli, scenario: Scenario, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["slimyq.prom"]
     samples = json.loads(cli("metrics", "--json", "audit").stdout)
     assert {"name": "slimyq_queue_paused", "labels": {"queue": "audit"}, "value": 1.0} in samples
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.00085, "0.850ms"), (0.0125, "12.5ms"), (0.12345, "123ms"), (0.9996, "1.00s"), (3.0, "3.00s"),
+    (59.94, "59.9s"), (59.96, "1.00m"), (62.9, "1.05m"), (600, "10.0m"), (9000, "2.50h"), (3.2 * 86400, "3.20d"),
+])
+def test_table_durations_have_three_significant_figures(seconds: float, shown: str) -> None:
+    assert short_duration(seconds) == shown
+
+
+def test_table_durations_are_within_half_a_percent_from_1ms_to_10min() -> None:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for step in range(0, 2000):
+        seconds = 0.001 * 600_000 ** (step / 1999)
+        text = short_duration(seconds)
+        assert text is not None
+        unit = text.lstrip("0123456789.")
+        assert abs(float(text.removesuffix(unit)) * units[unit] - seconds) <= 0.005 * seconds, (seconds, text)

@@ -107,6 +107,16 @@ def test_help_shows_what_values_look_like(env: dict[str, str]) -> None:
     assert not re.search(r"<(bool|str|int|float|list\[str\])>", stats), stats
     assert re.search(r"--json\s+Short for --format json", stats)  # a flag: no value
     assert re.search(r"--interval\s+NUMBER", stats) and "table|json|ndjson|csv" in stats
+    assert "slimyq stats [OPTIONS] [QUEUE]..." in stats and re.search(r"QUEUE\s+TEXT\.\.\.\s+Queues to show", stats)
+    assert re.search(r"--since\s+DURATION\|DATE\s", stats)
+    for command in ("jobs", "audit report", "audit list", "history list", "history stats"):
+        assert re.search(r"--since\s+DURATION\|DATE\s", sh(f"slimyq {command} --help", env).stdout), command
+    assert re.search(r"--max-age\s+DURATION\s", sh("slimyq check --help", env).stdout)
+    report = sh("slimyq audit report --help", env).stdout
+    assert re.search(r"--start\s+DATE\s", report) and re.search(r"--end\s+DATE\s", report)
+    log_event = sh("slimyq enqueue log-event --help", {**env, "COLUMNS": "200"}).stdout
+    assert re.search(r"--success\s+true\|false\s+whether the action succeeded; true or false; default: true\s",
+                     log_event), log_event
     canary = sh("slimyq enqueue canary --help", env).stdout
     assert re.search(r"--fail-times\s+INTEGER", canary) and re.search(r"--sleep-seconds\s+NUMBER", canary)
     save = sh("slimyq enqueue save-message --help", env).stdout
@@ -148,6 +158,37 @@ def test_an_empty_csv_still_has_its_header(env: dict[str, str], command: str, fi
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader(io.StringIO(proc.stdout)))
     assert len(rows) == 1 and first in rows[0], proc.stdout
+
+
+REPORT_HEADER = ["section", "start", "end", "total", "successful", "failed", "success_rate", "action", "count",
+                 "user_id", "resource_type", "failure_rate"]
+
+
+def test_report_csv_columns_do_not_depend_on_the_data(env: dict[str, str]) -> None:
+    empty = list(csv.reader(io.StringIO(sh("slimyq audit report --format csv", env).stdout)))
+    assert empty[0] == REPORT_HEADER and [row[0] for row in empty[1:]] == ["summary"]
+    for success in ("true", "false"):
+        logged = sh("slimyq enqueue log-event --action login --resource-type session --resource-id s --user alice "
+                    f"--success {success} -q", env)
+        assert logged.returncode == 0, logged.stderr
+    worked = sh("slimyq worker audit --burst", env)
+    assert worked.returncode == 0, worked.stderr
+    full = list(csv.DictReader(io.StringIO(sh("slimyq audit report --format csv", env).stdout)))
+    assert list(full[0]) == REPORT_HEADER
+    assert [row["section"] for row in full] == ["summary", "actions", "top_users", "top_resources", "failure_analysis"]
+    assert (full[0]["total"], full[1]["action"], full[4]["failure_rate"]) == ("2", "login", "50.0")
+
+
+@pytest.mark.parametrize(("command", "columns"), [
+    ("slimyq history stats --format csv", ["section", "queue", "runs", "job_type"]),
+    ("slimyq stats --by-type --format csv", ["section", "queue", "queued", "p95_seconds", "type", "completed"]),
+])
+def test_section_csv_headers_name_every_sections_columns(env: dict[str, str], command: str,
+                                                          columns: list[str]) -> None:
+    proc = sh(command, env)
+    assert proc.returncode == 0, proc.stderr
+    header = next(csv.reader(io.StringIO(proc.stdout)))
+    assert [c for c in header if c in columns] == columns, header
 
 
 def test_workers_state_follows_current_jobs(env: dict[str, str], r: redis_lib.Redis) -> None:

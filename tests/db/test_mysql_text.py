@@ -10,7 +10,7 @@ import pytest
 from slimyq.config import load_settings
 from slimyq.db import HISTORY_TABLE, connect_url, migrate, open_database, table_names
 from slimyq.db.connect import _runner
-from slimyq.db.mysql import EXACT_COLLATIONS, text_problems
+from slimyq.db.mysql import EXACT_COLLATIONS, make_exact, text_problems
 from slimyq.errors import SlimyqError
 
 pytestmark = pytest.mark.mysql
@@ -26,11 +26,39 @@ def _collations(db: peewee.Database) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _table_collations(db: peewee.Database) -> dict[str, str]:
+    rows = db.execute_sql(
+        "SELECT TABLE_NAME, TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+    ).fetchall()
+    return dict(rows)
+
+
 def _old_schema(url: str) -> peewee.Database:
     """The schema as slimyq created it before 0003 (the database's default collation)."""
     db = connect_url(url)
     _runner(db).up(target="0002_job_runs")
     return db
+
+
+def test_a_new_latin1_database_gets_every_table_and_text_column_at_utf8mb4_nopad_bin(new_mysql_database):
+    db = connect_url(new_mysql_database("latin1"))
+    try:
+        assert db.execute_sql("SELECT @@character_set_database").fetchone()[0] == "latin1"
+        migrate(db)
+        ours = [*table_names(), HISTORY_TABLE]
+        assert _table_collations(db) == dict.fromkeys(ours, "utf8mb4_nopad_bin")  # later ADD COLUMNs inherit it too
+        columns = db.execute_sql(
+            "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND CHARACTER_SET_NAME IS NOT NULL"
+        ).fetchall()
+        assert {(t, c) for t, c, _, _ in columns} >= {
+            ("audit_logs", "user_id"), ("audit_logs", "action"), ("chat_conversations", "user_id"),
+            ("chat_messages", "content"), ("job_runs", "job_id"), ("job_effects", "job_id"),
+        }
+        assert {t for t, _, _, _ in columns} == set(ours)
+        assert {(charset, collation) for _, _, charset, collation in columns} == {("utf8mb4", "utf8mb4_nopad_bin")}
+    finally:
+        db.close()
 
 
 def test_migration_converts_existing_latin1_tables_and_keeps_their_rows(new_mysql_database):
@@ -117,3 +145,30 @@ def test_a_connection_that_is_not_utf8mb4_is_refused_before_anything_is_changed(
         assert "slimyq db migrate" not in str(err.value)  # migrating would not help: the URL is the fix
     finally:
         latin1.close()
+
+
+def test_make_exact_converts_a_teams_own_table_and_nothing_else(new_mysql_database):
+    db = connect_url(new_mysql_database("latin1"))
+    try:
+        migrate(db)
+
+        class ClubMetrics(peewee.Model):
+            club = peewee.CharField(max_length=64)
+            note = peewee.TextField(null=True)
+
+            class Meta:
+                database = db
+                table_name = "club_metrics"
+
+        db.create_tables([ClubMetrics])
+        assert _table_collations(db)["club_metrics"].startswith("latin1")  # the database's default
+        ClubMetrics.create(club="ord", note="caf\u00e9")
+        make_exact(db, ["club_metrics"])
+        make_exact(db, ["club_metrics"])  # a second run changes nothing
+        assert set(_table_collations(db).values()) == {"utf8mb4_nopad_bin"}
+        assert text_problems(db, ["club_metrics"]) == []
+        assert [m.club for m in ClubMetrics.select().where(ClubMetrics.club.in_(["ORD", "ord ", "ord"]))] == ["ord"]
+        ClubMetrics.create(club="c2", note=EMOJI)
+        assert [m.note for m in ClubMetrics.select().order_by(ClubMetrics.id)] == ["caf\u00e9", EMOJI]
+    finally:
+        db.close()

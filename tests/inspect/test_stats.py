@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis
-from inspect_scenario import DEAD, LIVE, Scenario, register_worker
+from inspect_scenario import DEAD, LIVE, Scenario, claim, complete, enqueue_db, register_worker, settings
 
 from slimyq.inspect.prom import exposition, write_textfile
 from slimyq.inspect.stats import FRONT, queue_stats
@@ -123,3 +123,14 @@ def test_worker_state_comes_from_its_current_jobs(r: redis.Redis) -> None:
     assert got == {"slimyq.hostE.500.database": ("busy", ["j1", "j2"]),
                    "slimyq.hostF.600.database": ("idle", []),
                    "slimyq.hostG.700.database": ("suspended", [])}
+
+
+def test_json_durations_keep_six_significant_digits_near_1ms(r: redis.Redis) -> None:
+    s = settings()
+    enqueue_db(r, s, ["quick"])
+    register_worker(r, LIVE, "database")
+    (job,) = claim(r, "database", LIVE, 1)
+    complete(r, s, "database", LIVE, job, ok=True, seconds=0.0012345)
+    (db,) = queue_stats(r, s, ["database"])
+    for value in (db.avg_seconds, db.p50_seconds, db.p95_seconds):  # one job: each is its duration
+        assert value == pytest.approx(0.0012345, rel=1e-3)  # round(x, 4) read 0.0012, 2.8% off

@@ -10,6 +10,7 @@ behaviour (exit codes, results, errors) on all four.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -228,6 +229,55 @@ def test_audit_report_and_cleanup_tell_case_apart(jobs: Jobs) -> None:
     assert [(e["action"], e["user_id"]) for e in left] == [("Login", "Alice")]
 
 
+def _millis(iso: str) -> dt.datetime:
+    stamp = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+
+
+def test_bulk_log_events_write_the_same_entries_and_fail_bad_events_on_their_own(jobs: Jobs) -> None:
+    padded = {"action": "login", "resourceType": "session", "resourceId": "s", "userId": "alice "}
+    written = [
+        {"action": "Login", "resourceType": "session", "resourceId": "s\U0001f600", "userId": "Alice",
+         "details": {"note": "caf\u00e9 \U0001f600", "n": 1}, "userAgent": "UA \U0001f600", "success": False,
+         "errorMessage": "bad password \U0001f600"},
+        {"action": "login", "resourceType": "session", "resourceId": "s", "userId": "alice",
+         "ipAddress": "10.0.0.1", "requestId": "r1", "sessionId": "sess"},
+    ]
+    events = [written[0], padded, {"action": "login"}, written[1]]
+    job_id = jobs.enqueue("bulk-log-events", "--events", json.dumps(events))
+    jobs.work("audit")
+    result = jobs.result(job_id)
+    assert (result["success"], result["summary"]) == (False, {"total": 4, "success": 2, "errors": 2})
+    failed = {r["index"]: r["error"] for r in result["results"] if not r["success"]}
+    assert failed == {1: f"userId: {TRIMMED}", 2: "Missing required audit fields: action, resourceType, resourceId"}
+    ok = {r["index"]: r for r in result["results"] if r["success"]}
+    assert sorted(ok) == [0, 3] and len({r["loggedAt"] for r in ok.values()}) == 1
+    entries = {e["id"]: e for e in json.loads(jobs.cli("audit", "list", "--json").stdout)}
+    assert sorted(entries) == sorted(r["auditLogId"] for r in ok.values())  # the padded event wrote nothing
+    for index, event in ((0, written[0]), (3, written[1])):
+        entry = entries[ok[index]["auditLogId"]]
+        assert _millis(entry["timestamp"]) == _millis(ok[index]["loggedAt"]), (entry, ok[index])
+        assert {k: entry[k] for k in ("user_id", "action", "resource_type", "resource_id", "details", "user_agent",
+                                      "ip_address", "session_id", "request_id", "success", "error_message")} == {
+            "user_id": event["userId"], "action": event["action"], "resource_type": event["resourceType"],
+            "resource_id": event["resourceId"], "details": event.get("details", {}),
+            "user_agent": event.get("userAgent"), "ip_address": event.get("ipAddress"),
+            "session_id": event.get("sessionId"), "request_id": event.get("requestId"),
+            "success": event.get("success", True), "error_message": event.get("errorMessage"),
+        }
+    assert [e["user_id"] for e in json.loads(jobs.cli("audit", "list", "--user", "alice", "--json").stdout)] == [
+        "alice"]
+
+
+def test_bulk_log_events_that_are_not_a_list_of_at_most_10000_are_refused_at_enqueue(refusals: Jobs) -> None:
+    jobs = refusals
+    for not_a_list in ("null", json.dumps({"action": "login"})):
+        stderr = jobs.refused("bulk-log-events", "--events", not_a_list)
+        assert stderr == "error: --events: Input should be a valid list\n", stderr
+    too_many = jobs.refused("bulk-log-events", "--events", json.dumps([{}] * 10_001))
+    assert "--events: List should have at most 10000 items" in too_many
+
+
 # ------------------------------------------------------------------ bulk files and plain RQ clients
 
 
@@ -292,3 +342,18 @@ def test_redelivered_jobs_change_nothing_after_later_jobs_and_cleanup(jobs: Jobs
     redeliver(gone)
     assert jobs.result(gone) == first_gone  # not "not found": the marker outlived the audit entry
     assert jobs.run("database", "get-conversations", "--user", "u") == []
+
+
+def test_a_job_id_reused_after_the_job_left_redis_returns_the_first_result_and_writes_nothing(jobs: Jobs) -> None:
+    conv = jobs.run("database", "create-conversation", "--user", "u")["conversationId"]
+    save = ["save-message", "--conversation", conv, "--user", "u", "--role", "user", "--job-id", "req-1"]
+    assert jobs.enqueue(*save, "--content", "first") == "req-1"
+    jobs.work("database")
+    first = jobs.result("req-1")
+    gone = jobs.cli("job", "delete", "req-1", "--yes")  # as when it expires from Redis
+    assert gone.exit_code == 0, gone.stderr
+    assert jobs.enqueue(*save, "--content", "second") == "req-1"  # the id is free in Redis again
+    jobs.work("database")
+    assert jobs.result("req-1") == first
+    messages = jobs.run("database", "get-messages", "--conversation", conv, "--user", "u")
+    assert [m["content"] for m in messages] == ["first"]
