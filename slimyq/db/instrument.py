@@ -10,6 +10,7 @@ never the parameter values).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -19,6 +20,19 @@ from slimyq.obs import ops
 
 OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback", "savepoint",
                         "release", "create", "alter", "drop", "pragma", "set", "show", "with", "replace"})
+
+
+class _Count(threading.local):
+    n = 0
+
+
+_count = _Count()
+
+
+def statements() -> int:
+    """How many statements this thread has sent through an instrumented database (a running count:
+    compare two readings)."""
+    return _count.n
 
 
 def backend_of(db: Any) -> str:
@@ -53,6 +67,7 @@ def install(db: peewee.Database) -> peewee.Database:
     from slimyq.obs import trace
 
     def execute_sql(sql: str, params: Any = None) -> Any:
+        _count.n += 1
         op = operation(sql)
         span = trace.db_span(backend, op, sql, db) if trace.enabled else None
         start = time.perf_counter()

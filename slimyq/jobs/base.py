@@ -49,6 +49,9 @@ class JobContext:
     settings: Settings
     db_factory: Any = None  # () -> peewee.Database, opened lazily once per process
     extras: dict[str, Any] = field(default_factory=dict)
+    # The job's type is declared ``batchable``: its writes are database work only, so running
+    # them again and rolling them back changes nothing (slimyq.jobs.effects.once relies on it).
+    rerunnable: bool = False
 
     @property
     def db(self) -> peewee.Database:
@@ -101,9 +104,16 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def write_transaction(db: peewee.Database) -> Any:
     """A transaction that takes the write lock up front on SQLite (``BEGIN IMMEDIATE``), so a
-    read-then-write handler never fails with SQLITE_BUSY on lock upgrade; plain elsewhere."""
+    read-then-write handler never fails with SQLITE_BUSY on lock upgrade; plain elsewhere. Inside
+    a batch it is a savepoint, or the job's own savepoint if the job has run nothing yet
+    (:mod:`slimyq.db.savepoints`): the same rollback either way."""
     import peewee as pw
 
+    from slimyq.db.savepoints import adopt
+
+    adopted = adopt(db)
+    if adopted is not None:
+        return adopted
     if isinstance(db, pw.SqliteDatabase):
         return db.atomic(lock_type="IMMEDIATE")
     return db.atomic()

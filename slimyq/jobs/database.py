@@ -50,16 +50,17 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
 
     def apply() -> dict[str, Any]:
         now = utcnow()
-        Conversation.insert(
+        inserted = Conversation.insert(
             id=conv_id,
             user_id=p.user_id,
             title=p.title,
             personality_mode=p.personality_mode,
             created_at=now,
             updated_at=now,
-        ).on_conflict_ignore().execute()
-        row = Conversation.get_by_id(conv_id)  # the row as written (by a run from before job_effects too)
-        return {"success": True, "conversationId": conv_id, "createdAt": iso(row.created_at)}
+        ).on_conflict_ignore().as_rowcount().execute()
+        # The row as written: ours, or (a run from before job_effects) the one already there.
+        created = now if inserted else Conversation.get_by_id(conv_id).created_at
+        return {"success": True, "conversationId": conv_id, "createdAt": iso(created)}
 
     return once(ctx, "create_conversation", apply)
 

@@ -63,8 +63,9 @@ def run_from_rq(handler: Callable[[Any, JobContext], Any], args: tuple[Any, ...]
     func_name = f"{handler.__module__}.{handler.__name__}"
     try:
         settings = _settings()  # first: it registers the `jobs` setting's modules
-        _, payload = check_call(func_name, None, list(args), kwargs, job.origin)
-        ctx = JobContext(job.id, job.origin, _attempt(job), settings, db_factory=_database)
+        job_type, payload = check_call(func_name, None, list(args), kwargs, job.origin)
+        ctx = JobContext(job.id, job.origin, _attempt(job), settings, db_factory=_database,
+                         rerunnable=job_type.batchable)
         return handler(payload, ctx)
     except PermanentError:
         job.retries_left = 0  # RQ retries only while retries_left > 0: a permanent error fails now

@@ -70,8 +70,10 @@ def interrupted(result: Result) -> bool:
 
 def abandon(db: Any) -> None:
     """Roll back whatever this thread has open on ``db`` and forget peewee's transaction stack."""
+    from slimyq.db.savepoints import forget
     from slimyq.db.sqlite import release_thread_locks
 
+    forget()
     state = db._state
     try:
         if state.conn is not None:
@@ -133,6 +135,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
     the transaction's jobs another worker took over (this worker stalled past
     ``abandoned_after``): if any, the transaction is rolled back, so a job that runs again
     elsewhere never has its effect committed here too."""
+    from slimyq.db.savepoints import JobSavepoint
     from slimyq.jobs.base import write_transaction
 
     queue = jobs if isinstance(jobs, Jobs) else Jobs(jobs)
@@ -159,7 +162,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
         unstarted: ClaimedJob | None = None
         try:
             while job is not None:
-                sp = db.savepoint()
+                sp = JobSavepoint(db)
                 try:
                     sp.__enter__()
                 except Exception as exc:  # the job has not run: it goes on job by job
@@ -167,17 +170,17 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                     raise _NoSavepoint(str(exc)) from exc
                 result = run(job)
                 if result is None:
-                    sp.rollback(begin=False)
+                    sp.rollback()
                 elif interrupted(result):
                     ended.append((job, result))
                     raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
                                        f"({result.error_type})")
                 elif result.ok:
                     pending.append((job, result))
-                    sp.commit(begin=False)
+                    sp.commit()
                 else:
                     ended.append((job, result))
-                    sp.rollback(begin=False)
+                    sp.rollback()
                 job = queue.next()
             lost = taken([j for j, _ in pending]) if taken is not None and pending else []
             if lost:

@@ -89,7 +89,9 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         result.user = prepared.user
         result.request_id = joblog.request_id(prepared.payload)  # attempt start, logged once
         joblog.started(job, queue, result)
-        value = prepared.handler(prepared.payload, make_context(job))
+        ctx = make_context(job)
+        ctx.rerunnable = prepared.job_type.batchable
+        value = prepared.handler(prepared.payload, ctx)
         result.ok, result.value = True, value
     except JobTimeout as exc:
         _fill(result, exc, "timeout", permanent=False)

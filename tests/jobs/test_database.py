@@ -29,14 +29,17 @@ ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 DENIED = "Conversation not found or access denied"
 
 
-@pytest.fixture
-def run(db: peewee.Database) -> Callable[..., Any]:
-    """``run(handler, payload, job_id=None)``: call a handler as the worker would."""
+@pytest.fixture(params=[True, False], ids=["apply-first", "look-first"])
+def run(db: peewee.Database, request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``run(handler, payload, job_id=None)``: call a handler as the worker would. Both orders of
+    effect-once (``ctx.rerunnable``: the worker's, for these batchable types; and looking the marker
+    up first, as for a type that is not) must give the same results."""
     settings = load_settings().settings
 
     def call(handler: Callable[[Any, JobContext], Any], payload: Any, job_id: str | None = None) -> Any:
         ctx = JobContext(
-            job_id=job_id or uuid.uuid4().hex, queue="database", attempt=1, settings=settings, db_factory=lambda: db
+            job_id=job_id or uuid.uuid4().hex, queue="database", attempt=1, settings=settings, db_factory=lambda: db,
+            rerunnable=request.param,
         )
         return handler(payload, ctx)
 

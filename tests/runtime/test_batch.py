@@ -68,7 +68,7 @@ class Runner:
         if handler is SKIP:
             return None
         self.ran.append(job.id)
-        ctx = JobContext(job.id, "database", 1, Settings(), db_factory=lambda: self.db)
+        ctx = JobContext(job.id, "database", 1, Settings(), db_factory=lambda: self.db, rerunnable=True)
         try:
             return Result(ok=True, value=handler(ctx))
         except TimeoutSignal:
