@@ -21,6 +21,7 @@ import redis
 from slimyq.obs import ops
 from slimyq.runtime import codec, joblog, keys
 from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.dependents import enqueue_dependents
 from slimyq.runtime.execute import Result
 from slimyq.runtime.metrics import Ended, Stat, increments
 from slimyq.runtime.outcome import Completion, decide, refusal
@@ -37,22 +38,6 @@ STATS_EVERY = 0.25  # seconds between metric flushes
 OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums
 
 Item = tuple[ClaimedJob, Result]
-
-
-def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
-    """Enqueue the dependents (``depends_on``) of jobs that just ended, with RQ's own rules
-    (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent has
-    ``allow_failure``; canceled dependents stay). Rare, so it is RQ's code path, not Lua."""
-    from rq import Queue
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    for job_id in parent_ids:
-        try:
-            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
-        except Exception as exc:  # rq's ReadyJobRegistry.cleanup() picks up what is left
-            log.warning("could not enqueue the dependents of %s: %s", job_id, exc)
 
 
 def script_error(exc: redis.RedisError) -> bool:
