@@ -166,6 +166,12 @@ class QueueWorker:
         while not self.stopping.is_set():
             if self.max_jobs is not None and self._claimed >= self.max_jobs:
                 break
+            if not self.completer.alive:
+                # Outcomes would no longer be written: every later job would stay started. A new
+                # process gets a new completer; the jobs whose outcome was lost are put back.
+                log.error("the completer thread ended; restarting this worker process")
+                self.exit_code = EXIT_RESTART
+                break
             with self.lock:
                 free = self.concurrency - self._busy
                 if free <= 0:
