@@ -3,7 +3,8 @@
 - ``stop-job`` / ``stop-execution``: the named job, if this worker runs it, is stopped: its thread
   gets :class:`JobStopped` (a forked job's process is killed). It ends ``stopped``, in the failed
   registry, and is not retried, as under RQ's worker. A job that finishes before the stop lands
-  keeps its result.
+  keeps its result. A stop that lands after the job was marked running but before its thread's
+  watch (or its forked process) exists is applied as soon as that exists.
 - ``shutdown``: a warm shutdown, as SIGTERM.
 - ``kill-horse``: slimyq has no horse; ignored (logged).
 """
@@ -93,6 +94,16 @@ class Commands:
             elif token is not None:
                 self.w.watchdog.expire(token, JobStopped)
         return members
+
+    def forked(self, member: str, pid: int) -> None:
+        """A job's process was forked: one a stop-job already asked for is killed now."""
+        with self.w.lock:
+            self.children[member] = pid
+            stop = member in self.stopped
+        if stop:
+            log.warning("stopping job %s on request", member.rpartition(":")[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def outcome(self, member: str, result: Result) -> Result:
         """The attempt's result, as ``stopped`` if a stop request reached it before it succeeded."""

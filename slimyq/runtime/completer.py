@@ -21,6 +21,7 @@ import redis
 from slimyq.obs import ops
 from slimyq.runtime import codec, joblog, keys
 from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.dependents import enqueue_dependents
 from slimyq.runtime.execute import Result
 from slimyq.runtime.metrics import Ended, Stat, increments
 from slimyq.runtime.outcome import Completion, decide, refusal
@@ -35,24 +36,9 @@ TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `en
 BATCH = 256
 STATS_EVERY = 0.25  # seconds between metric flushes
 OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums
+WRITE_TRIES = 5  # a batch whose writing raised (a bug, not Redis) is tried this often, then the thread ends
 
 Item = tuple[ClaimedJob, Result]
-
-
-def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
-    """Enqueue the dependents (``depends_on``) of jobs that just ended, with RQ's own rules
-    (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent has
-    ``allow_failure``; canceled dependents stay). Rare, so it is RQ's code path, not Lua."""
-    from rq import Queue
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    for job_id in parent_ids:
-        try:
-            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
-        except Exception as exc:  # rq's ReadyJobRegistry.cleanup() picks up what is left
-            log.warning("could not enqueue the dependents of %s: %s", job_id, exc)
 
 
 def script_error(exc: redis.RedisError) -> bool:
@@ -103,7 +89,7 @@ class Completer:
                 first = self._queue.get(timeout=STATS_EVERY if self._pending_stats or ops.pending() else OPS_EVERY)
             except queue_mod.Empty:
                 if self._pending_stats or ops.pending():  # database/OpenAI sums ride along too
-                    self._write([], flush_stats=True)
+                    self._write_retrying([], flush_stats=True)
                 continue
             closing = first is None
             batch = [] if first is None else [first]
@@ -117,9 +103,30 @@ class Completer:
                 else:
                     batch.append(item)
             if batch or closing:
-                self._write(batch, flush_stats=closing)
+                self._write_retrying(batch, flush_stats=closing)
             if closing:
                 return
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _write_retrying(self, batch: list[Item], flush_stats: bool) -> None:
+        """Write a batch; should that raise, log it, back off and write the same batch again under
+        the same token (``COMPLETE`` answers a repeated token with its first answer, writing
+        nothing twice). Still failing after ``WRITE_TRIES``, the thread ends: the worker sees it
+        and restarts its process, putting back the jobs whose outcome was not written."""
+        token = os.urandom(8).hex()
+        for attempt in range(1, WRITE_TRIES + 1):
+            try:
+                self._write(batch, flush_stats, token)
+                return
+            except Exception:
+                log.exception("writing a batch of %d outcome(s) failed (try %d of %d)", len(batch), attempt,
+                              WRITE_TRIES)
+                if attempt == WRITE_TRIES:
+                    raise
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))
 
     def _stats(self, completions: list[Completion], now: float, flush: bool) -> tuple[list[Ended], list[Stat]]:
         """Metrics ride along with a completion at most every STATS_EVERY seconds, summed: a few
@@ -147,13 +154,13 @@ class Completer:
             log.exception("job %s: outcome could not be decided", codec.printable(job.id))
             return refusal(job, f"refused: the job hash cannot be processed ({exc!r})", self.w.name)
 
-    def _write(self, batch: list[Item], flush_stats: bool = False) -> None:
+    def _write(self, batch: list[Item], flush_stats: bool = False, token: str | None = None) -> None:
         w = self.w
         completions = [self._decide(job, result) for job, result in batch]
         now = time.time()
         pending, stats = self._stats(completions, now, flush_stats)
         args: list[Any] = [w.queue, w.name, f"{now:.6f}", codec.rq_now(), w.qs.keep_finished,
-                           w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats), os.urandom(8).hex()]
+                           w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats), token or os.urandom(8).hex()]
         for c in completions:
             args.extend(c.args)
         for stat in stats:
@@ -180,12 +187,16 @@ class Completer:
             self._stats_due = now + STATS_EVERY
         else:
             self._pending_stats = pending
-        self._record(batch, completions, applied)
-        joblog.ended(w.queue, w.name, batch, completions, applied)  # attempt end, logged once
-        parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
-        if parents:
-            enqueue_dependents(w.conn, parents)
-        self._forget(batch)
+        try:  # written: what follows must not make the batch be written again
+            self._record(batch, completions, applied)
+            joblog.ended(w.queue, w.name, batch, completions, applied)  # attempt end, logged once
+            parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
+            if parents:
+                enqueue_dependents(w.conn, parents)
+        except Exception:
+            log.exception("after writing a batch of %d outcome(s)", len(batch))
+        finally:
+            self._forget(batch)
 
     def _write_alone(self, batch: list[Item], exc: Exception, flush_stats: bool) -> None:
         """The script failed on something in this batch: write each job on its own, so one job's

@@ -2,7 +2,9 @@
 
 Opening may take a network round trip (or a connect timeout): the lock that makes one thread
 open it is waited for in short steps, so a job timeout still reaches a waiting thread, and it is
-made anew in a child forked while another thread held it (``--fork``).
+made anew in a child forked while another thread held it (``--fork``). It is an ``RLock`` taken
+inside ``try``: whether this thread holds it is asked of the lock, so a job timeout (an exception
+raised asynchronously into the thread) landing right after the acquire cannot leave it held.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _instances: weakref.WeakSet[JobDatabase] = weakref.WeakSet()
 
 def _fresh_locks_in_child() -> None:
     for handle in list(_instances):
-        handle._lock = threading.Lock()
+        handle._lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
@@ -34,23 +36,25 @@ class JobDatabase:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._db: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         _instances.add(self)
 
     def get(self) -> Any:
         while self._db is None:
-            if not self._lock.acquire(timeout=0.1):
-                continue
             try:
-                if self._db is None:
+                if self._lock.acquire(timeout=0.1) and self._db is None:
                     from slimyq.db import open_database
 
                     self._db = open_database(self.settings)
                     event(log, logging.INFO, "database.connected", "database opened",
                           backend=backend_of(self._db))
             finally:
-                self._lock.release()
+                if self._owned():
+                    self._lock.release()
         return self._db
+
+    def _owned(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     def reset(self) -> None:
         """Drop this thread's database connection after the database went away, so the next job

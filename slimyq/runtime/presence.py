@@ -21,7 +21,7 @@ import redis
 from slimyq.config import Settings
 from slimyq.logs import event
 from slimyq.obs import ops
-from slimyq.runtime import codec, keys, metrics
+from slimyq.runtime import codec, dependents, keys, metrics
 from slimyq.runtime.scripts import Scripts
 
 if TYPE_CHECKING:
@@ -41,7 +41,10 @@ def _recover(conn: redis.Redis, settings: Settings, queue: str, mode: str, worke
               codec.encode_exc_string(message), codec.DEFAULT_FAILURE_TTL, qs.keep_failed, message,
               *(codec.wire(m) for m in members or [])]
     )
-    return [codec.text_id(r) if isinstance(r, bytes) else str(r) for r in reply]
+    ids = [codec.text_id(r) if isinstance(r, bytes) else str(r) for r in reply]
+    if mode in ("dead", "expired"):
+        dependents.after_recovery(conn, ids)  # the allow_failure dependents of jobs it failed
+    return ids
 
 
 def release(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
@@ -126,6 +129,7 @@ class Presence:
         self._connections: dict[str, int] = {}
         self._connections_at = 0.0
         self.scripts = Scripts(conn)
+        self.deferred = dependents.DeferredSweep(conn, queue)
 
     def register(self) -> None:
         from rq import Queue, Worker
@@ -165,6 +169,8 @@ class Presence:
         every = self.settings.worker.heartbeat
         next_maintenance = time.monotonic() + MAINTENANCE_EVERY
         next_trim = time.monotonic()
+        sweep_every = min(dependents.SWEEP_EVERY, dependents.SWEEP_BEATS * every)
+        next_sweep = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.beat()
@@ -179,6 +185,9 @@ class Presence:
                 if now >= next_trim:
                     next_trim = now + TRIM_THROUGHPUT_EVERY
                     self._trim_throughput()
+                if now >= next_sweep:
+                    next_sweep = now + sweep_every
+                    self._sweep_deferred()
                 wait = min(every, MAINTENANCE_EVERY)
             except redis.RedisError:
                 wait = 0.5  # beat again as soon as Redis is back: our deadlines are running out
@@ -204,6 +213,19 @@ class Presence:
         completer = getattr(self.owner, "completer", None)
         if completer is not None and completer.history_dropped:
             self.conn.hset(keys.HISTORY_DROPPED, self.name, completer.history_dropped)
+
+    def _sweep_deferred(self) -> None:
+        try:
+            enqueued = self.deferred.run()
+        except redis.ConnectionError:
+            raise
+        except Exception:  # a job hash RQ cannot read: the next sweep looks again
+            log.exception("the sweep of %s's deferred jobs failed", self.queue)
+            return
+        if enqueued:
+            event(log, logging.WARNING, "dependents.enqueued",
+                  f"enqueued {len(enqueued)} dependent job(s) left deferred on {self.queue}", worker=self.name,
+                  queue=self.queue, count=len(enqueued), job_ids=enqueued[:20])
 
     def _report_connections(self) -> None:
         """When it changed, and every half minute (a lapsed worker key is written back without it)."""

@@ -34,7 +34,7 @@ from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.dbhandle import JobDatabase
-from slimyq.runtime.execute import JobTimeout, Result
+from slimyq.runtime.execute import JobStopped, JobTimeout, Result
 from slimyq.runtime.presence import Presence, record_ttl, release, release_members
 from slimyq.runtime.scripts import Scripts
 from slimyq.runtime.timeouts import Watchdog
@@ -165,6 +165,12 @@ class QueueWorker:
         errors = 0
         while not self.stopping.is_set():
             if self.max_jobs is not None and self._claimed >= self.max_jobs:
+                break
+            if not self.completer.alive:
+                # Outcomes would no longer be written: every later job would stay started. A new
+                # process gets a new completer; the jobs whose outcome was lost are put back.
+                log.error("the completer thread ended; restarting this worker process")
+                self.exit_code = EXIT_RESTART
                 break
             with self.lock:
                 free = self.concurrency - self._busy
@@ -406,17 +412,24 @@ class QueueWorker:
 
     def _run_one(self, job: ClaimedJob) -> Result:
         timeout = float(job.timeout(self.qs.timeout))
+        if self._stop_requested(job):
+            return Result(ok=False, error_type="stopped", error="stopped on request before it started",
+                          started=time.time(), ended=time.time())
         if self.fork:
             from slimyq.runtime.forked import run_in_child
 
+            # A stop-job landing from here until the fork is seen by forked(): the child is killed.
             return run_in_child(lambda: execute.run(job, self.queue, self._context, self.max_size), timeout,
-                                on_fork=lambda pid: self.commands.children.__setitem__(job.member, pid))
+                                on_fork=lambda pid: self.commands.forked(job.member, pid))
         started = time.time()
         token = self.watchdog.watch(timeout, lambda: self._on_stuck(job, started, timeout))
         with self.lock:  # what a stop-job or a takeover expires: this watch, not the thread's next one
             if job.member in self._running:
                 self._running[job.member] = token
+            stop = job.member in self.commands.stopped  # a stop-job that came just before the watch
         try:
+            if stop:
+                self.watchdog.expire(token, JobStopped)
             result = execute.run(job, self.queue, self._context, self.max_size)
         except JobTimeout:
             result = Result(ok=False, error_type="timeout", started=started, ended=time.time())
@@ -451,6 +464,12 @@ class QueueWorker:
                   "process (the job is retried once it is gone)", codec.printable(job.id), timeout)
         self.exit_code = EXIT_RESTART
         self.request_stop()
+
+    def _stop_requested(self, job: ClaimedJob) -> bool:
+        """A stop-job came after the job was marked running and before its handler started (it
+        names running jobs only, so it found no watch or process to stop yet)."""
+        with self.lock:
+            return job.member in self.commands.stopped
 
     def running_members(self) -> list[str]:
         return list(self._running)

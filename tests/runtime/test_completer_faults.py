@@ -1,0 +1,73 @@
+"""The completer thread when writing a batch raises (a bug, not Redis): the same batch is written
+again, once; if it keeps failing the worker process restarts and the jobs run again elsewhere,
+none left started."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from harness import Env, WorkerProc, attempts, canaries, leftovers, wait_done
+
+
+def _failing_writes(env: Env, root: Path, failures: int) -> Path:
+    """The first ``failures`` calls of the completer's write raise, counted across processes."""
+    count = root / "write-failures"
+    site = root / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import os
+        from slimyq.runtime.completer import Completer
+
+        real = Completer._write
+
+        def _write(self, batch, flush_stats=False, token=None):
+            if batch:
+                done = os.path.getsize({str(count)!r}) if os.path.exists({str(count)!r}) else 0
+                if done < {failures}:
+                    with open({str(count)!r}, "a") as f:
+                        f.write("x")
+                    raise RuntimeError("injected: writing the batch failed")
+            return real(self, batch, flush_stats, token)
+
+        Completer._write = _write
+    """))
+    env.extra["PYTHONPATH"] = str(site)
+    return count
+
+
+def test_a_failed_write_is_retried_with_the_same_batch(env: Env, conn: redis.Redis,
+                                                       start: Callable[..., WorkerProc], tmp_path: Path) -> None:
+    _failing_writes(env, tmp_path, failures=1)
+    (job_id,) = canaries(env, 1, "database")
+    worker = start("database")
+    (child,) = worker.wait_children(1)
+    t = wait_done(conn, [job_id], 60)
+    assert (t.finished, t.duplicated) == (1, 0), worker.log()[-3000:]
+    assert [a["outcome"] for a in attempts(conn, job_id)] == ["finished"]
+    assert "injected: writing the batch failed" in worker.log()
+    assert [c.pid for c in worker.children()] == [child.pid]  # no restart
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
+
+
+def test_a_dead_completer_restarts_the_process_and_its_jobs_run_again(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], tmp_path: Path) -> None:
+    from slimyq.runtime.completer import WRITE_TRIES
+
+    _failing_writes(env, tmp_path, failures=WRITE_TRIES)
+    ids = canaries(env, 3, "database")
+    worker = start("database")
+    (child,) = worker.wait_children(1)
+    t = wait_done(conn, ids, 120)
+    assert (t.finished, t.duplicated, t.pending) == (3, 0, 0), worker.log()[-3000:]
+    log = worker.log()
+    assert "the completer thread ended; restarting this worker process" in log
+    assert all(c.pid != child.pid for c in worker.children())
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}

@@ -1,0 +1,87 @@
+"""Dependents (RQ's ``depends_on``) never stay deferred for good: a parent failed by crash
+recovery releases its ``allow_failure`` dependents, and a process that dies between writing an
+outcome and enqueuing the dependents leaves them to the deferred sweep. rq's own library is the
+client; the workers are real processes."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from harness import Env, WorkerProc, attempts, leftovers, status, wait_until
+from rq import Queue
+from rq.job import Dependency, Job
+from rq.serializers import JSONSerializer
+
+CANARY = "slimyq.jobs.canary.canary"
+
+
+def _canary(q: Queue, sleep: float = 0.0, **options: object) -> Job:
+    return q.enqueue(CANARY, kwargs={"sleepSeconds": sleep, "failTimes": 0}, **options)  # type: ignore[arg-type]
+
+
+def test_parent_failed_by_recovery_releases_its_allow_failure_dependents(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc]) -> None:
+    env.reconfigure(queues={"database": {"attempts": 1}})
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q, sleep=60)
+    tolerant = _canary(q, depends_on=Dependency(jobs=[parent], allow_failure=True))
+    strict = _canary(q, depends_on=parent)
+    worker = start("database")
+    (child,) = worker.wait_children(1)
+    wait_until(lambda: status(conn, parent.id) == "started", 30, what="the parent to start")
+    child.send_signal(signal.SIGKILL)  # its worker dies with no retries left: recovery fails it
+    wait_until(lambda: status(conn, tolerant.id) == "finished", 60, what="the tolerant dependent to run")
+    assert status(conn, parent.id) == "failed"
+    assert [a["outcome"] for a in attempts(conn, parent.id)] == ["abandoned"]
+    assert status(conn, strict.id) == "deferred"
+    # Recovery enqueued it, not the sweep that picks up what was left behind.
+    assert "dependents.enqueued" not in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
+
+
+def _crash_before_dependents(env: Env, root: Path) -> Path:
+    """The worker process dies (once) right after a completion batch was written and before its
+    dependents are enqueued: a ``sitecustomize`` on the worker's path replaces that step."""
+    marker = root / "crashed"
+    site = root / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import os
+        import slimyq.runtime.dependents as dependents
+
+        def enqueue_dependents(conn, parent_ids):
+            if not os.path.exists({str(marker)!r}):
+                open({str(marker)!r}, "w").close()
+                os._exit(9)
+
+        dependents.enqueue_dependents = enqueue_dependents
+    """))
+    env.extra["PYTHONPATH"] = str(site)
+    return marker
+
+
+def test_dependents_left_deferred_by_a_crash_after_completion_are_enqueued_by_the_sweep(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], tmp_path: Path) -> None:
+    marker = _crash_before_dependents(env, tmp_path)
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    dependent = _canary(q, depends_on=parent)
+    tolerant = _canary(q, depends_on=Dependency(jobs=[parent], allow_failure=True))
+    worker = start("database")
+    wait_until(marker.exists, 60, what="the crash after the parent's completion")
+    assert status(conn, parent.id) == "finished" and status(conn, dependent.id) == "deferred"
+    wait_until(lambda: status(conn, dependent.id) == status(conn, tolerant.id) == "finished", 120,
+               what="the sweep to enqueue the dependents")
+    assert [a["outcome"] for a in attempts(conn, parent.id)] == ["finished"]
+    assert [a["outcome"] for a in attempts(conn, dependent.id)] == ["finished"]
+    assert "dependents.enqueued" in worker.log()
+    assert conn.zcard("rq:deferred:database") == 0 and conn.zcard("rq:ready:database") == 0
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
