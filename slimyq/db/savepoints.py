@@ -66,10 +66,9 @@ class _Adopted:
     def __enter__(self) -> _Adopted:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.sp.rollback(begin=False)  # the savepoint stays set: the batch ends it after the job
-        return False
 
 
 def adopt(db: Any) -> _Adopted | None:
