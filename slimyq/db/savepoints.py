@@ -12,9 +12,12 @@ instead, when nothing has run since it was set:
   (nothing ran between the savepoint and the block), as a nested savepoint's rollback would. A
   handler that catches the error and goes on still sees the block's writes undone.
 
-"Nothing has run" is judged by the thread's statement count (:func:`slimyq.db.instrument.statements`)
-and the transaction depth, so a block opened after any statement of the job, or inside another
-block, gets a savepoint of its own as usual.
+"Nothing has run" is judged by the thread's statement count (:func:`slimyq.db.instrument.statements`:
+every statement peewee sends, its own savepoints included), so a block opened after any statement
+of the job, or inside another block, gets a savepoint of its own as usual; the transaction depth is
+checked too (a ``manual_commit()`` block). A statement sent on a raw DB-API cursor
+(``db.cursor().execute(...)``) bypasses peewee and is not counted: a handler that does that and
+then catches a failed first block would see that statement undone with it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ class PermanentError(Exception):
     error_type = "permanent"
 
 
+class Interrupted(Exception):
+    """Raised into a job's thread from outside: its timeout, or RQ's stop-job command. It says
+    nothing about the job's data; a handler that catches exceptions should let it through."""
+
+
 class AccessDenied(PermanentError):
     error_type = "access_denied"
 

@@ -15,14 +15,11 @@ commit: the marker's primary key refuses the second.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from slimyq.db.models import JobEffect, utcnow
-from slimyq.jobs.base import JobContext, PermanentError, write_transaction
-
-log = logging.getLogger("slimyq.worker")
+from slimyq.jobs.base import Interrupted, JobContext, write_transaction
 
 R = TypeVar("R")
 
@@ -43,9 +40,11 @@ def once(ctx: JobContext, effect: str, apply: Callable[[], R]) -> R:
 def _apply_first(ctx: JobContext, db: Any, effect: str, apply: Callable[[], R]) -> R:
     """For a job whose writes are database work only (``ctx.rerunnable``): apply, then write the
     marker, and look the marker up only if that fails: one statement less per job than looking
-    first. A rerun fails at the marker's primary key (or earlier, at ownership: its conversation
-    may be gone since), its writes are rolled back with the block, and the first result is
-    returned: the same outcome as looking first."""
+    first. A rerun fails at the marker's primary key, or earlier because the data changed since
+    the first run (its conversation is gone, a row it reads was deleted); either way its writes
+    are rolled back with the block and the first result is returned: the same outcome as looking
+    first. A failure that says nothing about the data (the job's timeout or stop, the database
+    gone) is raised as it is, and so is any error of the lookup itself: the job is retried."""
     import peewee
 
     try:
@@ -53,12 +52,10 @@ def _apply_first(ctx: JobContext, db: Any, effect: str, apply: Callable[[], R]) 
             result = apply()
             _record(db, ctx.job_id, effect, result)
         return result
-    except (peewee.IntegrityError, PermanentError):
-        try:
-            found, first = _lookup(db, ctx.job_id, effect)
-        except Exception as exc:  # the database went away meanwhile: the first error is the answer
-            log.debug("looking up %s's effect marker after a failure: %s", ctx.job_id, exc)
-            found = False
+    except (Interrupted, peewee.OperationalError, peewee.InterfaceError):
+        raise
+    except Exception:
+        found, first = _lookup(db, ctx.job_id, effect)
         if found:
             return cast(R, first)
         raise

@@ -86,7 +86,8 @@ def job_type(
     names a field given as the command's argument; ``rate_limited`` counts the job against its
     user's rate limit (the payload's ``user_id``) at enqueue; ``batchable`` lets the job share its
     claim's database transaction on a queue with ``batch_transaction`` (only for short work whose
-    every effect is database writes through ``ctx.db``: a rolled-back batch runs it again).
+    every effect is database writes through ``ctx.db``: a rolled-back batch runs it again, and
+    :func:`slimyq.jobs.effects.once` runs its ``apply`` before looking for the marker).
     """
     if not _NAME.match(name):
         raise ConfigError(f"job type {name!r}: use 1-64 of a-z 0-9 _, starting with a letter")

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slimyq.jobs import registry
-from slimyq.jobs.base import JobContext, PermanentError, Refused
+from slimyq.jobs.base import Interrupted, JobContext, PermanentError, Refused
 from slimyq.jobs.calls import check_call
 from slimyq.obs import trace
 from slimyq.runtime import joblog
 from slimyq.runtime.codec import MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
 
-class JobTimeout(Exception):
+class JobTimeout(Interrupted):
     """Raised inside a job's thread (or reported for its forked child) when it runs too long."""
 
     error_type = "timeout"
