@@ -21,6 +21,20 @@ PG_ADMIN_URL = os.environ.get("SLIMYQ_TEST_PG", "postgresql://postgres@127.0.0.1
 MYSQL_ADMIN = os.environ.get("SLIMYQ_TEST_MYSQL", "root@127.0.0.1:3306")
 
 
+# ----------------------------------------------------------------- pytest-xdist
+
+CLUSTER_TESTS = Path(__file__).parent / "cluster"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into node id suffixes
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-host tests' namespaces, links and addresses have fixed names machine-wide: under
+    pytest-xdist (``--dist loadgroup``) they all run on one worker, one after another."""
+    for item in items:
+        if CLUSTER_TESTS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 # ----------------------------------------------------------------- Valkey
 
 

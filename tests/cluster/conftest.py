@@ -26,15 +26,6 @@ ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 WORKER, QUEUES = cluster_mod.FAST_WORKER, cluster_mod.FAST_QUEUES
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The hosts' namespaces, links and addresses have fixed names machine-wide: under
-    pytest-xdist (``--dist loadgroup``) every test here runs on one worker, one after another."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-
-
 @pytest.fixture(scope="session")
 def netns() -> None:
     """Network namespaces can be made here: otherwise skip, or fail on CI."""
