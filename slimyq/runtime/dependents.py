@@ -28,7 +28,9 @@ log = logging.getLogger("slimyq.worker")
 
 SWEEP_EVERY = 60.0  # seconds between sweeps of a queue's deferred registry (at most)
 SWEEP_BEATS = 12  # ... and at most this many heartbeats
-SWEEP_MAX = 1000  # deferred jobs looked at per sweep (the oldest)
+SWEEP_MAX = 1000  # deferred jobs looked at per sweep (the next window; the sweeps go round)
+MAX_PARENTS = 1000  # a job with more dependencies is left to RQ's own tools
+SWEEP_PARENTS = 10_000  # parent statuses looked up per sweep (at most)
 
 
 def _key(job_id: str) -> bytes:
@@ -39,9 +41,14 @@ def _dependency_ids(raw: bytes) -> list[str]:
     """The job hash's ``dependency_ids`` (RQ writes a JSON list); unreadable: none."""
     try:
         ids = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def _accepted(allow: object) -> set[bytes]:
+    """The parent statuses that let a dependent run: failed too when it allows failure."""
+    return {b"finished", b"failed"} if allow not in (None, b"", b"0") else {b"finished"}
 
 
 def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
@@ -82,14 +89,17 @@ def after_recovery(conn: redis.Redis, ids: list[str]) -> None:
 
 class DeferredSweep:
     """Enqueue a queue's deferred jobs whose dependencies have all ended (finished, or failed
-    where the job allows failure), as RQ decides it. A job is enqueued only when two sweeps in a
-    row found it ready, so the completer, which does the same within milliseconds of an outcome,
-    is never raced: the sweep only ever acts on what was left behind."""
+    where the job allows failure). A job is enqueued only when two sweeps of its window in a row
+    found it ready, so the completer, which does the same within milliseconds of an outcome, is
+    never raced: the sweep only ever acts on what was left behind. A dependency whose hash is
+    gone holds its dependent back (RQ would never enqueue it either), and a job the sweep cannot
+    read is skipped, never stopping the sweep for the rest."""
 
     def __init__(self, conn: redis.Redis, queue: str) -> None:
         self.conn = conn
         self.queue = queue
-        self._ready: set[str] = set()  # found ready by the previous sweep
+        self._ready: set[str] = set()  # found ready by the previous sweep of their window
+        self._offset = 0  # where the next window of the deferred registry starts
 
     def run(self) -> list[str]:
         """One sweep; returns the ids enqueued."""
@@ -97,45 +107,80 @@ class DeferredSweep:
         from rq.serializers import JSONSerializer
 
         ReadyJobRegistry(self.queue, connection=self.conn, serializer=JSONSerializer).cleanup()
-        ready = self._ready_now()
+        seen, ready = self._ready_now()
         due = sorted(ready & self._ready)
-        self._ready = ready - set(due)
-        moved = [job_id for job_id in due if self._move_to_ready(job_id)]
+        self._ready = (self._ready - seen) | (ready - set(due))
+        moved = [job_id for job_id in due if self._move_safely(job_id)]
         if not moved:
             return []
         registry = ReadyJobRegistry(self.queue, connection=self.conn, serializer=JSONSerializer)
         return [job.id for job in registry.enqueue_jobs(moved)]
 
-    def _ready_now(self) -> set[str]:
-        """Deferred ids whose dependencies have all ended acceptably: three round trips, two of them pipelined."""
-        raw: Any = self.conn.zrange(keys.deferred(self.queue), 0, SWEEP_MAX - 1)
-        ids = [codec.text_id(r) for r in raw]
+    def _window(self) -> list[str]:
+        """The next ``SWEEP_MAX`` deferred ids; after the last window, the first again."""
+        raw: Any = self.conn.zrange(keys.deferred(self.queue), self._offset, self._offset + SWEEP_MAX - 1)
+        if not raw and self._offset:
+            self._offset = 0
+            raw = self.conn.zrange(keys.deferred(self.queue), 0, SWEEP_MAX - 1)
+        return [codec.text_id(r) for r in raw]
+
+    def _ready_now(self) -> tuple[set[str], set[str]]:
+        """The deferred ids looked at, and those whose dependencies have all ended acceptably:
+        three round trips, two of them pipelined."""
+        ids = self._window()
         if not ids:
-            return set()
+            return set(), set()
         pipe = self.conn.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(_key(job_id), "status", "allow_dependency_failures", "dependency_ids")
-        jobs = []
-        for job_id, (state, allow, deps) in zip(ids, pipe.execute(), strict=True):
-            if state == b"deferred" and deps:
+        jobs: list[tuple[str, object, list[str]]] = []
+        looked, budget = 0, SWEEP_PARENTS
+        for job_id, reply in zip(ids, pipe.execute(raise_on_error=False), strict=True):
+            if budget <= 0:
+                break
+            looked += 1
+            try:
+                if isinstance(reply, Exception):
+                    continue  # not a hash: nothing RQ can run
+                state, allow, deps = reply
+                if state != b"deferred" or not deps:
+                    continue
                 parents = _dependency_ids(deps)
-                if parents:
-                    jobs.append((job_id, allow, parents))
+                if not parents or len(parents) > MAX_PARENTS:
+                    continue
+                for parent in parents:
+                    _key(parent)  # an id with no bytes (a lone surrogate) raises here
+                jobs.append((job_id, allow, parents))
+                budget -= len(parents)
+            except Exception as exc:
+                log.debug("deferred sweep: skipping %s: %r", codec.printable(job_id), exc)
+        # The next window starts after the last id looked at.
+        self._offset = 0 if looked == len(ids) and len(ids) < SWEEP_MAX else self._offset + looked
+        seen = set(ids[:looked])
         parents = sorted({d for _, _, deps in jobs for d in deps})
         pipe = self.conn.pipeline(transaction=False)
         for parent in parents:
             pipe.hget(_key(parent), "status")
-        state = dict(zip(parents, pipe.execute(), strict=True))
-        ready = set()
-        for job_id, allow, deps in jobs:
-            accepted = {b"finished", b"failed"} if allow not in (None, b"", b"0") else {b"finished"}
-            # As RQ's Job.dependencies_are_met: a dependency whose hash is gone does not hold it back.
-            if all(state[d] is None or state[d] in accepted for d in deps):
-                ready.add(job_id)
-        return ready
+        state = {p: (None if isinstance(r, Exception) else r)
+                 for p, r in zip(parents, pipe.execute(raise_on_error=False), strict=True)}
+        ready = {job_id for job_id, allow, deps in jobs
+                 if all(state[d] is not None and state[d] in _accepted(allow) for d in deps)}
+        return seen, ready
+
+    def _move_safely(self, job_id: str) -> bool:
+        try:
+            return self._move_to_ready(job_id)
+        except redis.ConnectionError:
+            raise
+        except Exception as exc:
+            log.debug("deferred sweep: could not move %s: %r", codec.printable(job_id), exc)
+            return False
 
     def _move_to_ready(self, job_id: str) -> bool:
-        """Deferred to RQ's ready registry, in one watched transaction that re-checks the rules."""
+        """Deferred to RQ's ready registry, in one watched transaction that re-checks the rules
+        and takes the job out of its parents' ``:dependents`` sets: an ``enqueue_dependents`` of
+        RQ's own running meanwhile fails its WATCH and, reading again, no longer finds it, so
+        the job is enqueued once."""
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
         from rq.registry import ReadyJobRegistry
@@ -147,14 +192,26 @@ class DeferredSweep:
             return False
         if job.origin != self.queue:  # RQ's ready registry is per origin queue
             return False
+        parents = [p for p in job._dependency_ids if isinstance(p, str)]
+        if not parents or len(parents) > MAX_PARENTS:
+            return False
         registry = ReadyJobRegistry(job.origin, connection=self.conn, serializer=JSONSerializer)
+        parent_keys = [_key(p) for p in parents]
+        dependents_keys = [k + b":dependents" for k in parent_keys]
         with self.conn.pipeline() as pipe:
             try:
-                pipe.watch(job.key)  # type: ignore[no-untyped-call]
-                if pipe.hget(job.key, "status") != b"deferred" or not job.dependencies_are_met(pipeline=pipe):
+                pipe.watch(job.key, *parent_keys, *dependents_keys)  # type: ignore[no-untyped-call]
+                state: Any = pipe.hmget(job.key, "status", "allow_dependency_failures")
+                if state[0] != b"deferred":
                     return False
+                accepted = _accepted(state[1])
+                for key in parent_keys:
+                    if pipe.hget(key, "status") not in accepted:  # gone, or not ended as allowed
+                        return False
                 pipe.multi()
                 registry.register_jobs([job], pipeline=pipe)
+                for key in dependents_keys:
+                    pipe.srem(key, job.id)
                 pipe.execute()
             except redis.WatchError:
                 return False  # it changed meanwhile: the next sweep looks again

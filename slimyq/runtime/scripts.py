@@ -175,9 +175,13 @@ return out
 # ``Job.cancel``/``delete``, slimyq's recovery) keeps the answer it was given.
 # Returns a list: 1 applied, 2 applied and the job has dependents (``rq:job:<id>:dependents``)
 # to enqueue, 0 stale (nothing written).
-# The reply is kept under the batch token for a while: a call that redis-py repeats after a lost
-# reply returns the first call's answer and writes nothing twice (metrics included).
+# The reply is kept under the batch token for 600 s: a call that redis-py repeats after a lost
+# reply returns the first call's answer and writes nothing twice (metrics included). A repeat
+# after longer (Redis unreachable for over ten minutes right after the reply was lost) finds
+# every job stale and writes only that batch's metric increments again; a longer TTL would
+# keep one key per batch written for that long.
 COMPLETE = """
+local DEPENDENTS_GRACE = 600
 local done_key = 'slimyq:done:' .. ARGV[10]
 local done = redis.call('GET', done_key)
 if done then return cjson.decode(done) end
@@ -212,9 +216,16 @@ local function expiry(ended, ttl)
   return tostring(tonumber(int) + ttl) .. '.' .. frac
 end
 -- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
+-- A ttl-0 job with dependents keeps its hash (in no registry) for a while: enqueuing them reads
+-- its status, and a dependent of a job whose hash is gone stays deferred.
 local function keep(jk, rk, registry, id, ttl, ended)
   if ttl == 0 then
-    redis.call('UNLINK', jk, rk)
+    if redis.call('EXISTS', jk .. ':dependents') == 1 then
+      redis.call('UNLINK', rk)
+      redis.call('EXPIRE', jk, DEPENDENTS_GRACE)
+    else
+      redis.call('UNLINK', jk, rk)
+    end
     return false
   elseif ttl < 0 then
     redis.call('PERSIST', rk)

@@ -5,6 +5,7 @@ client; the workers are real processes."""
 
 from __future__ import annotations
 
+import json
 import signal
 import textwrap
 from collections.abc import Callable
@@ -82,6 +83,98 @@ def test_dependents_left_deferred_by_a_crash_after_completion_are_enqueued_by_th
     assert [a["outcome"] for a in attempts(conn, dependent.id)] == ["finished"]
     assert "dependents.enqueued" in worker.log()
     assert conn.zcard("rq:deferred:database") == 0 and conn.zcard("rq:ready:database") == 0
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
+
+
+def _sweep_twice(conn: redis.Redis) -> list[str]:
+    from slimyq.runtime.dependents import DeferredSweep
+
+    sweep = DeferredSweep(conn, "database")
+    return sweep.run() + sweep.run()
+
+
+def _queued(conn: redis.Redis, job_id: str) -> int:
+    return [m.decode() for m in conn.lrange("rq:queue:database", 0, -1)].count(job_id)  # type: ignore[union-attr]
+
+
+def test_a_swept_dependent_is_taken_out_of_its_parents_dependents_so_rq_never_enqueues_it_again(
+        conn: redis.Redis) -> None:
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    tolerant = _canary(q, depends_on=Dependency(jobs=[parent], allow_failure=True))
+    conn.lrem("rq:queue:database", 0, parent.id)
+    conn.hset(parent.key, "status", "failed")  # its outcome was written, its dependents never enqueued
+    assert _sweep_twice(conn) == [tolerant.id]
+    assert conn.smembers(parent.dependents_key) == set()
+    conn.lrem("rq:queue:database", 0, tolerant.id)
+    conn.hset(tolerant.key, "status", "finished")
+    conn.hset(parent.key, "status", "finished")  # requeued and finished: RQ enqueues its dependents
+    q.enqueue_dependents(Job.fetch(parent.id, connection=conn, serializer=JSONSerializer))
+    assert _queued(conn, tolerant.id) == 0
+    assert status(conn, tolerant.id) == "finished"
+
+
+def test_the_sweep_never_moves_a_job_that_is_no_longer_deferred(conn: redis.Redis) -> None:
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    dependent = _canary(q, depends_on=parent)
+    conn.lrem("rq:queue:database", 0, parent.id)
+    conn.hset(parent.key, "status", "finished")
+    conn.hset(dependent.key, "status", "started")  # already on its way, still in the deferred registry
+    assert _sweep_twice(conn) == []
+    assert status(conn, dependent.id) == "started" and _queued(conn, dependent.id) == 0
+
+
+def test_a_dependent_whose_parent_hash_is_gone_stays_deferred(conn: redis.Redis) -> None:
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    strict = _canary(q, depends_on=parent)
+    tolerant = _canary(q, depends_on=Dependency(jobs=[parent], allow_failure=True))
+    conn.lrem("rq:queue:database", 0, parent.id)
+    conn.hset(parent.key, "status", "failed")
+    conn.delete(parent.key)  # the failed parent's hash expired
+    assert _sweep_twice(conn) == []
+    assert status(conn, strict.id) == status(conn, tolerant.id) == "deferred"
+
+
+def test_unreadable_deferred_entries_are_skipped_and_every_window_is_reached(
+        conn: redis.Redis, monkeypatch: object) -> None:
+    import pytest
+
+    from slimyq.runtime import dependents
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(dependents, "SWEEP_MAX", 2)
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    conn.lrem("rq:queue:database", 0, parent.id)
+    bad = {"surrogate": '["\\ud800"]', "nested": "[" * 100_000 + "]" * 100_000,
+           "many": json.dumps([parent.id] * (dependents.MAX_PARENTS + 1))}
+    for name, deps in bad.items():
+        conn.hset(f"rq:job:{name}", mapping={"status": "deferred", "dependency_ids": deps, "origin": "database"})
+        conn.zadd("rq:deferred:database", {name: 0})
+    conn.set("rq:job:string", "not a hash")
+    conn.zadd("rq:deferred:database", {"string": 0})
+    dependent = _canary(q, depends_on=parent)  # the newest: beyond the first windows
+    conn.hset(parent.key, "status", "finished")
+    sweep = dependents.DeferredSweep(conn, "database")
+    enqueued = [job_id for _ in range(8) for job_id in sweep.run()]
+    assert enqueued == [dependent.id]
+    assert status(conn, dependent.id) == "queued"
+    assert {m.decode() for m in conn.zrange("rq:deferred:database", 0, -1)} == {*bad, "string"}  # type: ignore[union-attr]
+
+
+def test_a_parent_kept_for_no_time_still_enqueues_its_dependents(
+        conn: redis.Redis, start: Callable[..., WorkerProc]) -> None:
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q, result_ttl=0)
+    dependent = _canary(q, depends_on=parent)
+    worker = start("database")
+    wait_until(lambda: status(conn, dependent.id) == "finished", 60, what="the dependent to run")
+    assert "dependents.enqueued" not in worker.log()  # the completer enqueued it, not the sweep
+    assert conn.zscore("rq:finished:database", parent.id) is None  # kept in no registry
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert leftovers(conn) == {}
