@@ -61,12 +61,16 @@ class Completer:
             from slimyq.history.recorder import HistoryRecorder
 
             self.history = HistoryRecorder(worker.database)
-        self._thread = threading.Thread(target=self._loop, name="slimyq-completer", daemon=True)
+        self.unwritten: set[str] = set()  # members handed over whose outcome is not written yet
+        self.failed = False  # the thread ended on an error: outcomes are no longer written
+        self._thread = threading.Thread(target=self._run, name="slimyq-completer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def put(self, job: ClaimedJob, result: Result) -> None:
+        """Hand over an outcome (the caller holds the worker's lock)."""
+        self.unwritten.add(job.member)
         self._queue.put((job, result))
 
     def close(self, timeout: float) -> None:
@@ -79,6 +83,21 @@ class Completer:
     @property
     def history_dropped(self) -> int:
         return self.history.dropped if self.history is not None else 0
+
+    def _run(self) -> None:
+        """The thread: should writing fail for good, no further job starts in this process, which
+        exits with ``EXIT_UNWRITTEN``; the jobs whose outcome was lost are charged an attempt."""
+        try:
+            self._loop()
+        except BaseException:
+            from slimyq.runtime.worker import EXIT_UNWRITTEN
+
+            self.failed = True
+            log.error("the completer thread ended: job outcomes can no longer be written; restarting this "
+                      "worker process")
+            self.w.exit_code = EXIT_UNWRITTEN
+            self.w.request_stop()
+            raise
 
     def _loop(self) -> None:
         """Write outcomes in batches; a ``None`` in the queue means: write what came before, stop."""
@@ -213,6 +232,7 @@ class Completer:
         with self.w.lock:
             for job, _ in batch:
                 self.w.inflight.pop(job.member, None)
+                self.unwritten.discard(job.member)
             self.w.lock.notify_all()
 
     def _record(self, batch: list[Item], completions: list[Completion], applied: list[Any]) -> None:

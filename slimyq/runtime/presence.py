@@ -94,6 +94,15 @@ def recover_stuck(conn: redis.Redis, settings: Settings, queue: str, worker: str
     return ids
 
 
+def recover_unwritten(conn: redis.Redis, settings: Settings, queue: str, worker: str) -> list[str]:
+    """``worker`` exited because it could not write job outcomes: each job it still held counts a
+    failed attempt and is retried (or failed), so a batch that can never be written ends."""
+    ids = _recover(conn, settings, queue, "dead", worker, "the worker could not write the job's outcome; the "
+                   "worker process was restarted")
+    unregister(conn, worker, queue)
+    return ids
+
+
 def recover_expired(conn: redis.Redis, settings: Settings, queue: str) -> list[str]:
     """Jobs of workers that stopped heartbeating (a host died, a process was frozen)."""
     return _recover(conn, settings, queue, "expired", "", "worker stopped sending heartbeats (abandoned job)")

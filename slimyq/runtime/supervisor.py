@@ -25,7 +25,7 @@ from typing import Any
 
 from slimyq.config import Settings
 from slimyq.logs import event
-from slimyq.runtime.worker import EXIT_OK, EXIT_RESTART
+from slimyq.runtime.worker import EXIT_OK, EXIT_RESTART, EXIT_UNWRITTEN
 
 log = logging.getLogger("slimyq.supervisor")
 PR_SET_PDEATHSIG = 1
@@ -185,7 +185,7 @@ class Supervisor:
                     self._start(child)
 
     def _reap(self, conn: Any, child: Child) -> None:
-        from slimyq.runtime.presence import recover_dead, recover_stuck, release, unregister
+        from slimyq.runtime.presence import recover_dead, recover_stuck, recover_unwritten, release, unregister
 
         proc = child.process
         proc.join(timeout=1)
@@ -193,7 +193,14 @@ class Supervisor:
         requested = self.signals > 0
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         try:
-            if code == EXIT_RESTART and not requested:
+            if code == EXIT_UNWRITTEN:
+                # Its completer failed: the jobs it still holds ran (or were running) and their
+                # outcomes are lost. Each counts an attempt, stop requested or not.
+                retried = recover_unwritten(conn, self.settings, child.queue, child.name)
+                event(log, logging.ERROR, "worker.outcomes_unwritten",
+                      f"job outcomes of {child.name} could not be written; {len(retried)} job(s) retried",
+                      worker=child.name, queue=child.queue, count=len(retried), job_ids=retried[:20])
+            elif code == EXIT_RESTART and not requested:
                 # It exited to end stuck job threads; only those jobs are left in its executions
                 # (it put back the rest itself). The process is gone: they may run again now.
                 retried = recover_stuck(conn, self.settings, child.queue, child.name)
@@ -220,7 +227,8 @@ class Supervisor:
         if requested or (code == EXIT_OK and (self.burst or self.max_jobs is not None)):
             child.done = True
             return
-        # Unexpected exit (or a restart request): start again, backing off if it keeps crashing.
+        # Unexpected exit (or a restart request): start again, backing off if it keeps crashing
+        # (or keeps failing to write outcomes); a restart to end stuck threads is immediate.
         now = time.monotonic()
         child.history = [t for t in child.history if now - t < 60] + [now]
         child.restarts += 1

@@ -44,6 +44,7 @@ log = logging.getLogger("slimyq.worker")
 EXIT_OK = 0
 EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past their timeout)
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
+EXIT_UNWRITTEN = 5  # job outcomes could not be written: the supervisor charges those jobs an attempt
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
 BATCH_BUDGET = 1.0  # seconds a database batch may take (or a tenth of the queue's timeout, if less)
 
@@ -166,11 +167,8 @@ class QueueWorker:
         while not self.stopping.is_set():
             if self.max_jobs is not None and self._claimed >= self.max_jobs:
                 break
-            if not self.completer.alive:
-                # Outcomes would no longer be written: every later job would stay started. A new
-                # process gets a new completer; the jobs whose outcome was lost are put back.
-                log.error("the completer thread ended; restarting this worker process")
-                self.exit_code = EXIT_RESTART
+            if not self.completer.alive:  # it asked for the stop itself (see Completer._run)
+                self.exit_code = EXIT_UNWRITTEN
                 break
             with self.lock:
                 free = self.concurrency - self._busy
@@ -521,7 +519,19 @@ class QueueWorker:
             self._todo.put(None)
         self.presence.stop()
         self.commands.close()
-        if running:
+        if self.completer.failed:
+            # Outcomes were lost: those jobs stay held here, and the supervisor charges each an
+            # attempt once this process is gone (a batch that always fails to be written ends up
+            # failed instead of running forever). Jobs that never started go back now.
+            self.exit_code = EXIT_UNWRITTEN
+            with self.lock:
+                unstarted = [m for m in self.inflight if m not in self._running and m not in self._uncommitted
+                             and m not in self.completer.unwritten]
+            log.error("%d job outcome(s) could not be written; the supervisor retries those jobs",
+                      len(self.completer.unwritten))
+            with contextlib.suppress(redis.RedisError):
+                release_members(self.conn, self.settings, self.queue, self.name, unstarted)
+        elif running:
             # Jobs still running (past the grace period, or stuck): putting them back now would let
             # another worker start them while they still run here. This process exits first; the
             # supervisor puts them back once it is gone. Jobs that never started go back now.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from harness import Env, WorkerProc, attempts, canaries, leftovers, wait_done
+from harness import Env, WorkerProc, attempts, canaries, leftovers, status, wait_done, wait_until
 
 
 def _failing_writes(env: Env, root: Path, failures: int) -> Path:
@@ -64,10 +64,32 @@ def test_a_dead_completer_restarts_the_process_and_its_jobs_run_again(
     worker = start("database")
     (child,) = worker.wait_children(1)
     t = wait_done(conn, ids, 120)
-    assert (t.finished, t.duplicated, t.pending) == (3, 0, 0), worker.log()[-3000:]
+    assert (t.finished, t.pending) == (3, 0), worker.log()[-3000:]
     log = worker.log()
-    assert "the completer thread ended; restarting this worker process" in log
+    assert "job outcomes can no longer be written" in log
+    assert "job outcomes of" in log and "could not be written" in log
+    assert "ran past its timeout" not in log
     assert all(c.pid != child.pid for c in worker.children())
+    for job_id in ids:  # the attempt whose outcome was lost is charged
+        outcomes = [a["outcome"] for a in attempts(conn, job_id)]
+        assert len(outcomes) == 2 and outcomes[-1] == "finished", outcomes
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+    assert leftovers(conn) == {}
+
+
+def test_a_batch_whose_outcomes_can_never_be_written_ends_failed(
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], tmp_path: Path) -> None:
+    _failing_writes(env, tmp_path, failures=10**9)
+    env.reconfigure(queues={"database": {"attempts": 2}})
+    ids = canaries(env, 2, "database")
+    worker = start("database")
+    wait_until(lambda: all(status(conn, job_id) == "failed" for job_id in ids), 120,
+               what="the jobs to fail after their attempts")
+    for job_id in ids:
+        assert len(attempts(conn, job_id)) == 2
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    log = worker.log()
+    assert log.count("could not be written; ") >= 2
     assert leftovers(conn) == {}
