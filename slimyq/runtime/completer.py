@@ -39,6 +39,7 @@ OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/
 WRITE_TRIES = 5  # a batch whose writing raised (a bug, not Redis) is tried this often, then the thread ends
 
 Item = tuple[ClaimedJob, Result]
+Prepared = tuple[list[Completion], float, list[Ended], list[Stat]]  # outcomes, time, attempts counted, increments
 
 
 def script_error(exc: redis.RedisError) -> bool:
@@ -62,6 +63,7 @@ class Completer:
 
             self.history = HistoryRecorder(worker.database)
         self.unwritten: set[str] = set()  # members handed over whose outcome is not written yet
+        self._prepared: tuple[str, Prepared] | None = None  # the batch being tried, by token
         self.failed = False  # the thread ended on an error: outcomes are no longer written
         self._thread = threading.Thread(target=self._run, name="slimyq-completer", daemon=True)
 
@@ -136,16 +138,19 @@ class Completer:
         nothing twice). Still failing after ``WRITE_TRIES``, the thread ends: the worker sees it
         and restarts its process, putting back the jobs whose outcome was not written."""
         token = os.urandom(8).hex()
-        for attempt in range(1, WRITE_TRIES + 1):
-            try:
-                self._write(batch, flush_stats, token)
-                return
-            except Exception:
-                log.exception("writing a batch of %d outcome(s) failed (try %d of %d)", len(batch), attempt,
-                              WRITE_TRIES)
-                if attempt == WRITE_TRIES:
-                    raise
-                time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        try:
+            for attempt in range(1, WRITE_TRIES + 1):
+                try:
+                    self._write(batch, flush_stats, token)
+                    return
+                except Exception:
+                    log.exception("writing a batch of %d outcome(s) failed (try %d of %d)", len(batch), attempt,
+                                  WRITE_TRIES)
+                    if attempt == WRITE_TRIES:
+                        raise
+                    time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        finally:
+            self._prepared = None
 
     def _stats(self, completions: list[Completion], now: float, flush: bool) -> tuple[list[Ended], list[Stat]]:
         """Metrics ride along with a completion at most every STATS_EVERY seconds, summed: a few
@@ -173,11 +178,22 @@ class Completer:
             log.exception("job %s: outcome could not be decided", codec.printable(job.id))
             return refusal(job, f"refused: the job hash cannot be processed ({exc!r})", self.w.name)
 
-    def _write(self, batch: list[Item], flush_stats: bool = False, token: str | None = None) -> None:
-        w = self.w
+    def _prepare(self, batch: list[Item], flush_stats: bool, token: str | None) -> Prepared:
+        """The batch's outcomes and metrics, decided once per token: a try of the same batch
+        again sends the same arguments, so its metrics are neither lost nor counted twice."""
+        if token is not None and self._prepared is not None and self._prepared[0] == token:
+            return self._prepared[1]
         completions = [self._decide(job, result) for job, result in batch]
         now = time.time()
         pending, stats = self._stats(completions, now, flush_stats)
+        prepared = (completions, now, pending, stats)
+        if token is not None:
+            self._prepared = (token, prepared)
+        return prepared
+
+    def _write(self, batch: list[Item], flush_stats: bool = False, token: str | None = None) -> None:
+        w = self.w
+        completions, now, pending, stats = self._prepare(batch, flush_stats, token)
         args: list[Any] = [w.queue, w.name, f"{now:.6f}", codec.rq_now(), w.qs.keep_finished,
                            w.qs.keep_failed, TRIM_GRACE, len(completions), len(stats), token or os.urandom(8).hex()]
         for c in completions:
