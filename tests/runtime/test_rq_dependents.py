@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 from harness import Env, WorkerProc, attempts, leftovers, status, wait_until
 from rq import Queue
@@ -140,12 +141,9 @@ def test_a_dependent_whose_parent_hash_is_gone_stays_deferred(conn: redis.Redis)
 
 
 def test_unreadable_deferred_entries_are_skipped_and_every_window_is_reached(
-        conn: redis.Redis, monkeypatch: object) -> None:
-    import pytest
-
+        conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     from slimyq.runtime import dependents
 
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setattr(dependents, "SWEEP_MAX", 2)
     q = Queue("database", connection=conn, serializer=JSONSerializer)
     parent = _canary(q)
@@ -178,3 +176,26 @@ def test_a_parent_kept_for_no_time_still_enqueues_its_dependents(
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert leftovers(conn) == {}
+
+
+def test_a_late_enqueue_dependents_of_rq_leaves_a_swept_dependent_alone(conn: redis.Redis) -> None:
+    """The completer stalled between writing the parent's outcome and enqueuing its dependents
+    for longer than two sweeps: the dependent, swept and already running, is not touched."""
+    q = Queue("database", connection=conn, serializer=JSONSerializer)
+    parent = _canary(q)
+    dependent = _canary(q, depends_on=parent)
+    conn.lrem("rq:queue:database", 0, parent.id)
+    conn.hset(parent.key, "status", "finished")
+    stalled = conn.pipeline()
+    stalled.watch(parent.dependents_key)  # RQ's move_dependents_to_ready, read before the sweep
+    assert {m.decode() for m in stalled.smembers(parent.dependents_key)} == {dependent.id}  # type: ignore[union-attr]
+    assert _sweep_twice(conn) == [dependent.id]
+    stalled.multi()
+    stalled.hset(dependent.key, "status", "ready_to_enqueue")
+    with pytest.raises(redis.WatchError):  # the sweep changed the set it watched
+        stalled.execute()
+    stalled.reset()
+    conn.lrem("rq:queue:database", 0, dependent.id)
+    conn.hset(dependent.key, "status", "started")  # a worker took it
+    q.enqueue_dependents(Job.fetch(parent.id, connection=conn, serializer=JSONSerializer))
+    assert status(conn, dependent.id) == "started" and _queued(conn, dependent.id) == 0
