@@ -4,6 +4,8 @@ none left started."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 import textwrap
 from collections.abc import Callable
@@ -93,3 +95,25 @@ def test_a_batch_whose_outcomes_can_never_be_written_ends_failed(
     log = worker.log()
     assert log.count("could not be written; ") >= 2
     assert leftovers(conn) == {}
+
+
+def _exit_with(code: int) -> None:
+    os._exit(code)
+
+
+def test_restarts_after_outcomes_could_not_be_written_back_off(env: Env, conn: redis.Redis) -> None:
+    from slimyq.runtime.supervisor import Child, Supervisor
+    from slimyq.runtime.worker import EXIT_RESTART, EXIT_UNWRITTEN
+
+    supervisor = Supervisor(env.settings(), {"database": (1, 1)})
+    child = supervisor.children[0]
+    assert isinstance(child, Child)
+    delays = []
+    for code in (EXIT_UNWRITTEN, EXIT_UNWRITTEN, EXIT_UNWRITTEN, EXIT_RESTART):
+        child.name = f"w{len(delays)}"
+        child.process = multiprocessing.get_context("fork").Process(target=_exit_with, args=(code,))
+        child.process.start()
+        supervisor._reap(conn, child)
+        delays.append(child.next_start - child.history[-1])
+    assert delays == [1, 2, 4, 0]
+    assert not child.done
