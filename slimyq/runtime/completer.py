@@ -225,9 +225,10 @@ class Completer:
         try:  # written: what follows must not make the batch be written again
             self._record(batch, completions, applied)
             joblog.ended(w.queue, w.name, batch, completions, applied)  # attempt end, logged once
-            parents = [job.id for (job, _), flag in zip(batch, applied, strict=False) if int(flag) == 2]
+            parents = [(job.id, c.label if c.label in ("finished", "stopped") else "failed")
+                       for (job, _), c, flag in zip(batch, completions, applied, strict=False) if int(flag) == 2]
             if parents:
-                enqueue_dependents(w.conn, parents)
+                enqueue_dependents(w.conn, parents, w.queue)
         except Exception:
             log.exception("after writing a batch of %d outcome(s)", len(batch))
         finally:

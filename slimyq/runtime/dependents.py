@@ -46,23 +46,38 @@ def _dependency_ids(raw: bytes) -> list[str]:
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
-def _accepted(allow: object) -> set[bytes]:
-    """The parent statuses that let a dependent run: failed too when it allows failure."""
-    return {b"finished", b"failed"} if allow not in (None, b"", b"0") else {b"finished"}
+def _accepted(allow: object) -> set[bytes | None]:
+    """The parent statuses that let a dependent run: finished; for a dependent that allows
+    failure, failed too, or a parent whose hash is gone (however it ended, it ended: RQ's own
+    check skips it as well). A strict dependent of a vanished parent stays deferred: it may have
+    failed."""
+    return {b"finished", b"failed", None} if allow not in (None, b"", b"0") else {b"finished"}
 
 
-def enqueue_dependents(conn: redis.Redis, parent_ids: list[str]) -> None:
-    """Enqueue the dependents of jobs that just ended, with RQ's own rules
-    (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent has
-    ``allow_failure``; canceled dependents stay). What this misses, the sweep picks up."""
+def enqueue_dependents(conn: redis.Redis, parents: list[tuple[str, str]], queue: str | None = None) -> None:
+    """Enqueue the dependents of jobs that just ended (``(job id, status)`` pairs), with RQ's own
+    rules (``Queue.enqueue_dependents``: every dependency finished, or failed where the dependent
+    has ``allow_failure``; canceled dependents stay). The parent's status is the one given, not
+    re-read: a job kept for ``result_ttl=0`` is deleted as it ends, and its dependents are still
+    enqueued (RQ's worker does the same from the job in memory). What this misses, the sweep
+    picks up."""
     from rq import Queue
-    from rq.job import Job
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
     from rq.serializers import JSONSerializer
 
-    for job_id in parent_ids:
+    for job_id, status in parents:
         try:
-            job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(job)
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            except NoSuchJobError:
+                if queue is None:
+                    raise
+                job = Job(id=job_id, connection=conn, serializer=JSONSerializer)
+                job.origin = queue
+            job._status = JobStatus(status)  # what was just written (refresh_job_status=False reads this)
+            Queue(job.origin, connection=conn, serializer=JSONSerializer).enqueue_dependents(
+                job, refresh_job_status=False)
         except Exception as exc:
             log.warning("could not enqueue the dependents of %s (the deferred sweep retries): %s", job_id, exc)
 
@@ -81,7 +96,7 @@ def after_recovery(conn: redis.Redis, ids: list[str]) -> None:
     except redis.RedisError as exc:
         log.warning("could not look for the dependents of recovered jobs (the deferred sweep retries): %s", exc)
         return
-    failed = [job_id for job_id, state, has in zip(ids, replies[::2], replies[1::2], strict=True)
+    failed = [(job_id, "failed") for job_id, state, has in zip(ids, replies[::2], replies[1::2], strict=True)
               if state == b"failed" and has]
     if failed:
         enqueue_dependents(conn, failed)
@@ -164,7 +179,7 @@ class DeferredSweep:
         state = {p: (None if isinstance(r, Exception) else r)
                  for p, r in zip(parents, pipe.execute(raise_on_error=False), strict=True)}
         ready = {job_id for job_id, allow, deps in jobs
-                 if all(state[d] is not None and state[d] in _accepted(allow) for d in deps)}
+                 if all(state[d] in _accepted(allow) for d in deps)}
         return seen, ready
 
     def _move_safely(self, job_id: str) -> bool:

@@ -181,7 +181,6 @@ return out
 # every job stale and writes only that batch's metric increments again; a longer TTL would
 # keep one key per batch written for that long.
 COMPLETE = """
-local DEPENDENTS_GRACE = 600
 local done_key = 'slimyq:done:' .. ARGV[10]
 local done = redis.call('GET', done_key)
 if done then return cjson.decode(done) end
@@ -216,16 +215,10 @@ local function expiry(ended, ttl)
   return tostring(tonumber(int) + ttl) .. '.' .. frac
 end
 -- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
--- A ttl-0 job with dependents keeps its hash (in no registry) for a while: enqueuing them reads
--- its status, and a dependent of a job whose hash is gone stays deferred.
+-- (A ttl-0 job's dependents are enqueued by the completer from the outcome it wrote, not its hash.)
 local function keep(jk, rk, registry, id, ttl, ended)
   if ttl == 0 then
-    if redis.call('EXISTS', jk .. ':dependents') == 1 then
-      redis.call('UNLINK', rk)
-      redis.call('EXPIRE', jk, DEPENDENTS_GRACE)
-    else
-      redis.call('UNLINK', jk, rk)
-    end
+    redis.call('UNLINK', jk, rk)
     return false
   elseif ttl < 0 then
     redis.call('PERSIST', rk)

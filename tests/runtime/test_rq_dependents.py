@@ -57,7 +57,7 @@ def _crash_before_dependents(env: Env, root: Path) -> Path:
         import os
         import slimyq.runtime.dependents as dependents
 
-        def enqueue_dependents(conn, parent_ids):
+        def enqueue_dependents(conn, parents, queue=None):
             if not os.path.exists({str(marker)!r}):
                 open({str(marker)!r}, "w").close()
                 os._exit(9)
@@ -128,7 +128,9 @@ def test_the_sweep_never_moves_a_job_that_is_no_longer_deferred(conn: redis.Redi
     assert status(conn, dependent.id) == "started" and _queued(conn, dependent.id) == 0
 
 
-def test_a_dependent_whose_parent_hash_is_gone_stays_deferred(conn: redis.Redis) -> None:
+def test_a_parent_whose_hash_is_gone_holds_back_a_strict_dependent_only(conn: redis.Redis) -> None:
+    """It may have failed: a strict dependent stays deferred; one that allows failure runs (its
+    parent ended somehow), and leaves the parent's dependents set."""
     q = Queue("database", connection=conn, serializer=JSONSerializer)
     parent = _canary(q)
     strict = _canary(q, depends_on=parent)
@@ -136,8 +138,9 @@ def test_a_dependent_whose_parent_hash_is_gone_stays_deferred(conn: redis.Redis)
     conn.lrem("rq:queue:database", 0, parent.id)
     conn.hset(parent.key, "status", "failed")
     conn.delete(parent.key)  # the failed parent's hash expired
-    assert _sweep_twice(conn) == []
-    assert status(conn, strict.id) == status(conn, tolerant.id) == "deferred"
+    assert _sweep_twice(conn) == [tolerant.id]
+    assert status(conn, strict.id) == "deferred" and status(conn, tolerant.id) == "queued"
+    assert conn.smembers(f"{parent.key}:dependents") == {strict.id.encode()}
 
 
 def test_unreadable_deferred_entries_are_skipped_and_every_window_is_reached(
@@ -173,6 +176,7 @@ def test_a_parent_kept_for_no_time_still_enqueues_its_dependents(
     wait_until(lambda: status(conn, dependent.id) == "finished", 60, what="the dependent to run")
     assert "dependents.enqueued" not in worker.log()  # the completer enqueued it, not the sweep
     assert conn.zscore("rq:finished:database", parent.id) is None  # kept in no registry
+    assert not conn.exists(f"rq:job:{parent.id}")  # nor at all: result_ttl=0 means what it means to RQ
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert leftovers(conn) == {}
