@@ -22,6 +22,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ from slimyq.errors import UsageError, ValidationFailed
 from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
 from slimyq.payloads.common import problems_of
-from slimyq.producer import EnqueueRequest, enqueue_many
+from slimyq.producer import Enqueued, EnqueueRequest, encode_chunk, send_chunk
 from slimyq.runtime import codec
 
 LINE_KEYS = ("type", "payload", "jobId", "queue")
@@ -273,47 +274,84 @@ def enqueue_file(
 ) -> BulkResult:
     """Enqueue every valid line of ``path`` from ``start_line`` on, in chunks (one round trip each).
 
-    Lines without a ``jobId`` get :func:`line_job_id` ids. Raises :class:`BulkStopped` when ``stop``
-    is set (checked after each chunk, acted on at the next line: a file that ends with that chunk is
-    done, not stopped) or sending a chunk fails.
+    Lines without a ``jobId`` get :func:`line_job_id` ids. Chunks are sent by :class:`_Sender`
+    while the next one is read. Raises :class:`BulkStopped` when ``stop`` is set (checked each time
+    a chunk has been answered, acted on before the next is sent: a file that ends with that chunk
+    is done, not stopped) or sending a chunk fails.
     """
     result = BulkResult(run=run, next_line=start_line)
     batch: list[tuple[int, EnqueueRequest]] = []
     last = start_line - 1
-    stopping = False
-    for number, raw in read_lines(path):
-        if number < start_line:
-            continue
-        if stopping:
-            raise BulkStopped(result, None, None)
-        last = number
-        try:
-            req = parser.parse(raw)
-        except ValidationFailed:
-            result.invalid += 1
-            continue
-        batch.append((number, req if req.job_id else replace(req, job_id=line_job_id(run, number))))
-        if len(batch) >= chunk:
-            _send(conn, settings, batch, result, advance)
-            batch = []
-            stopping = stop is not None and stop.is_set
-    if batch:
-        _send(conn, settings, batch, result, advance)
+    with _Sender(conn, settings, result, advance) as sender:
+        for number, raw in read_lines(path):
+            if number < start_line:
+                continue
+            last = number
+            try:
+                req = parser.parse(raw)
+            except ValidationFailed:
+                result.invalid += 1
+                continue
+            batch.append((number, req if req.job_id else replace(req, job_id=line_job_id(run, number))))
+            if len(batch) >= chunk:
+                sender.send(batch, stop)
+                batch = []
+        if batch:
+            sender.send(batch, stop)
+        sender.settle()
     result.next_line = last + 1
     return result
 
 
-def _send(conn: redis.Redis, settings: Settings, batch: list[tuple[int, EnqueueRequest]], result: BulkResult,
-          advance: Callable[[int], None]) -> None:
-    try:
-        done = list(enqueue_many(conn, settings, [req for _, req in batch], chunk=len(batch)))
-    except (Exception, KeyboardInterrupt) as exc:
-        raise BulkStopped(result, (batch[0][0], batch[-1][0]), exc) from exc
-    existed = sum(1 for d in done if d.status == "exists")
-    result.existed += existed
-    result.enqueued += len(done) - existed
-    result.next_line = batch[-1][0] + 1
-    advance(len(done))
+class _Sender:
+    """Sends chunks on a thread of its own, one at a time, while the caller reads, validates and
+    encodes the next one: the file's CPU work and Redis's script time overlap instead of taking
+    turns. At most one chunk is in flight; each is accounted for (``result``, ``advance``) only
+    once Redis has answered it, so a stop or a failure reports exactly what is known to be
+    enqueued and the lines that were in flight."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, result: BulkResult, advance: Callable[[int], None]
+                 ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from slimyq.runtime.scripts import Scripts
+
+        self.conn, self.settings, self.result, self.advance = conn, settings, result, advance
+        self.scripts = Scripts(conn)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="slimyq-bulk")
+        self.flight: tuple[list[tuple[int, EnqueueRequest]], Future[list[Enqueued]]] | None = None
+
+    def __enter__(self) -> _Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)  # a chunk in flight when something failed lands or fails first
+
+    def send(self, batch: list[tuple[int, EnqueueRequest]], stop: StopFlag | None) -> None:
+        """Encode ``batch``, wait for the chunk before it, then send it (or stop: a stop asked for
+        while that chunk was in flight sends nothing more)."""
+        chunk = encode_chunk(self.settings, [req for _, req in batch])
+        before = self.flight is not None
+        self.settle()
+        if before and stop is not None and stop.is_set:
+            raise BulkStopped(self.result, None, None)
+        self.flight = (batch, self.pool.submit(send_chunk, self.conn, self.scripts, self.settings, chunk))
+
+    def settle(self) -> None:
+        """Wait for the chunk in flight and account for it."""
+        if self.flight is None:
+            return
+        batch, future = self.flight
+        try:
+            done = future.result()
+        except (Exception, KeyboardInterrupt) as exc:
+            raise BulkStopped(self.result, (batch[0][0], batch[-1][0]), exc) from exc
+        self.flight = None
+        existed = sum(1 for d in done if d.status == "exists")
+        self.result.existed += existed
+        self.result.enqueued += len(done) - existed
+        self.result.next_line = batch[-1][0] + 1
+        self.advance(len(done))
 
 
 @contextmanager

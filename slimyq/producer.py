@@ -235,15 +235,27 @@ def decode_chunk(chunk: Chunk, replies: list[Any]) -> Decoded:
     return Decoded([done for done in results if done is not None], limited, refused)
 
 
-def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
-    chunk = encode_chunk(settings, batch)
-    replies = _evalsha_all(conn, scripts.enqueue, chunk.calls)
-    decoded = decode_chunk(chunk, replies)
+def _sent(conn: redis.Redis, scripts: Scripts, chunk: Chunk) -> Decoded:
+    decoded = decode_chunk(chunk, _evalsha_all(conn, scripts.enqueue, chunk.calls))
     if decoded.limited is not None:
         ops.count_rejections(conn, ratelimit.turned_away(decoded.refused, decoded.limited.user))
+    return decoded
+
+
+def _flush(conn: redis.Redis, scripts: Scripts, settings: Settings, batch: list[EnqueueRequest]) -> Iterator[Enqueued]:
+    decoded = _sent(conn, scripts, encode_chunk(settings, batch))
     yield from decoded.done
     if decoded.limited is not None:
         raise decoded.limited
+
+
+def send_chunk(conn: redis.Redis, scripts: Scripts, settings: Settings, chunk: Chunk) -> list[Enqueued]:
+    """One encoded chunk (:func:`encode_chunk`) in one round trip, acknowledged as
+    :func:`enqueue_many` acknowledges it; a rate-limit refusal raises (nothing of its group written)."""
+    decoded = _sent(conn, scripts, chunk)
+    if decoded.limited is not None:
+        raise decoded.limited
+    return _acknowledged(conn, settings, decoded.done)
 
 
 def enqueue_one(

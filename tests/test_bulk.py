@@ -328,8 +328,8 @@ def test_resuming_over_lines_already_sent_enqueues_nothing_twice(tmp_path, r):
 
 
 def fail_second_chunk(monkeypatch, exc):
-    """``bulk.enqueue_many`` raising ``exc`` on its second call (a run's second chunk); returns the real one."""
-    real = bulk.enqueue_many
+    """``bulk.send_chunk`` raising ``exc`` on its second call (a run's second chunk); returns the real one."""
+    real = bulk.send_chunk
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -338,7 +338,7 @@ def fail_second_chunk(monkeypatch, exc):
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bulk, "enqueue_many", flaky)
+    monkeypatch.setattr(bulk, "send_chunk", flaky)
     return real
 
 
@@ -355,7 +355,7 @@ def test_an_error_mid_run_reports_the_uncertain_chunk(cli, r, tmp_path, monkeypa
     assert "lines 501-1,000 were being sent and may be queued" in line
     run = line.rsplit("--resume ", 1)[1].split(":")[0]
     assert line.endswith(f"continue with: slimyq enqueue --file {path} --resume {run}:501")
-    monkeypatch.setattr(bulk, "enqueue_many", real)
+    monkeypatch.setattr(bulk, "send_chunk", real)
     rest = cli("enqueue", "--file", str(path), "--resume", f"{run}:501")
     assert rest.exit_code == 0, rest.stderr
     assert rest.stdout == "enqueued 700 jobs (0 already existed)\n"
