@@ -49,6 +49,16 @@ def _batch(db: Any, handlers: list[Callable[[JobContext], Any]]) -> list[Result]
     return [result for _, result in sorted(out, key=lambda pair: int(pair[0].id))]
 
 
+def _failing_block(ctx: JobContext, kind: str) -> None:
+    """A ``write_transaction`` block that writes ``kind`` and fails; the handler carries on."""
+    try:
+        with write_transaction(ctx.db):
+            _insert(ctx, kind)
+            raise ValueError("the block fails")
+    except ValueError:
+        pass
+
+
 def _titles() -> list[str]:
     return sorted(c.title for c in Conversation.select())
 
@@ -66,12 +76,7 @@ def test_a_block_opened_first_costs_no_savepoint_of_its_own(db: Any, sent: list[
 
 def test_a_failed_adopted_block_is_undone_even_when_the_handler_carries_on(db: Any, sent: list[str]) -> None:
     def job(ctx: JobContext) -> str:
-        try:
-            with write_transaction(ctx.db):
-                _insert(ctx, "undone")
-                raise ValueError("the block fails")
-        except ValueError:
-            pass
+        _failing_block(ctx, "undone")
         _insert(ctx, "kept")  # after the block: stays, and commits with the batch
         return "ok"
 
@@ -87,12 +92,7 @@ def test_a_failed_adopted_block_is_undone_even_when_the_handler_carries_on(db: A
 def test_a_block_after_a_statement_nests_a_savepoint_and_undoes_only_itself(db: Any, sent: list[str]) -> None:
     def job(ctx: JobContext) -> str:
         _insert(ctx, "before")
-        try:
-            with write_transaction(ctx.db):
-                _insert(ctx, "undone")
-                raise ValueError("the block fails")
-        except ValueError:
-            pass
+        _failing_block(ctx, "undone")
         return "ok"
 
     assert [r.ok for r in _batch(db, [job])] == [True]
@@ -104,12 +104,7 @@ def test_a_second_block_of_the_same_job_nests_as_usual(db: Any) -> None:
     def job(ctx: JobContext) -> str:
         with write_transaction(ctx.db):
             _insert(ctx, "first")
-        try:
-            with write_transaction(ctx.db):
-                _insert(ctx, "second")
-                raise ValueError("the second block fails")
-        except ValueError:
-            pass
+        _failing_block(ctx, "second")
         return "ok"
 
     assert [r.ok for r in _batch(db, [job])] == [True]
