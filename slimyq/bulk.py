@@ -22,7 +22,6 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,7 +281,8 @@ def enqueue_file(
     result = BulkResult(run=run, next_line=start_line)
     batch: list[tuple[int, EnqueueRequest]] = []
     last = start_line - 1
-    with _Sender(conn, settings, result, advance) as sender:
+    sender = _Sender(conn, settings, result, advance)
+    try:
         for number, raw in read_lines(path):
             if number < start_line:
                 continue
@@ -299,33 +299,28 @@ def enqueue_file(
         if batch:
             sender.send(batch, stop)
         sender.settle()
+    except KeyboardInterrupt as exc:  # a second signal while reading: stop now, say what is in flight
+        raise BulkStopped(result, sender.in_flight(), exc) from exc
     result.next_line = last + 1
     return result
 
 
 class _Sender:
-    """Sends chunks on a thread of its own, one at a time, while the caller reads, validates and
+    """Sends chunks on a thread of their own, one at a time, while the caller reads, validates and
     encodes the next one: the file's CPU work and Redis's script time overlap instead of taking
     turns. At most one chunk is in flight; each is accounted for (``result``, ``advance``) only
     once Redis has answered it, so a stop or a failure reports exactly what is known to be
-    enqueued and the lines that were in flight."""
+    enqueued and the lines that were in flight. The threads are daemons: a second signal stops
+    the command at once, without waiting for the chunk in flight (it lands or not; resuming
+    re-sends its lines harmlessly, their ids being derived from the file)."""
 
     def __init__(self, conn: redis.Redis, settings: Settings, result: BulkResult, advance: Callable[[int], None]
                  ) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         from slimyq.runtime.scripts import Scripts
 
         self.conn, self.settings, self.result, self.advance = conn, settings, result, advance
         self.scripts = Scripts(conn)
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="slimyq-bulk")
-        self.flight: tuple[list[tuple[int, EnqueueRequest]], Future[list[Enqueued]]] | None = None
-
-    def __enter__(self) -> _Sender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True)  # a chunk in flight when something failed lands or fails first
+        self.flight: tuple[list[tuple[int, EnqueueRequest]], _Flight] | None = None
 
     def send(self, batch: list[tuple[int, EnqueueRequest]], stop: StopFlag | None) -> None:
         """Encode ``batch``, wait for the chunk before it, then send it (or stop: a stop asked for
@@ -335,15 +330,19 @@ class _Sender:
         self.settle()
         if before and stop is not None and stop.is_set:
             raise BulkStopped(self.result, None, None)
-        self.flight = (batch, self.pool.submit(send_chunk, self.conn, self.scripts, self.settings, chunk))
+        self.flight = (batch, _Flight(lambda: send_chunk(self.conn, self.scripts, self.settings, chunk)))
+
+    def in_flight(self) -> tuple[int, int] | None:
+        """The first and last line of the chunk sent and not answered yet."""
+        return (self.flight[0][0][0], self.flight[0][-1][0]) if self.flight is not None else None
 
     def settle(self) -> None:
         """Wait for the chunk in flight and account for it."""
         if self.flight is None:
             return
-        batch, future = self.flight
+        batch, flight = self.flight
         try:
-            done = future.result()
+            done = flight.result()
         except (Exception, KeyboardInterrupt) as exc:
             raise BulkStopped(self.result, (batch[0][0], batch[-1][0]), exc) from exc
         self.flight = None
@@ -352,6 +351,32 @@ class _Sender:
         self.result.enqueued += len(done) - existed
         self.result.next_line = batch[-1][0] + 1
         self.advance(len(done))
+
+
+class _Flight:
+    """One chunk's round trip on a daemon thread; :meth:`result` waits for it (a signal
+    interrupts the wait) and raises what it raised."""
+
+    def __init__(self, call: Callable[[], list[Enqueued]]) -> None:
+        self._call = call
+        self._done = threading.Event()
+        self._value: list[Enqueued] = []
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="slimyq-bulk", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # handed to the waiting thread
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> list[Enqueued]:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @contextmanager

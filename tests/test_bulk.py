@@ -393,3 +393,33 @@ def test_stdin_is_named_stdin_and_resumes_from_the_same_input(cli, r):
     rest = cli("enqueue", "--file", "-", "--resume", f"{first['run']}:2", input=good)
     assert rest.stdout == "enqueued 0 jobs (2 already existed)\n"
     assert r.llen(keys.queue("database")) == 3
+
+
+def test_a_second_signal_stops_at_once_and_names_the_lines_in_flight(tmp_path, r, monkeypatch):
+    """Ctrl-C twice while a chunk is still being answered: the command stops without waiting for
+    it (the answer never comes here) and says which lines may or may not be queued."""
+    import os
+    import signal
+    import threading
+
+    settings = load_settings().settings
+    path = write(tmp_path / "jobs.jsonl", [conv(f"u{i}") for i in range(30)])
+    real, calls = bulk.send_chunk, []
+    answered = threading.Event()  # never set: the second chunk's round trip hangs
+
+    def hanging(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            for delay in (0.05, 0.5):  # two signals (one apart from the other: they don't queue)
+                threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+            answered.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(bulk, "send_chunk", hanging)
+    with bulk.StopFlag() as stop, pytest.raises(bulk.BulkStopped) as info:
+        bulk.enqueue_file(r, settings, path, bulk.LineParser(QUEUES), run="dead", chunk=10, stop=stop)
+    stopped = info.value
+    assert not answered.is_set() and len(calls) == 2
+    assert (stopped.result.enqueued, stopped.result.next_line, stopped.uncertain) == (10, 11, (11, 20))
+    assert isinstance(stopped.cause, KeyboardInterrupt)
+    answered.set()

@@ -46,6 +46,21 @@ def _dependency_ids(raw: bytes) -> list[str]:
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
+_ENDED = b"slimyq:ended:"  # how a job kept for result_ttl=0 ended, when it had dependents (COMPLETE)
+
+
+def _statuses(conn: redis.Redis, parents: list[str]) -> dict[str, bytes | None]:
+    """Each parent's status: its hash's, or for a ``result_ttl=0`` job (deleted as it ended) the
+    one COMPLETE left under ``slimyq:ended:<id>``; None when neither is there."""
+    pipe = conn.pipeline(transaction=False)
+    for parent in parents:
+        key = _key(parent)
+        pipe.hget(key, "status")
+        pipe.get(_ENDED + codec.wire(parent))
+    replies = [None if isinstance(r, Exception) else r for r in pipe.execute(raise_on_error=False)]
+    return {p: replies[2 * i] or replies[2 * i + 1] for i, p in enumerate(parents)}
+
+
 def _accepted(allow: object) -> set[bytes | None]:
     """The parent statuses that let a dependent run: finished; for a dependent that allows
     failure, failed too, or a parent whose hash is gone (however it ended, it ended: RQ's own
@@ -173,11 +188,7 @@ class DeferredSweep:
         self._offset = 0 if looked == len(ids) and len(ids) < SWEEP_MAX else self._offset + looked
         seen = set(ids[:looked])
         parents = sorted({d for _, _, deps in jobs for d in deps})
-        pipe = self.conn.pipeline(transaction=False)
-        for parent in parents:
-            pipe.hget(_key(parent), "status")
-        state = {p: (None if isinstance(r, Exception) else r)
-                 for p, r in zip(parents, pipe.execute(raise_on_error=False), strict=True)}
+        state = _statuses(self.conn, parents)
         ready = {job_id for job_id, allow, deps in jobs
                  if all(state[d] in _accepted(allow) for d in deps)}
         return seen, ready
@@ -220,8 +231,11 @@ class DeferredSweep:
                 if state[0] != b"deferred":
                     return False
                 accepted = _accepted(state[1])
-                for key in parent_keys:
-                    if pipe.hget(key, "status") not in accepted:  # gone, or not ended as allowed
+                for parent, key in zip(parents, parent_keys, strict=True):
+                    ended = pipe.hget(key, "status")
+                    if ended is None:
+                        ended = pipe.get(_ENDED + codec.wire(parent))
+                    if ended not in accepted:  # gone, or not ended as allowed
                         return False
                 pipe.multi()
                 registry.register_jobs([job], pipeline=pipe)

@@ -215,10 +215,14 @@ local function expiry(ended, ttl)
   return tostring(tonumber(int) + ttl) .. '.' .. frac
 end
 -- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
--- (A ttl-0 job's dependents are enqueued by the completer from the outcome it wrote, not its hash.)
-local function keep(jk, rk, registry, id, ttl, ended)
+-- A ttl-0 job's dependents are enqueued by the completer from the outcome it wrote; should that
+-- fail, ``slimyq:ended:<id>`` (only for a job with dependents) tells the deferred sweep how it ended.
+local function keep(jk, rk, registry, id, ttl, ended, status)
   if ttl == 0 then
     redis.call('UNLINK', jk, rk)
+    if redis.call('EXISTS', jk .. ':dependents') == 1 then
+      redis.call('SET', 'slimyq:ended:' .. id, status, 'EX', 86400)
+    end
     return false
   elseif ttl < 0 then
     redis.call('PERSIST', rk)
@@ -254,7 +258,7 @@ for i = 1, njobs do
           'return_value', payload, 'execution_id', eid, 'execution_started_at', started,
           'execution_ended_at', ended)
       end
-      if keep(jk, rk, 'rq:finished:' .. q, id, ttl, ended) then added_finished = true end
+      if keep(jk, rk, 'rq:finished:' .. q, id, ttl, ended, 'finished') then added_finished = true end
     elseif outcome == 'fail' or outcome == 'stopped' then
       redis.call('HSET', jk, 'status', outcome == 'fail' and 'failed' or 'stopped', 'started_at', started_iso,
         'ended_at', ended_iso, 'last_heartbeat', ended_iso, 'slimyq_attempts', attempts,
@@ -262,7 +266,9 @@ for i = 1, njobs do
       xadd(rk, 'type', outcome == 'fail' and '2' or '3',
         'worker_name', w, 'exc_string', payload, 'execution_id', eid, 'execution_started_at', started,
         'execution_ended_at', ended)
-      if keep(jk, rk, 'rq:failed:' .. q, id, ttl, ended) then added_failed = true end
+      if keep(jk, rk, 'rq:failed:' .. q, id, ttl, ended, outcome == 'fail' and 'failed' or 'stopped') then
+        added_failed = true
+      end
     else
       if delay > 0 then
         redis.call('HSET', jk, 'status', 'scheduled', 'started_at', started_iso, 'ended_at', ended_iso,

@@ -68,19 +68,27 @@ def _crash_before_dependents(env: Env, root: Path) -> Path:
     return marker
 
 
+@pytest.mark.parametrize("kept", [True, False], ids=["result_ttl-default", "result_ttl-0"])
 def test_dependents_left_deferred_by_a_crash_after_completion_are_enqueued_by_the_sweep(
-        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], tmp_path: Path) -> None:
+        env: Env, conn: redis.Redis, start: Callable[..., WorkerProc], tmp_path: Path, kept: bool) -> None:
+    """Also for a parent kept for no time (deleted as it ended): COMPLETE leaves how it ended
+    under ``slimyq:ended:<id>``, so even its strict dependent is enqueued by the sweep."""
     marker = _crash_before_dependents(env, tmp_path)
     q = Queue("database", connection=conn, serializer=JSONSerializer)
-    parent = _canary(q)
+    parent = _canary(q) if kept else _canary(q, result_ttl=0)
     dependent = _canary(q, depends_on=parent)
     tolerant = _canary(q, depends_on=Dependency(jobs=[parent], allow_failure=True))
     worker = start("database")
     wait_until(marker.exists, 60, what="the crash after the parent's completion")
-    assert status(conn, parent.id) == "finished" and status(conn, dependent.id) == "deferred"
+    if kept:
+        assert status(conn, parent.id) == "finished"
+    else:
+        assert not conn.exists(f"rq:job:{parent.id}") and conn.get(f"slimyq:ended:{parent.id}") == b"finished"
+    assert status(conn, dependent.id) == "deferred"
     wait_until(lambda: status(conn, dependent.id) == status(conn, tolerant.id) == "finished", 120,
                what="the sweep to enqueue the dependents")
-    assert [a["outcome"] for a in attempts(conn, parent.id)] == ["finished"]
+    if kept:
+        assert [a["outcome"] for a in attempts(conn, parent.id)] == ["finished"]
     assert [a["outcome"] for a in attempts(conn, dependent.id)] == ["finished"]
     assert "dependents.enqueued" in worker.log()
     assert conn.zcard("rq:deferred:database") == 0 and conn.zcard("rq:ready:database") == 0
