@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -45,6 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import redis
+
+from slimyq import flock
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "runtime"))
@@ -100,19 +101,12 @@ def exclusive(timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     global _lock_fd, _lock_depth
     if _lock_depth == 0:
         fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                    os.close(fd)
-                    raise LockTimeout(
-                        f"{LOCK_PATH}: another multi-host harness run (pid {holder}) has held the lock for "
-                        f"more than {timeout:g} s; wait for it to finish, or stop it") from None
-                time.sleep(0.2)
+        if not flock.acquire(fd, timeout, poll=0.2):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockTimeout(
+                f"{LOCK_PATH}: another multi-host harness run (pid {holder}) has held the lock for "
+                f"more than {timeout:g} s; wait for it to finish, or stop it")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _lock_fd = fd

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from slimyq import flock
 from slimyq.config import Settings
 from slimyq.errors import ConfigError, SlimyqError, UsageError
 from slimyq.redact import redact_url
@@ -271,18 +272,11 @@ def _log_tail(log: Path, offset: int | None = None, lines: int = 10) -> str:
 def _locked(where: ServerPaths, timeout: float) -> Iterator[None]:
     where.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with where.lock.open("a") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SlimyqError(
-                        f"another slimyq command has held {where.lock} for {timeout:g} s; "
-                        "try again, or look for a stuck `slimyq server` command"
-                    ) from None
-                time.sleep(0.05)
+        if not flock.acquire(fh, timeout):
+            raise SlimyqError(
+                f"another slimyq command has held {where.lock} for {timeout:g} s; "
+                "try again, or look for a stuck `slimyq server` command"
+            )
         try:
             yield
         finally:

@@ -54,8 +54,7 @@ def _statuses(conn: redis.Redis, parents: list[str]) -> dict[str, bytes | None]:
     one COMPLETE left under ``slimyq:ended:<id>``; None when neither is there."""
     pipe = conn.pipeline(transaction=False)
     for parent in parents:
-        key = _key(parent)
-        pipe.hget(key, "status")
+        pipe.hget(_key(parent), "status")
         pipe.get(_ENDED + codec.wire(parent))
     replies = [None if isinstance(r, Exception) else r for r in pipe.execute(raise_on_error=False)]
     return {p: replies[2 * i] or replies[2 * i + 1] for i, p in enumerate(parents)}
@@ -122,8 +121,9 @@ class DeferredSweep:
     where the job allows failure). A job is enqueued only when two sweeps of its window in a row
     found it ready, so the completer, which does the same within milliseconds of an outcome, is
     never raced: the sweep only ever acts on what was left behind. A dependency whose hash is
-    gone holds its dependent back (RQ would never enqueue it either), and a job the sweep cannot
-    read is skipped, never stopping the sweep for the rest."""
+    gone counts by how COMPLETE said it ended (``slimyq:ended:<id>``, a ``result_ttl=0`` job), or
+    else as ended for a dependent that allows failure only (:func:`_accepted`), and a job the
+    sweep cannot read is skipped, never stopping the sweep for the rest."""
 
     def __init__(self, conn: redis.Redis, queue: str) -> None:
         self.conn = conn
