@@ -85,7 +85,8 @@ for _name in ("ratelimit", "server", "db", "config"):
 
 def main() -> None:
     """Console entry point (``slimyq`` and ``python -m slimyq``)."""
-    from slimyq import _startup
+    from slimyq import _skip_otel, _startup
 
+    _skip_otel.install()  # redis-py's unused import of OpenTelemetry's metrics SDK skipped (this process only)
     _startup.begin()  # start-up's objects out of the collector's way (this process only)
     app(prog_name="slimyq")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROBE = """
 import sys
 from slimyq.cli import main
@@ -95,3 +97,58 @@ def test_shell_completion_is_quiet_when_a_job_module_does_not_import(tmp_path: P
     fine = subprocess.run([sys.executable, "-m", "slimyq"], env={**env, "COMP_WORDS": "slimyq enqueue cre"},
                           capture_output=True, text=True, timeout=60)
     assert fine.returncode == 0 and "create-conversation" in fine.stdout.split(), fine.stderr
+
+
+STATS_PROBE = """
+import sys
+from slimyq.cli import main
+from slimyq import _skip_otel
+sys.argv = ["slimyq", "stats", "--json"]
+try:
+    main()
+except SystemExit:
+    pass
+import redis.observability.providers
+print("SDK=" + str("opentelemetry.sdk.metrics" in sys.modules), "FINDER=" + str(_skip_otel._finder in sys.meta_path))
+import opentelemetry.sdk.metrics  # importable as ever, once redis-py has been imported
+print("LATER=" + opentelemetry.sdk.metrics.MeterProvider.__name__)
+"""
+
+
+def test_a_read_command_skips_redis_pys_unused_import_of_the_otel_metrics_sdk(redis_url: str, tmp_path: Path) -> None:
+    """`slimyq stats` imports redis-py without OpenTelemetry's metrics SDK (nothing of redis-py
+    uses what that import binds); the finder is gone afterwards and the SDK imports as usual."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    env = {**os.environ, "REDIS_URL": redis_url, "SLIMYQ_DATA_DIR": str(tmp_path), "NO_COLOR": "1"}
+    proc = subprocess.run([sys.executable, "-c", STATS_PROBE], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"queue": "database"' in proc.stdout
+    assert "SDK=False FINDER=False\nLATER=MeterProvider\n" in proc.stdout, proc.stdout[-300:]
+
+
+def test_the_otel_skip_refuses_redis_py_alone() -> None:
+    """While installed, the finder refuses the SDK to ``redis.observability.providers`` only:
+    another importer (slimyq's tracing, a job) gets the real module."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    probe = """
+import sys
+from slimyq import _skip_otel
+_skip_otel.install()
+import opentelemetry.sdk.metrics
+print("OTHER=" + opentelemetry.sdk.metrics.MeterProvider.__name__, "FINDER=" + str(_skip_otel._finder in sys.meta_path))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == "OTHER=MeterProvider FINDER=True", out[-300:]
+
+
+def test_library_imports_of_redis_are_left_alone() -> None:
+    """Without the console entry point, redis-py imports exactly what it always did."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    probe = """
+import sys
+import slimyq.client, redis
+print("SDK=" + str("opentelemetry.sdk.metrics" in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == "SDK=True", out[-300:]
