@@ -75,9 +75,11 @@ class SlimyqGroup(TyperGroup):
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         """Typer's own usage errors (a bad flag, a missing option, an unknown command) become the same
         one-line ``error: ...`` as every other error, exit 2, instead of Typer's boxed panel."""
+        from slimyq.cli._coerce import defer
         from slimyq.cli._help import honest
 
         honest(self)
+        defer(self)  # Typer's pydantic coercion only for values that need it
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -98,6 +100,7 @@ class SlimyqGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
+            from slimyq.cli._coerce import defer
             from slimyq.cli._help import honest
 
             try:
@@ -112,6 +115,7 @@ class SlimyqGroup(TyperGroup):
                 return name, cmd, rest  # shell completion: no completions rather than a traceback
             cmd._slimyq_real = True
             honest(cmd)
+            defer(cmd)
             self.commands[name] = cmd
         return name, cmd, rest
 

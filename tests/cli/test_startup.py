@@ -109,7 +109,8 @@ try:
 except SystemExit:
     pass
 import redis.observability.providers
-print("SDK=" + str("opentelemetry.sdk.metrics" in sys.modules), "FINDER=" + str(_skip_otel._finder in sys.meta_path))
+print("SDK=" + str("opentelemetry.sdk.metrics" in sys.modules), "FINDER=" + str(_skip_otel._finder in sys.meta_path),
+      "ADAPTERS=" + str("typer._adapters" in sys.modules))
 import opentelemetry.sdk.metrics  # importable as ever, once redis-py has been imported
 print("LATER=" + opentelemetry.sdk.metrics.MeterProvider.__name__)
 """
@@ -117,14 +118,15 @@ print("LATER=" + opentelemetry.sdk.metrics.MeterProvider.__name__)
 
 def test_a_read_command_skips_redis_pys_unused_import_of_the_otel_metrics_sdk(redis_url: str, tmp_path: Path) -> None:
     """`slimyq stats` imports redis-py without OpenTelemetry's metrics SDK (nothing of redis-py
-    uses what that import binds); the finder is gone afterwards and the SDK imports as usual."""
+    uses what that import binds); the finder is gone afterwards and the SDK imports as usual. And
+    Typer builds no pydantic adapter: every value is None, a flag or the command's own default."""
     pytest.importorskip("opentelemetry.sdk.metrics")
     env = {**os.environ, "REDIS_URL": redis_url, "SLIMYQ_DATA_DIR": str(tmp_path), "NO_COLOR": "1"}
     proc = subprocess.run([sys.executable, "-c", STATS_PROBE], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"queue": "database"' in proc.stdout
-    assert "SDK=False FINDER=False\nLATER=MeterProvider\n" in proc.stdout, proc.stdout[-300:]
+    assert "SDK=False FINDER=False ADAPTERS=False\nLATER=MeterProvider\n" in proc.stdout, proc.stdout[-300:]
 
 
 def test_the_otel_skip_refuses_redis_py_alone() -> None:
