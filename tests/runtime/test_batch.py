@@ -244,6 +244,7 @@ def test_only_job_types_declared_batchable_are_batched(monkeypatch: pytest.Monke
     class Nothing(Payload):
         pass
 
+    registry.all_types()  # slimyq's own types loaded into the real registry first, not into the copy
     monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
     monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
     job_type("team_write", queue="database", payload=Nothing)(_team_write)
