@@ -129,6 +129,9 @@ if #ids < n then
 end
 local wexec = 'rq:worker:' .. w .. ':executions'
 local ttl = tonumber(ARGV[8])
+-- First read every job (nothing written yet), then register the batch's executions with one ZADD
+-- and one SADD, then write each job and its execution record.
+local take, wip_args, members = {{}}, {{}}, {{}}
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   -- pcall: a key that is not a hash is reported and dropped, never touched. Any hash is claimed,
@@ -141,24 +144,32 @@ for i, id in ipairs(ids) do
     hash = redis.call('EXISTS', jk) == 1  -- rare: no status, data nor meta (a deleted job is skipped)
   end
   if hash and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
-    local eid = ARGV[8 + i]
-    local member = id .. ':' .. eid
-    redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
-      'worker_name', w)
-    redis.call('PERSIST', jk)
-    redis.call('ZADD', 'rq:wip:' .. q, deadline, member)
-    redis.call('SADD', wexec, member)
-    local ek = 'rq:execution:' .. member
-    redis.call('HSET', ek, 'id', eid, 'job_id', id, 'created_at', ARGV[4], 'last_heartbeat', ARGV[4],
-      'worker_name', w)
-    redis.call('EXPIRE', ek, ttl)
-    -- (its TTL is left to the heartbeat: a job done before one has its index deleted with it)
-    redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, eid)
-    table.remove(f, 1)
-    table.insert(f, 1, eid)
-    table.insert(f, 1, id)
-    table.insert(out, f)
+    local member = id .. ':' .. ARGV[8 + i]
+    table.insert(take, {{id, ARGV[8 + i], f}})
+    table.insert(wip_args, deadline)
+    table.insert(wip_args, member)
+    table.insert(members, member)
   end
+end
+if #take > 0 then
+  redis.call('ZADD', 'rq:wip:' .. q, unpack(wip_args))
+  redis.call('SADD', wexec, unpack(members))
+end
+for _, t in ipairs(take) do
+  local id, eid, f = t[1], t[2], t[3]
+  local jk = 'rq:job:' .. id
+  redis.call('HSET', jk, 'status', 'started', 'started_at', iso, 'ended_at', '', 'last_heartbeat', iso,
+    'worker_name', w)
+  redis.call('PERSIST', jk)
+  -- The execution record's TTL and its index's are left to the heartbeat (a job done before one
+  -- has both deleted with it; a dead worker's are deleted by its recovery).
+  redis.call('HSET', 'rq:execution:' .. id .. ':' .. eid, 'id', eid, 'job_id', id, 'created_at', ARGV[4],
+    'last_heartbeat', ARGV[4], 'worker_name', w)
+  redis.call('ZADD', 'rq:executions:' .. id, now + ttl + 60, eid)
+  table.remove(f, 1)
+  table.insert(f, 1, eid)
+  table.insert(f, 1, id)
+  table.insert(out, f)
 end
 return out
 """

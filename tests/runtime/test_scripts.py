@@ -312,7 +312,12 @@ def test_execution_records_live_from_claim_to_completion(r: redis.Redis, setting
     assert r.hget(f"rq:job:{job_id}", "ended_at") == b""
     (execution,) = Job.fetch(job_id, connection=r, serializer=JSONSerializer).get_executions()
     assert (execution.id, execution.worker_name) == (job.execution_id, W)
-    assert 0 < int(r.ttl(execution.key)) <= 60  # type: ignore[arg-type]
+    # Its TTL is the heartbeat's to set (the claim writes the batch's records without one).
+    assert r.ttl(execution.key) == -1
+    now = time.time()
+    lost: Any = Scripts(r).heartbeat(args=[Q, W, 20, codec.rq_now(), "busy", int(now + 20), 60, f"{now:.6f}", 0,
+                                           job.member])
+    assert lost == [] and 0 < int(r.ttl(execution.key)) <= 60  # type: ignore[arg-type]
     started = time.time() - 2
     result = Result(ok=True, value={"success": True}, started=started, ended=started + 1.5)
     assert _complete(r, [(job, result)], qs) == [1]
