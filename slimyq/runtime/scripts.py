@@ -228,22 +228,46 @@ end
 -- Keep a done job for ttl seconds (RQ's Job.cleanup): returns false when it was deleted (ttl 0).
 -- A ttl-0 job's dependents are enqueued by the completer from the outcome it wrote; should that
 -- fail, ``slimyq:ended:<id>`` (only for a job with dependents) tells the deferred sweep how it ended.
+local unlinks = {}  -- every key this batch deletes, in one UNLINK at the end
+local adds = {}  -- registry -> {score, id, ...}: one ZADD per registry
+local function add(registry, score, id)
+  local a = adds[registry]
+  if not a then a = {}; adds[registry] = a end
+  table.insert(a, score)
+  table.insert(a, id)
+end
 local function keep(jk, rk, registry, id, ttl, ended, status)
   if ttl == 0 then
-    redis.call('UNLINK', jk, rk)
+    table.insert(unlinks, jk)
+    table.insert(unlinks, rk)
     if redis.call('EXISTS', jk .. ':dependents') == 1 then
       redis.call('SET', 'slimyq:ended:' .. id, status, 'EX', 86400)
     end
     return false
   elseif ttl < 0 then
     redis.call('PERSIST', rk)
-    redis.call('ZADD', registry, '+inf', id)
+    add(registry, '+inf', id)
   else
     redis.call('EXPIRE', rk, ttl)
     redis.call('EXPIRE', jk, ttl)
-    redis.call('ZADD', registry, expiry(ended, ttl), id)
+    add(registry, expiry(ended, ttl), id)
   end
   return true
+end
+-- The batch's executions leave the started registry and the worker's set in one ZREM and one SREM;
+-- ZMSCORE first tells which were still there (a member given twice counts once).
+local members, present = {}, {}
+for i = 1, njobs do
+  local p = pos + (i - 1) * 12
+  members[i] = ARGV[p] .. ':' .. ARGV[p + 1]
+end
+if njobs > 0 then
+  local scores = redis.call('ZMSCORE', wip, unpack(members))
+  for i = 1, njobs do
+    if scores[i] and not present[members[i]] then present[members[i]] = i end
+  end
+  redis.call('ZREM', wip, unpack(members))
+  redis.call('SREM', wexec, unpack(members))
 end
 for i = 1, njobs do
   local id, eid, outcome, ttl = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
@@ -251,14 +275,14 @@ for i = 1, njobs do
   local retries_left, started, ended = ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9]
   local started_iso, ended_iso = ARGV[pos + 10], ARGV[pos + 11]
   pos = pos + 12
-  local member = id .. ':' .. eid
-  redis.call('SREM', wexec, member)
+  local member = members[i]
   local ek = 'rq:execution:' .. member
   local jk = 'rq:job:' .. id
   -- pcall: a job key that is not a hash reads as stale, not as a script error.
-  if redis.call('ZREM', wip, member) == 1 and redis.pcall('HGET', jk, 'status') == 'started' then
+  if present[member] == i and redis.pcall('HGET', jk, 'status') == 'started' then
     -- This is the job's one live execution: its per-job execution index goes with it.
-    redis.call('UNLINK', ek, 'rq:executions:' .. id)
+    table.insert(unlinks, ek)
+    table.insert(unlinks, 'rq:executions:' .. id)
     out[i] = 1
     local rk = 'rq:results:' .. id
     if outcome == 'ok' then
@@ -316,24 +340,34 @@ for i = 1, nstats do
     redis.call('HINCRBY', key, field, amount)
   end
 end
--- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs are never trimmed).
+for registry, a in pairs(adds) do redis.call('ZADD', registry, unpack(a)) end
+-- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs, score +inf, are never
+-- trimmed), up to 1000 per call: a registry far over (keep lowered) shrinks over the next batches.
 local function trim(registry, keep)
-  local count = redis.call('ZCOUNT', registry, '-inf', '(+inf')
-  if count > keep then
-    local old = redis.call('ZRANGE', registry, 0, count - keep - 1)
-    redis.call('ZREMRANGEBYRANK', registry, 0, count - keep - 1)
-    for _, id in ipairs(old) do
-      if grace > 0 then
-        redis.call('EXPIRE', 'rq:job:' .. id, grace)
-        redis.call('EXPIRE', 'rq:results:' .. id, grace)
-      else
-        redis.call('UNLINK', 'rq:job:' .. id, 'rq:results:' .. id)
-      end
+  local old
+  if keep <= 1000 then
+    old = redis.call('ZRANGE', registry, '(+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', keep, 1000)
+  else
+    local over = redis.call('ZCOUNT', registry, '-inf', '(+inf') - keep
+    if over <= 0 then return end
+    old = redis.call('ZRANGE', registry, 0, math.min(over, 1000) - 1)
+  end
+  if #old == 0 then return end
+  redis.call('ZREM', registry, unpack(old))
+  for _, id in ipairs(old) do
+    if grace > 0 then
+      redis.call('EXPIRE', 'rq:job:' .. id, grace)
+      redis.call('EXPIRE', 'rq:results:' .. id, grace)
+    else
+      table.insert(unlinks, 'rq:job:' .. id)
+      table.insert(unlinks, 'rq:results:' .. id)
     end
   end
 end
 if added_finished then trim('rq:finished:' .. q, keep_finished) end
 if added_failed then trim('rq:failed:' .. q, keep_failed) end
+-- (chunks: Lua's unpack takes a few thousand values at most)
+for k = 1, #unlinks, 1000 do redis.call('UNLINK', unpack(unlinks, k, math.min(k + 999, #unlinks))) end
 redis.call('SET', done_key, cjson.encode(out), 'EX', 600)
 return out
 """
