@@ -34,7 +34,7 @@ log = logging.getLogger("slimyq.worker")
 
 TRIM_GRACE = 30  # seconds a trimmed finished/failed job stays readable (for `enqueue --wait`)
 BATCH = 256
-STATS_EVERY = 0.25  # seconds between metric flushes
+STATS_EVERY = 1.0  # seconds between metric flushes (one writes a few hundred sketch fields)
 OPS_EVERY = 1.0  # seconds an idle completer waits before it looks for database/OpenAI sums
 WRITE_TRIES = 5  # a batch whose writing raised (a bug, not Redis) is tried this often, then the thread ends
 
