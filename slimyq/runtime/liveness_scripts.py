@@ -154,6 +154,28 @@ return handled
 """
 
 
+# Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
+# an RQ client polling a result): COMPLETE puts their ids in ``slimyq:trimmed:<queue>``, scored by
+# when they go, instead of an EXPIRE per key (two per job), and this deletes those due, up to 500
+# per call: COMPLETE calls it when it trimmed, the heartbeat on every beat (so an idle queue's go
+# too). A claim or ``job requeue`` takes an id off it, as their PERSIST overrides an EXPIRE.
+# ``into``: a list the caller UNLINKs (nil: at once).
+TRIMMED = """
+local function purge_trimmed(q, now, into)
+  local tkey = 'slimyq:trimmed:' .. q
+  local due = redis.call('ZRANGE', tkey, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
+  if #due == 0 then return end
+  local ks = into or {}
+  for _, id in ipairs(due) do
+    table.insert(ks, 'rq:job:' .. id)
+    table.insert(ks, 'rq:results:' .. id)
+  end
+  redis.call('ZREM', tkey, unpack(due))
+  if not into then redis.call('UNLINK', unpack(ks)) end
+end
+"""
+
+
 # A worker's heartbeat, self-healing. ARGV: 1 queue, 2 worker, 3 ttl, 4 now (RQ time), 5 state,
 # 6 deadline, 7 execution record TTL, 8 now (float), 9 n registration values, then field, value
 # pairs, then the members it holds.
@@ -165,7 +187,7 @@ return handled
 # longer in the started registry (completed, recovered, deleted) is never touched.
 # Returns the members that are no longer in the started registry (taken over by a recovery), but
 # not those of jobs canceled meanwhile (RQ's cancel removes the execution: the attempt runs on).
-HEARTBEAT = """
+HEARTBEAT = TRIMMED + """
 local q, w, ttl, iso = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local wk = 'rq:worker:' .. w
 local wexec = wk .. ':executions'
@@ -204,5 +226,6 @@ for i = first, #ARGV do
     end
   end
 end
+purge_trimmed(q, nowf)
 return lost
 """

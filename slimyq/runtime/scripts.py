@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from slimyq.runtime.codec import CLAIM_FIELDS
-from slimyq.runtime.liveness_scripts import HEARTBEAT, RECOVER
+from slimyq.runtime.liveness_scripts import HEARTBEAT, RECOVER, TRIMMED
 
 _HMGET_FIELDS = ", ".join(f"'{f}'" for f in CLAIM_FIELDS)
 
@@ -154,6 +154,10 @@ end
 if #take > 0 then
   redis.call('ZADD', 'rq:wip:' .. q, unpack(wip_args))
   redis.call('SADD', wexec, unpack(members))
+  -- a job trimmed a moment ago and enqueued again under its id (an RQ client) is not deleted
+  local claimed = {{}}
+  for _, t in ipairs(take) do table.insert(claimed, t[1]) end
+  redis.call('ZREM', 'slimyq:trimmed:' .. q, unpack(claimed))
 end
 for _, t in ipairs(take) do
   local id, eid, f = t[1], t[2], t[3]
@@ -191,7 +195,7 @@ return out
 # after longer (Redis unreachable for over ten minutes right after the reply was lost) finds
 # every job stale and writes only that batch's metric increments again; a longer TTL would
 # keep one key per batch written for that long.
-COMPLETE = """
+COMPLETE = TRIMMED + """
 local done_key = 'slimyq:done:' .. ARGV[10]
 local done = redis.call('GET', done_key)
 if done then return cjson.decode(done) end
@@ -354,18 +358,25 @@ local function trim(registry, keep)
   end
   if #old == 0 then return end
   redis.call('ZREM', registry, unpack(old))
-  for _, id in ipairs(old) do
-    if grace > 0 then
-      redis.call('EXPIRE', 'rq:job:' .. id, grace)
-      redis.call('EXPIRE', 'rq:results:' .. id, grace)
-    else
+  if grace > 0 then
+    -- readable for the grace, then deleted by purge_trimmed
+    local due = {}
+    for _, id in ipairs(old) do
+      table.insert(due, now + grace)
+      table.insert(due, id)
+    end
+    redis.call('ZADD', 'slimyq:trimmed:' .. q, unpack(due))
+  else
+    for _, id in ipairs(old) do
       table.insert(unlinks, 'rq:job:' .. id)
       table.insert(unlinks, 'rq:results:' .. id)
     end
   end
+  return true
 end
-if added_finished then trim('rq:finished:' .. q, keep_finished) end
-if added_failed then trim('rq:failed:' .. q, keep_failed) end
+local trimmed = added_finished and trim('rq:finished:' .. q, keep_finished)
+trimmed = (added_failed and trim('rq:failed:' .. q, keep_failed)) or trimmed
+if trimmed then purge_trimmed(q, now, unlinks) end
 -- (chunks: Lua's unpack takes a few thousand values at most)
 for k = 1, #unlinks, 1000 do redis.call('UNLINK', unpack(unlinks, k, math.min(k + 999, #unlinks))) end
 redis.call('SET', done_key, cjson.encode(out), 'EX', 600)

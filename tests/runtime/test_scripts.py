@@ -204,9 +204,43 @@ def test_retention_keeps_exactly_the_configured_count(r: redis.Redis, settings: 
     kept = _members(r, registry_key)
     trimmed = [j.id for j in jobs if j.id not in kept]
     assert len(trimmed) == 10 - keep
-    for job_id in trimmed:  # readable for the trim grace, then gone
-        assert 0 < int(r.ttl(f"rq:job:{job_id}")) <= 30  # type: ignore[arg-type]
     assert kept == {j.id for j in jobs[-keep:]}
+    # Readable for the trim grace (30 s): listed to go then, and deleted by the next purge after it.
+    due = dict(r.zrange(f"slimyq:trimmed:{Q}", 0, -1, withscores=True))  # type: ignore[arg-type]
+    assert sorted(i.decode() for i in due) == sorted(trimmed)
+    assert all(time.time() + 25 < score <= time.time() + 31 for score in due.values())
+    assert r.exists(*(f"rq:job:{i}" for i in trimmed)) == len(trimmed)
+    assert _beat(r, time.time() + 10) == [] and r.zcard(f"slimyq:trimmed:{Q}") == len(trimmed)
+    _beat(r, time.time() + 31)
+    assert r.exists(*(f"rq:job:{i}" for i in trimmed), *(f"rq:results:{i}" for i in trimmed)) == 0
+    assert r.zcard(f"slimyq:trimmed:{Q}") == 0
+    assert r.exists(*(f"rq:job:{i}" for i in kept)) == keep
+
+
+def _beat(r: redis.Redis, now: float, *members: str) -> Any:
+    """W's heartbeat, as of ``now``."""
+    return Scripts(r).heartbeat(args=[Q, W, 20, codec.rq_now(), "busy", int(now + 20), 60, f"{now:.6f}", 0,
+                                      *members])
+
+
+def test_a_trimmed_id_claimed_or_requeued_again_is_not_purged(r: redis.Redis, settings: Settings) -> None:
+    """A trimmed job enqueued again under its id (RQ clients may reuse ids) and claimed, or put
+    back by ``job requeue``, within the grace is no longer the trimmed job: the purge leaves it."""
+    from slimyq.inspect import ops
+
+    qs = QueueSettings(concurrency=1, timeout=10, attempts=1, keep_finished=0)
+    a, b = _enqueue(r, settings, 2)
+    _, jobs = _claim(r, 2)
+    assert _complete(r, [(job, _ok()) for job in jobs], qs) == [1, 1]
+    assert r.zcard(f"slimyq:trimmed:{Q}") == 2 and r.zcard(f"rq:finished:{Q}") == 0
+    r.hset(f"rq:job:{a}", "status", "queued")  # what an RQ client's enqueue under the same id writes
+    r.rpush(f"rq:queue:{Q}", a)
+    _, (again,) = _claim(r, 1)
+    assert again.id == a
+    assert [d.outcome for d in ops.requeue(r, settings, [b])] == ["requeued"]
+    assert r.zcard(f"slimyq:trimmed:{Q}") == 0
+    _beat(r, time.time() + 31)
+    assert r.hget(f"rq:job:{a}", "status") == b"started" and r.hget(f"rq:job:{b}", "status") == b"queued"
 
 
 def test_claim_skips_canceled_and_missing_but_refuses_dataless(r: redis.Redis, settings: Settings) -> None:
@@ -314,10 +348,7 @@ def test_execution_records_live_from_claim_to_completion(r: redis.Redis, setting
     assert (execution.id, execution.worker_name) == (job.execution_id, W)
     # Its TTL is the heartbeat's to set (the claim writes the batch's records without one).
     assert r.ttl(execution.key) == -1
-    now = time.time()
-    lost: Any = Scripts(r).heartbeat(args=[Q, W, 20, codec.rq_now(), "busy", int(now + 20), 60, f"{now:.6f}", 0,
-                                           job.member])
-    assert lost == [] and 0 < int(r.ttl(execution.key)) <= 60  # type: ignore[arg-type]
+    assert _beat(r, time.time(), job.member) == [] and 0 < int(r.ttl(execution.key)) <= 60  # type: ignore[arg-type]
     started = time.time() - 2
     result = Result(ok=True, value={"success": True}, started=started, ended=started + 1.5)
     assert _complete(r, [(job, result)], qs) == [1]
@@ -382,10 +413,7 @@ def test_heartbeat_does_not_report_a_canceled_job_as_taken_over(r: redis.Redis, 
     _, (job,) = _claim(r, 1)
     Job.fetch(job_id, connection=r, serializer=JSONSerializer).cancel()
     assert r.zscore(f"rq:wip:{Q}", job.member) is None
-    now = time.time()
-    lost: Any = Scripts(r).heartbeat(args=[Q, W, 20, codec.rq_now(), "busy", int(now + 20), 60, f"{now:.6f}", 0,
-                                           job.member])
-    assert lost == []
+    assert _beat(r, time.time(), job.member) == []
     # The attempt's end: its result is discarded and the execution record RQ's cancel left removed.
     assert _complete(r, [(job, _ok())], settings.queue(Q)) == [0]
     assert r.hget(f"rq:job:{job_id}", "status") == b"canceled"
