@@ -65,7 +65,7 @@ for _, reg in ipairs({'finished', 'failed', 'canceled', 'scheduled', 'deferred'}
   redis.call('ZREM', 'rq:' .. reg .. ':' .. q, id)
 end
 redis.call('PERSIST', jk)
-redis.call('ZREM', 'slimyq:trimmed:' .. q, id)  -- trimmed a moment ago: kept, as PERSIST keeps it
+redis.pcall('ZREM', 'slimyq:trimmed:' .. q, id)  -- trimmed a moment ago: kept, as PERSIST keeps it
 redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'started_at', '', 'ended_at', '',
   'worker_name', '', 'retries_left', retries)
 redis.call('SADD', 'rq:queues', 'rq:queue:' .. q)

@@ -159,18 +159,28 @@ return handled
 # when they go, instead of an EXPIRE per key (two per job), and this deletes those due, up to 500
 # per call: COMPLETE calls it when it trimmed, the heartbeat on every beat (so an idle queue's go
 # too). A claim or ``job requeue`` takes an id off it, as their PERSIST overrides an EXPIRE.
-# ``into``: a list the caller UNLINKs (nil: at once).
+# ``into``: a list the caller UNLINKs (nil: at once). The set is slimyq's alone: one found of another
+# type (written by hand) is replaced, never a reason for a claim, completion or beat to fail (the
+# ids it held then expire by their own TTL).
 TRIMMED = """
-local function purge_trimmed(q, now, into)
+local function trimmed_call(cmd, q, ...)
   local tkey = 'slimyq:trimmed:' .. q
-  local due = redis.call('ZRANGE', tkey, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
+  local r = redis.pcall(cmd, tkey, ...)
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', tkey)
+    r = redis.call(cmd, tkey, ...)
+  end
+  return r
+end
+local function purge_trimmed(q, now, into)
+  local due = trimmed_call('ZRANGE', q, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
   if #due == 0 then return end
   local ks = into or {}
   for _, id in ipairs(due) do
     table.insert(ks, 'rq:job:' .. id)
     table.insert(ks, 'rq:results:' .. id)
   end
-  redis.call('ZREM', tkey, unpack(due))
+  trimmed_call('ZREM', q, unpack(due))
   if not into then redis.call('UNLINK', unpack(ks)) end
 end
 """

@@ -86,7 +86,7 @@ return out
 # the hash ``rq:execution:<job>:<eid>``, its id in ``rq:executions:<job>`` and the member
 # ``<job>:<eid>`` in ``rq:wip:<queue>`` and ``rq:worker:<name>:executions``.
 # Returns {paused(0/1), {id, eid, field values...}, ...}.
-CLAIM = f"""
+CLAIM = TRIMMED + f"""
 local q = ARGV[1]
 local w = ARGV[2]
 local n = tonumber(ARGV[3])
@@ -157,7 +157,7 @@ if #take > 0 then
   -- a job trimmed a moment ago and enqueued again under its id (an RQ client) is not deleted
   local claimed = {{}}
   for _, t in ipairs(take) do table.insert(claimed, t[1]) end
-  redis.call('ZREM', 'slimyq:trimmed:' .. q, unpack(claimed))
+  trimmed_call('ZREM', q, unpack(claimed))
 end
 for _, t in ipairs(take) do
   local id, eid, f = t[1], t[2], t[3]
@@ -365,7 +365,7 @@ local function trim(registry, keep)
       table.insert(due, now + grace)
       table.insert(due, id)
     end
-    redis.call('ZADD', 'slimyq:trimmed:' .. q, unpack(due))
+    trimmed_call('ZADD', q, unpack(due))
   else
     for _, id in ipairs(old) do
       table.insert(unlinks, 'rq:job:' .. id)

@@ -243,6 +243,26 @@ def test_a_trimmed_id_claimed_or_requeued_again_is_not_purged(r: redis.Redis, se
     assert r.hget(f"rq:job:{a}", "status") == b"started" and r.hget(f"rq:job:{b}", "status") == b"queued"
 
 
+def test_a_trimmed_set_of_another_type_is_replaced(r: redis.Redis, settings: Settings) -> None:
+    """``slimyq:trimmed:<queue>`` written by hand as a string: claims, completions, heartbeats and
+    requeues go on (the set is made anew)."""
+    from slimyq.inspect import ops
+
+    qs = QueueSettings(concurrency=1, timeout=10, attempts=1, keep_finished=0)
+    a, b = _enqueue(r, settings, 2)
+    r.set(f"slimyq:trimmed:{Q}", "not a set")
+    _, (job,) = _claim(r, 1)
+    r.set(f"slimyq:trimmed:{Q}", "not a set")
+    assert _complete(r, [(job, _ok())], qs) == [1]
+    assert r.zrange(f"slimyq:trimmed:{Q}", 0, -1) == [a.encode()]
+    r.set(f"slimyq:trimmed:{Q}", "not a set")
+    assert _beat(r, time.time()) == []
+    r.set(f"slimyq:trimmed:{Q}", "not a set")
+    assert [d.outcome for d in ops.requeue(r, settings, [a])] == ["requeued"]
+    _, jobs = _claim(r, 2)
+    assert sorted(j.id for j in jobs) == sorted([a, b])
+
+
 def test_claim_skips_canceled_and_missing_but_refuses_dataless(r: redis.Redis, settings: Settings) -> None:
     a, b = _enqueue(r, settings, 2)
     r.hset(f"rq:job:{a}", "status", "canceled")
