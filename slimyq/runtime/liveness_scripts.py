@@ -7,6 +7,38 @@ Redis/Valkey server.
 
 from __future__ import annotations
 
+# Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
+# an RQ client polling a result): COMPLETE and RECOVER put their ids in ``slimyq:trimmed:<queue>``,
+# scored by when they go, instead of an EXPIRE per key (two per job), and purge_trimmed deletes
+# those due, up to 500 per call: COMPLETE calls it when it trimmed, the heartbeat on every beat (so
+# an idle queue's go too). A claim or ``job requeue`` takes an id off it, as their PERSIST overrides
+# an EXPIRE. ``into``: a list the caller UNLINKs (nil: at once). The set is slimyq's alone: one
+# found of another type (written by hand) is replaced, never a reason for a claim, completion or
+# beat to fail (the ids it held then expire by their own TTL).
+TRIMMED = """
+local function trimmed_call(cmd, q, ...)
+  local tkey = 'slimyq:trimmed:' .. q
+  local r = redis.pcall(cmd, tkey, ...)
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', tkey)
+    r = redis.call(cmd, tkey, ...)
+  end
+  return r
+end
+local function purge_trimmed(q, now, into)
+  local due = trimmed_call('ZRANGE', q, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
+  if #due == 0 then return end
+  local ks = into or {}
+  for _, id in ipairs(due) do
+    table.insert(ks, 'rq:job:' .. id)
+    table.insert(ks, 'rq:results:' .. id)
+  end
+  trimmed_call('ZREM', q, unpack(due))
+  if not into then redis.call('UNLINK', unpack(ks)) end
+end
+"""
+
+
 # Put jobs a worker holds back on their queue, or retry/fail them when the worker died.
 # ARGV: 1 queue, 2 mode ('release' | 'dead' | 'expired' | 'orphans'), 3 worker ('' for expired),
 #       4 now float, 5 now (RQ time), 6 default retries, 7 b64(zlib(message)) for failures,
@@ -20,7 +52,7 @@ from __future__ import annotations
 # orphans: the given executions of a live worker that never received them (a claim whose reply
 #          was lost): back to the front of the queue as they were, like release.
 # Returns the ids handled.
-RECOVER = """
+RECOVER = TRIMMED + """
 local q, mode, w = ARGV[1], ARGV[2], ARGV[3]
 local now, iso, default_retries = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local exc, failure_ttl, keep_failed, message = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -144,45 +176,15 @@ if mode == 'release' or mode == 'dead' then redis.call('DEL', 'rq:worker:' .. w 
 local fkey = 'rq:failed:' .. q
 local over = failed_any and redis.call('ZCOUNT', fkey, '-inf', '(+inf') - keep_failed or 0
 if over > 0 then
+  local due = {}
   for _, id in ipairs(redis.call('ZRANGE', fkey, 0, over - 1)) do
-    redis.call('EXPIRE', 'rq:job:' .. id, 30)
-    redis.call('EXPIRE', 'rq:results:' .. id, 30)
+    table.insert(due, now + 30)  -- readable for the trim grace, as COMPLETE's trimmed jobs are
+    table.insert(due, id)
   end
   redis.call('ZREMRANGEBYRANK', fkey, 0, over - 1)
+  for k = 1, #due, 1000 do trimmed_call('ZADD', q, unpack(due, k, math.min(k + 999, #due))) end
 end
 return handled
-"""
-
-
-# Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
-# an RQ client polling a result): COMPLETE puts their ids in ``slimyq:trimmed:<queue>``, scored by
-# when they go, instead of an EXPIRE per key (two per job), and this deletes those due, up to 500
-# per call: COMPLETE calls it when it trimmed, the heartbeat on every beat (so an idle queue's go
-# too). A claim or ``job requeue`` takes an id off it, as their PERSIST overrides an EXPIRE.
-# ``into``: a list the caller UNLINKs (nil: at once). The set is slimyq's alone: one found of another
-# type (written by hand) is replaced, never a reason for a claim, completion or beat to fail (the
-# ids it held then expire by their own TTL).
-TRIMMED = """
-local function trimmed_call(cmd, q, ...)
-  local tkey = 'slimyq:trimmed:' .. q
-  local r = redis.pcall(cmd, tkey, ...)
-  if type(r) == 'table' and r.err then
-    redis.call('DEL', tkey)
-    r = redis.call(cmd, tkey, ...)
-  end
-  return r
-end
-local function purge_trimmed(q, now, into)
-  local due = trimmed_call('ZRANGE', q, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
-  if #due == 0 then return end
-  local ks = into or {}
-  for _, id in ipairs(due) do
-    table.insert(ks, 'rq:job:' .. id)
-    table.insert(ks, 'rq:results:' .. id)
-  end
-  trimmed_call('ZREM', q, unpack(due))
-  if not into then redis.call('UNLINK', unpack(ks)) end
-end
 """
 
 

@@ -322,6 +322,11 @@ def test_recover_trims_the_failed_registry(r: redis.Redis) -> None:
     _claim(r, 4)
     assert sorted(presence.recover_dead(r, s, Q, W, "SIGKILL")) == sorted(ids)
     assert r.zcard(f"rq:failed:{Q}") == 2
+    # the two trimmed wait out the grace in the trimmed set, like COMPLETE's (then a beat deletes them)
+    trimmed = [i.decode() for i in r.zrange(f"slimyq:trimmed:{Q}", 0, -1)]  # type: ignore[union-attr]
+    assert len(trimmed) == 2 and set(trimmed) <= set(ids) and r.exists(*(f"rq:job:{i}" for i in trimmed)) == 2
+    _beat(r, time.time() + 31)
+    assert r.exists(*(f"rq:job:{i}" for i in trimmed)) == 0 and r.zcard(f"rq:failed:{Q}") == 2
 
 
 def test_recover_trim_never_touches_failures_kept_forever(r: redis.Redis) -> None:
