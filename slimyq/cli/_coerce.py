@@ -4,7 +4,7 @@ Typer 0.29 coerces each parameter's value through a pydantic ``TypeAdapter`` tha
 the parameter's first use, and it uses each parameter once per command: for ``slimyq stats
 --json`` that was 13 adapters (and importing pydantic's validation machinery for them), although
 nine values were None (an option not given, which Typer returns as None or ``()`` without asking
-the adapter) and the others were booleans or the command's own defaults. :func:`defer` gives
+the adapter) and the others were booleans or the command's own defaults. :func:`defer_param` gives
 each parameter a stand-in that handles None as Typer does, passes a default through unchanged
 when it is the declared default object of the declared type (tests run every default through
 Typer's adapters and get the same value back), and otherwise builds Typer's own coercion, keeps
@@ -19,8 +19,6 @@ from typing import Any
 
 from typer._click.core import ParameterSource
 from typer._coercion import RuntimeParam, build_runtime_param
-
-_DONE = "_slimyq_deferred"
 
 
 @dataclass(frozen=True)
@@ -42,27 +40,8 @@ def is_own_default(param: Any, value: Any, source: ParameterSource | None) -> bo
             and type(value) is annotation)
 
 
-def _defer_param(param: Any) -> None:
+def defer_param(param: Any) -> None:
+    """Give the parameter the deferred coercion (unless Typer has built its own already)."""
     if hasattr(param, "type_descriptor") and getattr(param, "_runtime_param", False) is None:
         desc = param.type_descriptor
         param._runtime_param = DeferredRuntimeParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
-
-
-def defer(command: Any) -> None:
-    """Give every parameter of ``command`` and its subcommands the deferred coercion (once per command)."""
-    if getattr(command, _DONE, False):
-        return
-    setattr(command, _DONE, True)
-    for param in getattr(command, "params", []):
-        _defer_param(param)
-    original = command.get_help_option
-
-    def help_option(ctx: Any) -> Any:  # --help: click builds it on demand, for each context
-        option = original(ctx)
-        if option is not None:
-            _defer_param(option)
-        return option
-
-    command.get_help_option = help_option
-    for sub in getattr(command, "commands", {}).values():
-        defer(sub)

@@ -75,11 +75,9 @@ class SlimyqGroup(TyperGroup):
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         """Typer's own usage errors (a bad flag, a missing option, an unknown command) become the same
         one-line ``error: ...`` as every other error, exit 2, instead of Typer's boxed panel."""
-        from slimyq.cli._coerce import defer
-        from slimyq.cli._help import honest
+        from slimyq.cli._prepare import prepare
 
-        honest(self)
-        defer(self)  # Typer's pydantic coercion only for values that need it
+        prepare(self)  # honest help labels; Typer's pydantic coercion only for values that need it
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -100,8 +98,7 @@ class SlimyqGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name, cmd, rest = super().resolve_command(ctx, args)
         if name in LAZY_GROUPS and not getattr(cmd, "_slimyq_real", False):
-            from slimyq.cli._coerce import defer
-            from slimyq.cli._help import honest
+            from slimyq.cli._prepare import prepare
 
             try:
                 if name in NEEDS_JOB_TYPES:
@@ -114,8 +111,7 @@ class SlimyqGroup(TyperGroup):
                     raise
                 return name, cmd, rest  # shell completion: no completions rather than a traceback
             cmd._slimyq_real = True
-            honest(cmd)
-            defer(cmd)
+            prepare(cmd)
             self.commands[name] = cmd
         return name, cmd, rest
 

@@ -1,10 +1,10 @@
 """Honest help: what a value looks like, not its Python type.
 
 Typer 0.29 labels every parameter with its annotation (``<str>``, ``<list[str]>``, ``<bool>`` even
-on flags, which take no value). This walks the built command tree once and labels values as
-people read them: ``TEXT``, ``INTEGER``, ``NUMBER``, ``PATH``, choices as ``table|json|...``, and
-nothing on a flag. An option's explicit ``metavar=`` is kept. Help paragraphs are reflowed so the
-terminal, not the docstring's line breaks, decides where lines end.
+on flags, which take no value). These label values as people read them: ``TEXT``, ``INTEGER``,
+``NUMBER``, ``PATH``, choices as ``table|json|...``, and nothing on a flag; ``_prepare`` applies
+them to the built command tree once. An option's explicit ``metavar=`` is kept. Help paragraphs are
+reflowed so the terminal, not the docstring's line breaks, decides where lines end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 LABELS: dict[Any, str] = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH", dt.datetime: "DATETIME"}
-_DONE = "_slimyq_honest"
 
 
 def _label(param: Any, ctx: Any) -> str | None:
@@ -49,25 +48,19 @@ def reflow(text: str) -> str:
     return "\n\n".join(out)
 
 
-def honest(command: Any) -> None:
-    """Relabel every parameter of ``command`` and its subcommands (once per command)."""
-    if getattr(command, _DONE, False):
-        return
-    setattr(command, _DONE, True)
+def relabel_command(command: Any) -> None:
+    """The command's help reflowed."""
     if getattr(command, "help", None):
         command.help = reflow(command.help)
-    for param in getattr(command, "params", []):
-        is_argument = getattr(param, "param_type_name", "") == "argument"  # its metavar names it, not its type
-        if (param.metavar is None or is_argument) and hasattr(param, "type_descriptor"):
-            param.display_type_rich = lambda ctx, p=param: _label(p, ctx)
-    original = command.get_help_option
 
-    def help_option(ctx: Any) -> Any:  # --help is a flag too; click builds it on demand
-        option = original(ctx)
-        if option is not None:
-            option.display_type_rich = lambda ctx: None
-        return option
 
-    command.get_help_option = help_option
-    for sub in getattr(command, "commands", {}).values():
-        honest(sub)
+def relabel(param: Any) -> None:
+    """A parameter labelled by what its value looks like (an option's own ``metavar=`` is kept)."""
+    is_argument = getattr(param, "param_type_name", "") == "argument"  # its metavar names it, not its type
+    if (param.metavar is None or is_argument) and hasattr(param, "type_descriptor"):
+        param.display_type_rich = lambda ctx, p=param: _label(p, ctx)
+
+
+def relabel_help_option(option: Any) -> None:
+    """--help is a flag too: no label."""
+    option.display_type_rich = lambda ctx: None

@@ -13,8 +13,9 @@ from typer._coercion import build_runtime_param
 from typer.testing import CliRunner
 
 from slimyq.cli import app
-from slimyq.cli._coerce import DeferredRuntimeParam, defer, is_own_default
+from slimyq.cli._coerce import DeferredRuntimeParam, is_own_default
 from slimyq.cli._group import LAZY_GROUPS, load_lazy
+from slimyq.cli._prepare import prepare
 
 
 def _commands(command: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -62,7 +63,7 @@ def test_defer_leaves_typers_cache_to_typer_once_built() -> None:
     """The first value that needs coercion builds Typer's runtime parameter and puts it in
     Typer's own cache: the stand-in is not consulted again."""
     command = typer.main.get_command(app).commands["jobs"]  # type: ignore[attr-defined]
-    defer(command)
+    prepare(command)
     limit = next(p for p in command.params if p.name == "limit")
     assert isinstance(limit._runtime_param, DeferredRuntimeParam)
     ctx = command.make_context("jobs", ["--limit", "7"], resilient_parsing=True)
