@@ -10,11 +10,11 @@ from __future__ import annotations
 # Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
 # an RQ client polling a result): COMPLETE and RECOVER put their ids in ``slimyq:trimmed:<queue>``,
 # scored by when they go, instead of an EXPIRE per key (two per job), and purge_trimmed deletes
-# those due, up to 500 per call: COMPLETE calls it when it trimmed, the heartbeat on every beat (so
-# an idle queue's go too). A claim or ``job requeue`` takes an id off it, as their PERSIST overrides
-# an EXPIRE. ``into``: a list the caller UNLINKs (nil: at once). The set is slimyq's alone: one
-# found of another type (written by hand) is replaced, never a reason for a claim, completion or
-# beat to fail (the ids it held then expire by their own TTL).
+# those due that are still ended (or gone), up to 500 per call: COMPLETE calls it when it trimmed,
+# the heartbeat on every beat (so an idle queue's go too). A claim or ``job requeue`` takes an id
+# off it, as their PERSIST overrides an EXPIRE. ``into``: a list the caller UNLINKs (nil: at once).
+# The set is slimyq's alone: one found of another type (written by hand) is replaced, never a
+# reason for a claim, completion or beat to fail (the ids it held then expire by their own TTL).
 TRIMMED = """
 local function trimmed_call(cmd, q, ...)
   local tkey = 'slimyq:trimmed:' .. q
@@ -25,16 +25,28 @@ local function trimmed_call(cmd, q, ...)
   end
   return r
 end
+local ended = {finished = true, failed = true, stopped = true}
 local function purge_trimmed(q, now, into)
   local due = trimmed_call('ZRANGE', q, '-inf', now, 'BYSCORE', 'LIMIT', 0, 500)
   if #due == 0 then return end
-  local ks = into or {}
+  local ks = {}
   for _, id in ipairs(due) do
-    table.insert(ks, 'rq:job:' .. id)
-    table.insert(ks, 'rq:results:' .. id)
+    -- Only a job still ended (or gone) goes: an id enqueued again meanwhile (deleted, or expired by
+    -- its own TTL, then reused) is another job; a key of another type is not slimyq's to delete.
+    local jk = 'rq:job:' .. id
+    local status = redis.pcall('HGET', jk, 'status')
+    if ended[status] or (status == false and redis.call('EXISTS', jk) == 0) then
+      table.insert(ks, jk)
+      table.insert(ks, 'rq:results:' .. id)
+    end
   end
   trimmed_call('ZREM', q, unpack(due))
-  if not into then redis.call('UNLINK', unpack(ks)) end
+  if #ks == 0 then return end
+  if into then
+    for _, k in ipairs(ks) do table.insert(into, k) end
+  else
+    redis.call('UNLINK', unpack(ks))
+  end
 end
 """
 

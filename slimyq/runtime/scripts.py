@@ -258,8 +258,10 @@ local function keep(jk, rk, registry, id, ttl, ended, status)
   end
   return true
 end
--- The batch's executions leave the started registry and the worker's set in one ZREM and one SREM;
--- ZMSCORE first tells which were still there (a member given twice counts once).
+-- Which of the batch's executions are still in the started registry: one ZMSCORE (a member given
+-- twice counts once). They leave it, and the worker's set, in one ZREM and one SREM once every
+-- job's outcome is written: a script that fails before that leaves them where the worker's orphan
+-- check finds them (a failed script keeps what it wrote).
 local members, present = {}, {}
 for i = 1, njobs do
   local p = pos + (i - 1) * 12
@@ -270,8 +272,6 @@ if njobs > 0 then
   for i = 1, njobs do
     if scores[i] and not present[members[i]] then present[members[i]] = i end
   end
-  redis.call('ZREM', wip, unpack(members))
-  redis.call('SREM', wexec, unpack(members))
 end
 for i = 1, njobs do
   local id, eid, outcome, ttl = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], tonumber(ARGV[pos + 3])
@@ -335,16 +335,18 @@ if #ended_deps > 0 and redis.call('EXISTS', unpack(ended_deps)) > 0 then
     if redis.call('EXISTS', key) == 1 then out[ended_idx[k]] = 2 end
   end
 end
-for i = 1, nstats do
-  local key, field, kind, amount = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
-  pos = pos + 4
-  if kind == 'f' then
-    redis.call('HINCRBYFLOAT', key, field, amount)
-  else
-    redis.call('HINCRBY', key, field, amount)
+-- A registry of another type (not written by RQ or slimyq) would fail the ZADD: it is replaced.
+for registry, a in pairs(adds) do
+  local r = redis.pcall('ZADD', registry, unpack(a))
+  if type(r) == 'table' and r.err then
+    redis.call('DEL', registry)
+    redis.call('ZADD', registry, unpack(a))
   end
 end
-for registry, a in pairs(adds) do redis.call('ZADD', registry, unpack(a)) end
+if njobs > 0 then
+  redis.call('ZREM', wip, unpack(members))
+  redis.call('SREM', wexec, unpack(members))
+end
 -- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs, score +inf, are never
 -- trimmed), up to 1000 per call: a registry far over (keep lowered) shrinks over the next batches.
 local function trim(registry, keep)
@@ -379,6 +381,12 @@ trimmed = (added_failed and trim('rq:failed:' .. q, keep_failed)) or trimmed
 if trimmed then purge_trimmed(q, now, unlinks) end
 -- (chunks: Lua's unpack takes a few thousand values at most)
 for k = 1, #unlinks, 1000 do redis.call('UNLINK', unpack(unlinks, k, math.min(k + 999, #unlinks))) end
+-- Metrics last, and best effort: a hand-written key of another type costs its increments only.
+for i = 1, nstats do
+  local key, field, kind, amount = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+  pos = pos + 4
+  redis.pcall(kind == 'f' and 'HINCRBYFLOAT' or 'HINCRBY', key, field, amount)
+end
 redis.call('SET', done_key, cjson.encode(out), 'EX', 600)
 return out
 """

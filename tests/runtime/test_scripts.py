@@ -443,3 +443,52 @@ def test_heartbeat_does_not_report_a_canceled_job_as_taken_over(r: redis.Redis, 
     assert _complete(r, [(job, _ok())], settings.queue(Q)) == [0]
     assert r.hget(f"rq:job:{job_id}", "status") == b"canceled"
     assert not r.exists(f"rq:execution:{job.member}")
+
+
+def test_the_purge_leaves_an_id_enqueued_again_after_its_trim(r: redis.Redis, settings: Settings) -> None:
+    """A trimmed job deleted (``job delete``, or its own short TTL) and its id enqueued again within
+    the grace: the purge finds a queued job, not the one it listed, and leaves it."""
+    qs = QueueSettings(concurrency=1, timeout=10, attempts=1, keep_finished=0)
+    a, b = _enqueue(r, settings, 2)
+    _, jobs = _claim(r, 2)
+    assert _complete(r, [(job, _ok()) for job in jobs], qs) == [1, 1]
+    r.delete(f"rq:job:{a}", f"rq:results:{a}")
+    r.hset(f"rq:job:{a}", mapping={"status": "scheduled", "origin": Q})  # enqueued again, for later
+    r.hset(f"rq:job:{b}", "data", "x")  # still the finished job b
+    _beat(r, time.time() + 31)
+    assert r.hget(f"rq:job:{a}", "status") == b"scheduled" and not r.exists(f"rq:job:{b}")
+    assert r.zcard(f"slimyq:trimmed:{Q}") == 0
+
+
+def test_a_registry_or_metrics_key_of_another_type_does_not_fail_the_batch(r: redis.Redis,
+                                                                          settings: Settings) -> None:
+    qs = settings.queue(Q)
+    ids = _enqueue(r, settings, 2)
+    _, jobs = _claim(r, 2)
+    r.set(f"rq:finished:{Q}", "not a zset")
+    stats_key = f"slimyq:counts:{Q}"
+    r.set(stats_key, "not a hash")
+    args: list[Any] = [Q, W, int(time.time()), codec.rq_now(), qs.keep_finished, qs.keep_failed, 30,
+                       2, 1, os.urandom(8).hex()]
+    for job in jobs:
+        args.extend(decide(job, _ok(), qs, W).args)
+    args += [stats_key, "completed", "i", "2"]
+    assert [int(x) for x in Scripts(r).complete(args=args)] == [1, 1]
+    assert sorted(i.decode() for i in r.zrange(f"rq:finished:{Q}", 0, -1)) == sorted(ids)
+    assert r.zcard(f"rq:wip:{Q}") == 0 and r.get(stats_key) == b"not a hash"
+
+
+def test_a_batch_whose_script_fails_leaves_its_executions_for_the_orphan_check(r: redis.Redis,
+                                                                              settings: Settings) -> None:
+    """A failed script keeps what it wrote: the executions leave the started registry only at the
+    end, so none of the batch is stranded outside it (each is then written alone, or recovered)."""
+    s = Settings(queues={"database": QueueSettings(concurrency=1, timeout=10, attempts=3)})
+    _enqueue(r, s, 2)
+    _, jobs = _claim(r, 2)
+    r.set(f"rq:queue:{Q}", "not a list")  # the retry's LPUSH (or ZADD, with a delay) fails
+    r.set(f"rq:scheduled:{Q}", "not a zset")
+    retry = Result(ok=False, error_type="x", error="boom", ended=time.time())
+    with pytest.raises(redis.ResponseError):
+        _complete(r, [(jobs[0], _ok()), (jobs[1], retry)], s.queue(Q))
+    assert all(r.zscore(f"rq:wip:{Q}", job.member) is not None for job in jobs)
+    assert r.smembers(f"rq:worker:{W}:executions") == {job.member.encode() for job in jobs}
