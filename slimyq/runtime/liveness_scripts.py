@@ -16,14 +16,18 @@ from __future__ import annotations
 # The set is slimyq's alone: one found of another type (written by hand) is replaced, never a
 # reason for a claim, completion or beat to fail (the ids it held then expire by their own TTL).
 TRIMMED = """
-local function trimmed_call(cmd, q, ...)
-  local tkey = 'slimyq:trimmed:' .. q
-  local r = redis.pcall(cmd, tkey, ...)
+-- A write to a key of another type than RQ's or slimyq's (written by hand) would fail the script,
+-- after what it already wrote: that key is replaced.
+local function heal(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
   if type(r) == 'table' and r.err then
-    redis.call('DEL', tkey)
-    r = redis.call(cmd, tkey, ...)
+    redis.call('DEL', key)
+    r = redis.call(cmd, key, ...)
   end
   return r
+end
+local function trimmed_call(cmd, q, ...)
+  return heal(cmd, 'slimyq:trimmed:' .. q, ...)
 end
 local ended = {finished = true, failed = true, stopped = true}
 local function purge_trimmed(q, now, into)

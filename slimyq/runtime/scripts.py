@@ -214,14 +214,7 @@ local out = {}
 local added_finished, added_failed = false, false
 local ended_idx, ended_deps = {}, {}
 local pos = 11
--- A results key of another type (not written by RQ or slimyq) would fail XADD: it is replaced.
-local function xadd(rk, ...)
-  local r = redis.pcall('XADD', rk, 'MAXLEN', '~', '10', '*', ...)
-  if type(r) == 'table' and r.err then
-    redis.call('DEL', rk)
-    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', ...)
-  end
-end
+local function xadd(rk, ...) heal('XADD', rk, 'MAXLEN', '~', '10', '*', ...) end  -- (heal: see TRIMMED)
 -- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
 -- trimming drops the jobs that ended first even when many end within the same second.
 local function expiry(ended, ttl)
@@ -260,8 +253,8 @@ local function keep(jk, rk, registry, id, ttl, ended, status)
 end
 -- Which of the batch's executions are still in the started registry: one ZMSCORE (a member given
 -- twice counts once). They leave it, and the worker's set, in one ZREM and one SREM once every
--- job's outcome is written: a script that fails before that leaves them where the worker's orphan
--- check finds them (a failed script keeps what it wrote).
+-- job's outcome is written. A script that fails keeps what it wrote, and a rewrite would find those
+-- jobs stale: so every write that a key of another type could fail goes through heal (TRIMMED).
 local members, present = {}, {}
 for i = 1, njobs do
   local p = pos + (i - 1) * 12
@@ -312,11 +305,11 @@ for i = 1, njobs do
       if delay > 0 then
         redis.call('HSET', jk, 'status', 'scheduled', 'started_at', started_iso, 'ended_at', ended_iso,
           'slimyq_attempts', attempts, 'retries_left', retries_left)
-        redis.call('ZADD', 'rq:scheduled:' .. q, now + delay, id)
+        heal('ZADD', 'rq:scheduled:' .. q, now + delay, id)
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'started_at', started_iso,
           'ended_at', ended_iso, 'slimyq_attempts', attempts, 'retries_left', retries_left)
-        redis.call('LPUSH', 'rq:queue:' .. q, id)
+        heal('LPUSH', 'rq:queue:' .. q, id)
       end
     end
     if outcome ~= 'retry' then
@@ -325,7 +318,7 @@ for i = 1, njobs do
     end
   else
     redis.call('UNLINK', ek)
-    redis.call('ZREM', 'rq:executions:' .. id, eid)
+    heal('ZREM', 'rq:executions:' .. id, eid)
     out[i] = 0
   end
 end
@@ -335,17 +328,10 @@ if #ended_deps > 0 and redis.call('EXISTS', unpack(ended_deps)) > 0 then
     if redis.call('EXISTS', key) == 1 then out[ended_idx[k]] = 2 end
   end
 end
--- A registry of another type (not written by RQ or slimyq) would fail the ZADD: it is replaced.
-for registry, a in pairs(adds) do
-  local r = redis.pcall('ZADD', registry, unpack(a))
-  if type(r) == 'table' and r.err then
-    redis.call('DEL', registry)
-    redis.call('ZADD', registry, unpack(a))
-  end
-end
+for registry, a in pairs(adds) do heal('ZADD', registry, unpack(a)) end
 if njobs > 0 then
   redis.call('ZREM', wip, unpack(members))
-  redis.call('SREM', wexec, unpack(members))
+  heal('SREM', wexec, unpack(members))
 end
 -- Trim to the newest `keep` jobs kept for a finite time (result_ttl -1 jobs, score +inf, are never
 -- trimmed), up to 1000 per call: a registry far over (keep lowered) shrinks over the next batches.
