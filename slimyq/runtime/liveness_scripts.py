@@ -7,17 +7,9 @@ Redis/Valkey server.
 
 from __future__ import annotations
 
-# Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
-# an RQ client polling a result): COMPLETE and RECOVER put their ids in ``slimyq:trimmed:<queue>``,
-# scored by when they go, instead of an EXPIRE per key (two per job), and purge_trimmed deletes
-# those due that are still ended (or gone), up to 500 per call: COMPLETE calls it when it trimmed,
-# the heartbeat on every beat (so an idle queue's go too). A claim or ``job requeue`` takes an id
-# off it, as their PERSIST overrides an EXPIRE. ``into``: a list the caller UNLINKs (nil: at once).
-# The set is slimyq's alone: one found of another type (written by hand) is replaced, never a
-# reason for a claim, completion or beat to fail (the ids it held then expire by their own TTL).
-TRIMMED = """
--- A write to a key of another type than RQ's or slimyq's (written by hand) would fail the script,
--- after what it already wrote: that key is replaced.
+# A write that meets a key of another type than RQ's or slimyq's (written by hand) would fail the
+# script after what it had already written (Redis keeps it): heal replaces that key and writes again.
+HEAL = """
 local function heal(cmd, key, ...)
   local r = redis.pcall(cmd, key, ...)
   if type(r) == 'table' and r.err then
@@ -26,6 +18,17 @@ local function heal(cmd, key, ...)
   end
   return r
 end
+"""
+
+# Jobs trimmed off a finished/failed registry stay readable for the trim's grace (``enqueue --wait``,
+# an RQ client polling a result): COMPLETE and RECOVER put their ids in ``slimyq:trimmed:<queue>``,
+# scored by when they go, instead of an EXPIRE per key (two per job), and purge_trimmed deletes
+# those due that are still ended (or gone), up to 500 per call: COMPLETE calls it when it trimmed,
+# the heartbeat on every beat (so an idle queue's go too). A claim or ``job requeue`` takes an id
+# off it, as their PERSIST overrides an EXPIRE. ``into``: a list the caller UNLINKs (nil: at once).
+# The set is slimyq's alone: one found of another type (written by hand) is replaced, never a
+# reason for a claim, completion or beat to fail (the ids it held then expire by their own TTL).
+TRIMMED = HEAL + """
 local function trimmed_call(cmd, q, ...)
   return heal(cmd, 'slimyq:trimmed:' .. q, ...)
 end
@@ -162,10 +165,7 @@ for _, m in ipairs(members) do
       else
         redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'slimyq_attempts', cjson.encode(attempts))
         local rk = 'rq:results:' .. id
-        local rt = redis.call('TYPE', rk).ok
-        if rt ~= 'stream' and rt ~= 'none' then redis.call('DEL', rk) end
-        redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2',
-          'worker_name', owner or '', 'exc_string', exc)
+        heal('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', owner or '', 'exc_string', exc)
         -- The job's own failure_ttl, as RQ means it (as COMPLETE keeps a failure): -1 forever,
         -- 0 not at all, N seconds; unset or unreadable: the default.
         local fttl = tonumber(hget(jk, 'failure_ttl') or '')

@@ -131,7 +131,7 @@ local wexec = 'rq:worker:' .. w .. ':executions'
 local ttl = tonumber(ARGV[8])
 -- First read every job (nothing written yet), then register the batch's executions with one ZADD
 -- and one SADD, then write each job and its execution record.
-local take, wip_args, members = {{}}, {{}}, {{}}
+local take, wip_args, members, claimed = {{}}, {{}}, {{}}, {{}}
 for i, id in ipairs(ids) do
   local jk = 'rq:job:' .. id
   -- pcall: a key that is not a hash is reported and dropped, never touched. Any hash is claimed,
@@ -149,14 +149,13 @@ for i, id in ipairs(ids) do
     table.insert(wip_args, deadline)
     table.insert(wip_args, member)
     table.insert(members, member)
+    table.insert(claimed, id)
   end
 end
 if #take > 0 then
   redis.call('ZADD', 'rq:wip:' .. q, unpack(wip_args))
   redis.call('SADD', wexec, unpack(members))
   -- a job trimmed a moment ago and enqueued again under its id (an RQ client) is not deleted
-  local claimed = {{}}
-  for _, t in ipairs(take) do table.insert(claimed, t[1]) end
   trimmed_call('ZREM', q, unpack(claimed))
 end
 for _, t in ipairs(take) do
@@ -214,7 +213,7 @@ local out = {}
 local added_finished, added_failed = false, false
 local ended_idx, ended_deps = {}, {}
 local pos = 11
-local function xadd(rk, ...) heal('XADD', rk, 'MAXLEN', '~', '10', '*', ...) end  -- (heal: see TRIMMED)
+local function xadd(rk, ...) heal('XADD', rk, 'MAXLEN', '~', '10', '*', ...) end  -- (heal: see HEAL)
 -- The registry score: the attempt's end (to the microsecond, kept as a string) plus the TTL, so
 -- trimming drops the jobs that ended first even when many end within the same second.
 local function expiry(ended, ttl)
@@ -254,7 +253,7 @@ end
 -- Which of the batch's executions are still in the started registry: one ZMSCORE (a member given
 -- twice counts once). They leave it, and the worker's set, in one ZREM and one SREM once every
 -- job's outcome is written. A script that fails keeps what it wrote, and a rewrite would find those
--- jobs stale: so every write that a key of another type could fail goes through heal (TRIMMED).
+-- jobs stale: so every write that a key of another type could fail goes through heal (HEAL).
 local members, present = {}, {}
 for i = 1, njobs do
   local p = pos + (i - 1) * 12
