@@ -177,7 +177,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                                        f"({result.error_type})")
                 elif result.ok:
                     pending.append((job, result))
-                    sp.commit()
+                    sp.keep()
                 else:
                     ended.append((job, result))
                     sp.rollback()

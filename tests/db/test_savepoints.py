@@ -70,8 +70,28 @@ def test_a_block_opened_first_costs_no_savepoint_of_its_own(db: Any, sent: list[
 
     assert all(r.ok for r in _batch(db, [job, job, job]))
     assert sent.count("SAVEPOINT") == 3  # one per job: the batch's
-    assert sent.count("RELEASE") == 3
+    assert sent.count("RELEASE") == 0  # left set: the commit ends them all
     assert _titles() == ["c0", "c1", "c2"]
+
+
+def test_savepoints_left_set_undo_only_the_job_that_failed(db: Any, sent: list[str]) -> None:
+    """Each job's savepoint is set inside the previous (successful, unreleased) one's: a failure
+    rolls back that job alone, before and after jobs that succeeded, and the batch commits the rest."""
+    def ok(ctx: JobContext) -> str:
+        with write_transaction(ctx.db):
+            _insert(ctx, f"c{ctx.job_id}")
+        return "ok"
+
+    def fails(ctx: JobContext) -> None:
+        with write_transaction(ctx.db):
+            _insert(ctx, f"c{ctx.job_id}")
+        _insert(ctx, f"after{ctx.job_id}")  # outside the block: undone with the job's savepoint
+        raise ValueError("the job fails")
+
+    results = _batch(db, [ok, fails, ok, fails, fails, ok])
+    assert [r.ok for r in results] == [True, False, True, False, False, True]
+    assert _titles() == ["c0", "c2", "c5"]
+    assert sent.count("ROLLBACK") == 3 and sent.count("RELEASE") == 0
 
 
 def test_a_failed_adopted_block_is_undone_even_when_the_handler_carries_on(db: Any, sent: list[str]) -> None:
