@@ -18,7 +18,7 @@ enqueueing imports this module for its job type declarations and must import nei
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slimyq import llm
 from slimyq.config import Settings
@@ -26,9 +26,6 @@ from slimyq.jobs.base import InvalidPayload, JobContext, iso, write_transaction
 from slimyq.jobs.registry import job_type
 from slimyq.payloads.chat import MESSAGE_MAX, BulkMessages, ChatBotInteraction, MessageValidation
 from slimyq.payloads.fields import is_blank
-
-if TYPE_CHECKING:
-    from slimyq.db.models import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +85,7 @@ def chat_bot_interaction(p: ChatBotInteraction, ctx: JobContext) -> dict[str, An
         _audit(p, ctx, success=True, details={"prompt": p.prompt[:500], "reply": reply[:1000]})
         return result
 
-    return once(ctx, EFFECT, apply)
+    return once(ctx, EFFECT, apply, database_only=True)  # the request to OpenAI is behind us
 
 
 def _last_attempt(ctx: JobContext) -> bool:
@@ -102,7 +99,8 @@ def _last_attempt(ctx: JobContext) -> bool:
 def _audit_error(p: ChatBotInteraction, ctx: JobContext, message: str) -> None:
     """The error row; a failure to write it is logged, never hides the API error."""
     try:
-        _audit(p, ctx, success=False, details={"prompt": p.prompt[:500], "error": message}, error=message)
+        with write_transaction(ctx.db):
+            _audit(p, ctx, success=False, details={"prompt": p.prompt[:500], "error": message}, error=message)
     except Exception:
         log.exception("could not write the chat_bot_error audit row for job %s", ctx.job_id)
 
@@ -110,6 +108,8 @@ def _audit_error(p: ChatBotInteraction, ctx: JobContext, message: str) -> None:
 def _audit(
     p: ChatBotInteraction, ctx: JobContext, *, success: bool, details: dict[str, Any], error: str | None = None
 ) -> None:
+    """The interaction's audit row, inside the caller's transaction: inserted unless it is there
+    already; a success replaces an error row of an earlier run, never the other way round."""
     from slimyq.db.models import AuditLog, utcnow
 
     row_id = ctx.derived_id("audit")
@@ -124,12 +124,13 @@ def _audit(
         "success": success,
         "error_message": error,
     }
-    with write_transaction(ctx.db):
-        existing: AuditLog | None = AuditLog.get_or_none(AuditLog.id == row_id)
-        if existing is None:
-            AuditLog.insert(id=row_id, **fields).on_conflict_ignore().execute()
-        elif success and not existing.success:
-            AuditLog.update(**fields).where(AuditLog.id == row_id).execute()
+    if AuditLog.insert(id=row_id, **fields).on_conflict_ignore().as_rowcount().execute():
+        return  # the usual case: one statement
+    if not success:
+        return
+    earlier = AuditLog.select(AuditLog.success).where(AuditLog.id == row_id).scalar()
+    if earlier is not None and not earlier:  # an error row: this success replaces it
+        AuditLog.update(**fields).where(AuditLog.id == row_id).execute()
 
 
 # ---------------------------------------------------------------- message validation

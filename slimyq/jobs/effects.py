@@ -24,9 +24,12 @@ from slimyq.jobs.base import Interrupted, JobContext, write_transaction
 R = TypeVar("R")
 
 
-def once(ctx: JobContext, effect: str, apply: Callable[[], R]) -> R:
+def once(ctx: JobContext, effect: str, apply: Callable[[], R], *, database_only: bool = False) -> R:
+    """``database_only``: ``apply`` writes to this database and nothing else (a job type declared
+    ``batchable`` says so for all of its blocks; a handler whose external call came before says so
+    here), so it may be applied first (:func:`_apply_first`)."""
     db = ctx.db
-    if ctx.rerunnable:
+    if ctx.rerunnable or database_only:
         return _apply_first(ctx, db, effect, apply)
     with write_transaction(db):
         found, first = _lookup(db, ctx.job_id, effect)
@@ -38,7 +41,7 @@ def once(ctx: JobContext, effect: str, apply: Callable[[], R]) -> R:
 
 
 def _apply_first(ctx: JobContext, db: Any, effect: str, apply: Callable[[], R]) -> R:
-    """For a job whose writes are database work only (``ctx.rerunnable``): apply, then write the
+    """For writes that are database work only (``ctx.rerunnable``, ``database_only``): apply, then write the
     marker, and look the marker up only if that fails: one statement less per job than looking
     first. A rerun fails at the marker's primary key, or earlier because the data changed since
     the first run (its conversation is gone, a row it reads was deleted); either way its writes
