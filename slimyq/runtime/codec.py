@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -79,8 +80,17 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+# json.dumps(value, separators=(",", ":")) without building a JSONEncoder per call
+compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode_data(func_name: str, kwargs: dict[str, Any]) -> bytes:
-    return zlib.compress(json.dumps([func_name, None, [], kwargs], separators=(",", ":")).encode())
+    return zlib.compress(compact([func_name, None, [], kwargs]).encode())
+
+
+@functools.lru_cache(maxsize=64)
+def _intervals_json(intervals: tuple[float, ...]) -> str:
+    return json.dumps([int(i) if float(i).is_integer() else i for i in intervals])  # RQ's spacing
 
 
 def build_job_hash(
@@ -118,9 +128,9 @@ def build_job_hash(
         "timeout": int(timeout),
         "result_ttl": DEFAULT_RESULT_TTL,
         "failure_ttl": DEFAULT_FAILURE_TTL,
-        "meta": json.dumps(meta, separators=(",", ":")),
+        "meta": compact(meta),
         "retries_left": len(retry_intervals),
-        "retry_intervals": json.dumps([int(i) if float(i).is_integer() else i for i in retry_intervals]),
+        "retry_intervals": _intervals_json(tuple(retry_intervals)),
     }
 
 
