@@ -81,7 +81,8 @@ return out
 """
 
 # ARGV: 1 queue, 2 worker, 3 n, 4 now (float), 5 now (RQ time), 6 started deadline, 7 promote (0/1),
-#       8 execution record TTL (s), 9.. execution ids (n).
+#       8 execution record TTL (s), 9 check the claim list (0/1: the worker's BLMOVE may have put
+#       an id there since), 10.. execution ids (n).
 # Each claimed job gets RQ 3's execution record, as ``rq.executions.Execution.create`` writes it:
 # the hash ``rq:execution:<job>:<eid>``, its id in ``rq:executions:<job>`` and the member
 # ``<job>:<eid>`` in ``rq:wip:<queue>`` and ``rq:worker:<name>:executions``.
@@ -111,9 +112,6 @@ if ARGV[7] == '1' then
   end
 end
 local claim = 'slimyq:claim:' .. w
--- Claiming proves this worker alive: it is (again) a member of the queue's claim set, so that
--- whatever its BLMOVE puts in its claim list is found should it die.
-redis.call('SADD', 'slimyq:claims:' .. q, w)
 if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
   -- Paused: what a BLMOVE moved into the claim list goes back to the front of the queue.
   while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end
@@ -121,8 +119,10 @@ if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
 end
 local out = {{0}}
 local ids = {{}}
-local c = redis.call('LPOP', claim, n)
-if c then for _, id in ipairs(c) do table.insert(ids, id) end end
+if ARGV[9] == '1' then
+  local c = redis.call('LPOP', claim, n)
+  if c then for _, id in ipairs(c) do table.insert(ids, id) end end
+end
 if #ids < n then
   local more = redis.call('LPOP', qkey, n - #ids)
   if more then for _, id in ipairs(more) do table.insert(ids, id) end end
@@ -144,15 +144,19 @@ for i, id in ipairs(ids) do
     hash = redis.call('EXISTS', jk) == 1  -- rare: no status, data nor meta (a deleted job is skipped)
   end
   if hash and f[1] ~= 'canceled' and f[1] ~= 'stopped' then
-    local member = id .. ':' .. ARGV[8 + i]
-    table.insert(take, {{id, ARGV[8 + i], f}})
+    local member = id .. ':' .. ARGV[9 + i]
+    table.insert(take, {{id, ARGV[9 + i], f}})
     table.insert(wip_args, deadline)
     table.insert(wip_args, member)
     table.insert(members, member)
     table.insert(claimed, id)
   end
 end
-if #take > 0 then
+if #take == 0 then
+  -- Nothing to run: the worker's next call is a BLMOVE into its claim list. It is (again) a member
+  -- of the queue's claim set first, so that what the BLMOVE moves is found should it die.
+  redis.call('SADD', 'slimyq:claims:' .. q, w)
+else
   redis.call('ZADD', 'rq:wip:' .. q, unpack(wip_args))
   redis.call('SADD', wexec, unpack(members))
   -- a job trimmed a moment ago and enqueued again under its id (an RQ client) is not deleted

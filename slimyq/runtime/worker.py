@@ -87,6 +87,7 @@ class QueueWorker:
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
+        self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
@@ -197,6 +198,7 @@ class QueueWorker:
                         break
                     self.stopping.wait(0.1)
                 else:
+                    self._claim_list = True  # even if the reply is lost
                     self.conn.blmove(keys.queue(self.queue), keys.claim_list(self.name), 1, "LEFT", "RIGHT")
                 if errors:
                     self.redis_back(errors)  # the reconnect is an event
@@ -243,8 +245,9 @@ class QueueWorker:
         deadline = int(now + self.settings.worker.abandoned_after)
         reply: Any = self.scripts.claim(
             args=[self.queue, self.name, n, f"{now:.6f}", codec.rq_now(), deadline, int(promote),
-                  record_ttl(self.settings), *eids]
+                  record_ttl(self.settings), int(self._claim_list), *eids]
         )
+        self._claim_list = False
         paused = bool(int(reply[0][0])) if isinstance(reply[0], list) else bool(int(reply[0]))
         jobs = []
         for row in reply[1:]:

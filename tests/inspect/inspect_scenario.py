@@ -73,7 +73,8 @@ def register_worker(conn: redis.Redis, name: str, queue: str, *, concurrency: in
 def claim(conn: redis.Redis, queue: str, worker: str, n: int) -> list[ClaimedJob]:
     now = time.time()
     eids = [os.urandom(4).hex() for _ in range(n)]
-    reply: Any = Scripts(conn).claim(args=[queue, worker, n, f"{now:.6f}", codec.rq_now(), int(now + 20), 0, 60, *eids])
+    reply: Any = Scripts(conn).claim(args=[queue, worker, n, f"{now:.6f}", codec.rq_now(), int(now + 20), 0, 60, 1,
+                                           *eids])
     return [ClaimedJob(row[0].decode(), row[1].decode(), dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False)))
             for row in reply[1:]]
 

@@ -132,7 +132,7 @@ def test_claim_with_lost_reply_is_put_back(env: Env, start: Callable[..., Worker
     pipe = conn.pipeline(transaction=True)  # resume and claim in one step: the worker cannot take it
     pipe.delete("slimyq:paused:database")
     Scripts(conn).claim(args=["database", name, 1, f"{now:.6f}", "2026-01-01T00:00:00.000000Z",
-                              int(now + 3), 0, 10, "lostreply"], client=pipe)
+                              int(now + 3), 0, 10, 1, "lostreply"], client=pipe)
     pipe.execute()
     assert conn.zcard("rq:wip:database") == 1 and conn.llen("rq:queue:database") == 0
     if forget_execution:

@@ -40,7 +40,7 @@ def _claim(r: redis.Redis, n: int, worker: str = W, deadline: float | None = Non
     now = time.time()
     eids = [f"e{i}{int(now * 1000) % 100000}" for i in range(n)]
     reply: Any = Scripts(r).claim(args=[queue, worker, n, f"{now:.6f}", codec.rq_now(),
-                                        int(deadline if deadline is not None else now + 60), 1, 60, *eids])
+                                        int(deadline if deadline is not None else now + 60), 1, 60, 1, *eids])
     jobs = [ClaimedJob(row[0].decode(), row[1].decode(), dict(zip(codec.CLAIM_FIELDS, row[2:], strict=False)))
             for row in reply[1:]]
     return int(reply[0]), jobs
@@ -283,7 +283,29 @@ def test_claim_on_a_paused_queue_returns_the_claim_list_to_the_front(r: redis.Re
     assert (paused, jobs) == (1, [])
     assert r.llen(f"slimyq:claim:{W}") == 0
     assert [i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)] == ids  # type: ignore[union-attr]
-    assert r.sismember(f"slimyq:claims:{Q}", W)  # claiming (re)registers the claim list
+
+
+def test_only_a_claim_that_finds_nothing_registers_the_claim_list(r: redis.Redis, settings: Settings) -> None:
+    """The worker BLMOVEs into its claim list only after a claim that found nothing: that claim
+    (re)registers the list in the queue's claim set, so a worker dying in the BLMOVE has it found."""
+    _enqueue(r, settings, 2)
+    _, jobs = _claim(r, 1)
+    assert len(jobs) == 1 and not r.sismember(f"slimyq:claims:{Q}", W)
+    _, jobs = _claim(r, 5)
+    assert len(jobs) == 1 and not r.sismember(f"slimyq:claims:{Q}", W)
+    _, jobs = _claim(r, 5)
+    assert jobs == [] and r.sismember(f"slimyq:claims:{Q}", W)
+
+
+def test_the_claim_list_is_read_only_when_the_worker_says_it_may_hold_ids(r: redis.Redis, settings: Settings) -> None:
+    first, second = _enqueue(r, settings, 2)
+    r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "LEFT", "RIGHT")  # what a BLMOVE would have done
+    now = time.time()
+    args: list[Any] = [Q, W, 1, f"{now:.6f}", codec.rq_now(), int(now + 60), 0, 60]
+    reply: Any = Scripts(r).claim(args=[*args, 0, "e1"])  # no BLMOVE since the last claim: queue only
+    assert [row[0].decode() for row in reply[1:]] == [second]
+    reply = Scripts(r).claim(args=[*args, 1, "e2"])  # after a BLMOVE: its id first
+    assert [row[0].decode() for row in reply[1:]] == [first] and r.llen(f"slimyq:claim:{W}") == 0
 
 
 def test_complete_repeated_with_its_token_writes_nothing_twice(r: redis.Redis, settings: Settings) -> None:
@@ -309,7 +331,7 @@ def test_release_puts_jobs_back_in_queue_order(r: redis.Redis, settings: Setting
     ids = _enqueue(r, settings, 6)
     now = time.time()
     eids = [f"{i:014x}aa" for i in (5, 1, 9, 3)]  # ascending = claim order, whatever the set order
-    reply: Any = Scripts(r).claim(args=[Q, W, 4, f"{now:.6f}", codec.rq_now(), int(now + 60), 0, 60,
+    reply: Any = Scripts(r).claim(args=[Q, W, 4, f"{now:.6f}", codec.rq_now(), int(now + 60), 0, 60, 1,
                                         *sorted(eids)])
     assert len(reply) == 5
     presence.release(r, settings, Q, W)
