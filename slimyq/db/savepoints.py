@@ -25,6 +25,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import peewee
+
 from slimyq.db import instrument
 
 
@@ -39,15 +41,20 @@ _fresh = _Fresh()
 class JobSavepoint:
     """``db.savepoint()`` for one job of a batch, offered to the job's first transaction block.
 
-    A job that succeeds leaves its savepoint set (:meth:`keep`): releasing it would be one more
-    statement, and on PostgreSQL and MySQL one more round trip, per job, and changes nothing, since
-    the batch's commit (or rollback) ends every savepoint of the transaction. So each job's
-    savepoint is set inside the previous one's; rolling back to a job's savepoint (its failure)
-    undoes that job's writes only, because nothing of a later job has run yet."""
+    On PostgreSQL and MySQL a job that succeeds leaves its savepoint set (:meth:`keep`): releasing
+    it would be one more round trip per job, and the batch's commit (or rollback) ends every
+    savepoint of the transaction anyway. So each job's savepoint is set inside the previous one's;
+    rolling back to a job's savepoint (its failure) undoes that job's writes only, because nothing
+    of a later job has run yet. On PostgreSQL every savepoint under which something was written
+    then takes a transaction id (more than 64 in one transaction, i.e. batches of more than 64
+    jobs, overflow the server's per-backend cache: keep ``concurrency`` at 64 or less there).
+    SQLite releases it (a local call, and releasing is what keeps its savepoint journal from
+    growing over the whole batch)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
         self.sp = db.savepoint()
+        self.release = isinstance(db, peewee.SqliteDatabase)
 
     def __enter__(self) -> JobSavepoint:
         self.sp.__enter__()
@@ -55,12 +62,32 @@ class JobSavepoint:
         return self
 
     def keep(self) -> None:
-        """The job succeeded: its writes stay (and its savepoint, until the batch's transaction ends)."""
+        """The job succeeded: its writes stay (and, but on SQLite, its savepoint, until the batch's
+        transaction ends)."""
         _fresh.open = None
+        if self.release:
+            self.sp.commit(begin=False)
 
     def rollback(self) -> None:
         _fresh.open = None
         self.sp.rollback(begin=False)
+
+
+def aborted(db: Any) -> bool:
+    """PostgreSQL's transaction is in error: a statement failed and nothing was rolled back to a
+    savepoint since (a handler caught a database error without a savepoint of its own). Every
+    later statement fails, and COMMIT silently rolls everything back. Read from the connection's
+    state, no round trip; False on the other databases (a failed statement leaves their
+    transaction usable)."""
+    if not isinstance(db, peewee.PostgresqlDatabase):
+        return False
+    conn = getattr(getattr(db, "_state", None), "conn", None)  # this thread's connection, never opened here
+    info = getattr(conn, "info", None)  # psycopg 3's (the driver slimyq uses)
+    if info is None:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return bool(info.transaction_status == TransactionStatus.INERROR)
 
 
 def forget() -> None:

@@ -135,7 +135,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
     the transaction's jobs another worker took over (this worker stalled past
     ``abandoned_after``): if any, the transaction is rolled back, so a job that runs again
     elsewhere never has its effect committed here too."""
-    from slimyq.db.savepoints import JobSavepoint
+    from slimyq.db.savepoints import JobSavepoint, aborted
     from slimyq.jobs.base import write_transaction
 
     queue = jobs if isinstance(jobs, Jobs) else Jobs(jobs)
@@ -178,6 +178,9 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                 elif result.ok:
                     pending.append((job, result))
                     sp.keep()
+                    if aborted(db):  # its commit would silently roll back the whole batch
+                        raise BatchAborted(f"job {codec.printable(job.id)} of the batch left the transaction "
+                                           "aborted (a database error it caught without a savepoint of its own)")
                 else:
                     ended.append((job, result))
                     sp.rollback()
