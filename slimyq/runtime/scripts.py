@@ -121,7 +121,12 @@ local out = {{0}}
 local ids = {{}}
 if ARGV[9] == '1' then
   local c = redis.call('LPOP', claim, n)
-  if c then for _, id in ipairs(c) do table.insert(ids, id) end end
+  if c then
+    for _, id in ipairs(c) do table.insert(ids, id) end
+    -- More than n there (a BLMOVE that redis-py sent again after a lost reply): the rest goes back
+    -- to the front of the queue, as the worker reads its claim list only after a BLMOVE.
+    if #c == n then while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end end
+  end
 end
 if #ids < n then
   local more = redis.call('LPOP', qkey, n - #ids)

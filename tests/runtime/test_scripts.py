@@ -308,6 +308,20 @@ def test_the_claim_list_is_read_only_when_the_worker_says_it_may_hold_ids(r: red
     assert [row[0].decode() for row in reply[1:]] == [first] and r.llen(f"slimyq:claim:{W}") == 0
 
 
+def test_a_claim_list_longer_than_the_claim_goes_back_to_the_front_of_the_queue(r: redis.Redis,
+                                                                              settings: Settings) -> None:
+    """A BLMOVE that redis-py sent again after a lost reply leaves two ids in the claim list; a
+    claim of one takes the first and puts the other back at the front of the queue (the worker
+    reads its claim list only after a BLMOVE, so it would wait there behind newer jobs)."""
+    ids = _enqueue(r, settings, 4)
+    for _ in range(2):
+        r.lmove(f"rq:queue:{Q}", f"slimyq:claim:{W}", "LEFT", "RIGHT")
+    now = time.time()
+    reply: Any = Scripts(r).claim(args=[Q, W, 1, f"{now:.6f}", codec.rq_now(), int(now + 60), 0, 60, 1, "e1"])
+    assert [row[0].decode() for row in reply[1:]] == [ids[0]] and r.llen(f"slimyq:claim:{W}") == 0
+    assert [i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)] == ids[1:]  # type: ignore[union-attr]
+
+
 def test_complete_repeated_with_its_token_writes_nothing_twice(r: redis.Redis, settings: Settings) -> None:
     """redis-py repeats a command whose reply was lost: the repeat answers as the first call did."""
     from slimyq.runtime import metrics
