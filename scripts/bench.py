@@ -9,6 +9,8 @@ Prints a Markdown table (the README quotes it). Rows:
                `rq worker-pool -n 10` (fork) vs the same pool with SimpleWorker
   postgres     the same jobs on PostgreSQL (SLIMYQ_TEST_PG's server, a database created and
                dropped per system): `slimyq worker` vs the SimpleWorker pool
+  postgres-net the same, every database connection through scripts/tcpproxy.py adding 1 ms per
+               round trip (what a network hop to a database host costs)
   trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool and BullMQ)
   sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
@@ -24,7 +26,7 @@ node or npm is missing) runs scripts/bench_bullmq.cjs on the same server: its ow
 job started to last completed. Nothing here is a pass/fail threshold.
 
 Usage: python scripts/bench.py [--quick] [--rows ROW,...] (rows: startup,enqueue,bulk,database,postgres,
-history,trivial,sleep,chat,inspect,audit; all by default)
+postgres-net,history,trivial,sleep,chat,inspect,audit; all by default)
 (the default full run took 9.6 minutes on the 2-core development machine under load)
 """
 
@@ -38,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,34 +382,63 @@ def row_database(env: Env, n: int, n_fork: int) -> list[Row]:
     )
 
 
-def row_postgres(env: Env, n: int) -> list[Row]:
-    """Database jobs on PostgreSQL (a database of its own per system, created and dropped here)."""
+def row_postgres(env: Env, n: int, delay_ms: float = 0.0) -> list[Row]:
+    """Database jobs on PostgreSQL (a database of its own per system, created and dropped here);
+    with ``delay_ms``, every connection goes through scripts/tcpproxy.py adding that much to each
+    round trip (a network hop: this kernel has no netem)."""
     from bench_audit import _pg_database
 
     made: list[tuple[str, Any]] = []
+    proxy: subprocess.Popen[str] | None = None
+    port = 0
+
+    def via(url: str) -> str:
+        if proxy is None:
+            return url
+        parts = urllib.parse.urlsplit(url)
+        user = parts.netloc.rpartition("@")[0]
+        return parts._replace(netloc=f"{user + '@' if user else ''}127.0.0.1:{port}").geturl()
 
     def new_database() -> str:
         pg = _pg_database()
         if pg is None:
             raise RuntimeError("PostgreSQL unreachable")
         made.append(pg)
-        return pg[0]
+        return via(pg[0])
 
     try:
         new_database()
     except RuntimeError:
         print("postgres row skipped: PostgreSQL is unreachable (SLIMYQ_TEST_PG)", file=sys.stderr)
         return []
-    first = [made[0][0]]
+    what = "database jobs (PostgreSQL insert)"
+    if delay_ms:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = urllib.parse.urlsplit(made[0][0])
+        target = f"{server.hostname or '127.0.0.1'}:{server.port or 5432}"
+        proxy = subprocess.Popen([PY, str(ROOT / "scripts" / "tcpproxy.py"), f"127.0.0.1:{port}", target,
+                                  "--delay-ms", str(delay_ms)],
+                                 stdout=subprocess.PIPE, text=True)
+        if proxy.stdout is None or proxy.stdout.readline().strip() != "ready":
+            raise RuntimeError("scripts/tcpproxy.py did not start")
+        what = f"database jobs (PostgreSQL insert, +{delay_ms:g} ms per round trip)"
+    first = [via(made[0][0])]
     payloads = conversations(n)
     try:
         return _worker_rows(
-            env, "database jobs (PostgreSQL insert)", n, n, "database",
+            env, what, n, n, "database",
             lambda k: slimyq_enqueue(env, "create_conversation", payloads[:k]) and None,
             lambda k: rq_enqueue(env, "bench_jobs.insert_conversation", "database", payloads[:k], bulk=True) and None,
             10, False, db_urls=lambda: first.pop() if first else new_database(),
         )
     finally:
+        if proxy is not None:
+            proxy.kill()
+            proxy.wait()
         for _, drop in made:
             with contextlib.suppress(Exception):
                 drop()
@@ -540,7 +572,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument("--rows",
-                        default="startup,enqueue,bulk,database,postgres,history,trivial,sleep,chat,inspect,audit")
+                        default="startup,enqueue,bulk,database,postgres,postgres-net,history,trivial,sleep,chat,"
+                                "inspect,audit")
     parser.add_argument("--audit-rows", type=int, default=2_000_000, help="audit table size for the audit rows")
     parser.add_argument("--json", action="store_true", help="print rows as JSON too")
     opts = parser.parse_args()
@@ -564,6 +597,7 @@ def main() -> int:
         ("enqueue", lambda: row_enqueue(env, 2000 if q else 20_000)),
         ("database", lambda: row_database(env, 300 if q else 2000, 60 if q else 300)),
         ("postgres", lambda: row_postgres(env, 300 if q else 2000)),
+        ("postgres-net", lambda: row_postgres(env, 300 if q else 2000, delay_ms=1.0)),
         ("bulk", lambda: row_bulk(env, 20_000 if q else 1_000_000)),
         ("history", lambda: row_history(env, 300 if q else 2000, 1 if q else 3)),
         ("trivial", lambda: row_trivial(env, 500 if q else 5000)),
