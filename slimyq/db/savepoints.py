@@ -47,8 +47,9 @@ class JobSavepoint:
     rolling back to a job's savepoint (its failure) undoes that job's writes only, because nothing
     of a later job has run yet. (On PostgreSQL every savepoint under which something was written
     takes a transaction id; a server database's batches are parts of two or three jobs, see
-    :func:`slimyq.runtime.batch.at_once`, far from the 64 a backend caches.) SQLite releases it (a local call, and releasing is what keeps its savepoint journal from
-    growing over the whole batch)."""
+    :func:`slimyq.runtime.batch.at_once`, far from the 64 a backend caches.) SQLite releases it
+    (a local call, and releasing is what keeps its savepoint journal from growing over the whole
+    batch)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db

@@ -101,9 +101,9 @@ def at_once(batching: bool, concurrency: int, database_url: str) -> int:
     """Database batches a queue process runs at once. On a server database (PostgreSQL, MySQL) a
     batch's time is mostly round trips, which transactions on the job threads' own connections
     overlap: a claim is split into parts of at least ``PART`` jobs, one transaction each, run at
-    once (with 1 ms between worker and PostgreSQL, 2,000 create-conversation jobs at concurrency
-    10: 118-130 jobs/s as one batch at a time, 425-444 as parts of two; on the same host,
-    within a few per cent either way). SQLite has one writer at a time: one batch, as large as
+    once (with 1 ms between worker and PostgreSQL, create-conversation jobs at concurrency 10:
+    161-166 jobs/s as one batch at a time, 381-447 as parts of two or three; on the same host
+    about even, at more CPU and Redis commands per job). SQLite has one writer at a time: one batch, as large as
     the claim."""
     if not batching or database_url.startswith("sqlite"):
         return 1
