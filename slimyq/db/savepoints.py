@@ -45,11 +45,11 @@ class JobSavepoint:
     it would be one more round trip per job, and the batch's commit (or rollback) ends every
     savepoint of the transaction anyway. So each job's savepoint is set inside the previous one's;
     rolling back to a job's savepoint (its failure) undoes that job's writes only, because nothing
-    of a later job has run yet. (On PostgreSQL every savepoint under which something was written
-    takes a transaction id; a server database's batches are parts of two or three jobs, see
-    :func:`slimyq.runtime.batch.at_once`, far from the 64 a backend caches.) SQLite releases it
-    (a local call, and releasing is what keeps its savepoint journal from growing over the whole
-    batch)."""
+    of a later job has run yet. On PostgreSQL every savepoint under which something was written
+    then takes a transaction id (more than 64 in one transaction, i.e. batches of more than 64
+    jobs, overflow the server's per-backend cache: keep ``concurrency`` at 64 or less there).
+    SQLite releases it (a local call, and releasing is what keeps its savepoint journal from
+    growing over the whole batch)."""
 
     def __init__(self, db: Any) -> None:
         self.db = db

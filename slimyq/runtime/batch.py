@@ -1,9 +1,5 @@
 """Database jobs a claim at a time: one write transaction per claimed batch, a savepoint per job.
 
-On SQLite (one writer at a time) a claim is one batch. On PostgreSQL and MySQL, where a batch's
-time is mostly round trips, a claim is split into parts of at least two jobs (:func:`parts`), each
-a batch of its own on its own thread and connection, run at once (:func:`at_once`).
-
 The handlers' own ``write_transaction`` / ``once()`` blocks nest inside as savepoints (peewee's
 ``atomic()`` does that by itself), so a batch costs one ``BEGIN``/``COMMIT`` (on SQLite: one fsync
 and one turn of the writer lock) instead of one per job. The rules:
@@ -49,8 +45,6 @@ from slimyq.runtime.execute import Result
 
 log = logging.getLogger("slimyq.worker")
 
-PART = 2  # jobs per transaction at least, when a claim is split on a server database
-
 Run = Callable[[ClaimedJob], Result | None]  # None: the job was not started (skipped)
 Guard = Callable[[], contextlib.AbstractContextManager[Any]]  # bounds the commit like a job
 Taken = Callable[[list[ClaimedJob]], list[ClaimedJob]]  # of these, the jobs another worker took over
@@ -95,33 +89,6 @@ def abandon(db: Any) -> None:
         release_thread_locks()
     except Exception as exc:
         log.debug("releasing the SQLite writer lock after a batch: %s", exc)
-
-
-def at_once(batching: bool, concurrency: int, database_url: str) -> int:
-    """Database batches a queue process runs at once. On a server database (PostgreSQL, MySQL) a
-    batch's time is mostly round trips, which transactions on the job threads' own connections
-    overlap: a claim is split into parts of at least ``PART`` jobs, one transaction each, run at
-    once (with 1 ms between worker and PostgreSQL, create-conversation jobs at concurrency 10:
-    161-166 jobs/s as one batch at a time, 381-447 as parts of two or three; on the same host
-    about even, at more CPU and Redis commands per job). SQLite has one writer at a time: one batch, as large as
-    the claim."""
-    if not batching or database_url.startswith("sqlite"):
-        return 1
-    return max(1, concurrency // PART)
-
-
-def parts(batch: list[ClaimedJob], most: int, size: int) -> list[list[ClaimedJob]]:
-    """``batch`` in at most ``most`` parts of at least ``size`` jobs (one part if it is smaller)."""
-    if not batch:
-        return []
-    count = max(1, min(most, len(batch) // max(size, 1)))
-    base, extra = divmod(len(batch), count)
-    out, start = [], 0
-    for i in range(count):
-        end = start + base + (i < extra)
-        out.append(batch[start:end])
-        start = end
-    return out
 
 
 def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:

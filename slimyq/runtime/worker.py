@@ -88,12 +88,6 @@ class QueueWorker:
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
-        from slimyq.runtime.batch import at_once
-
-        self._batches = at_once(self.qs.batch_transaction and not fork, concurrency, settings.effective_database_url)
-        # with batches running, claim no fewer (a part's size); 1 with one batch at a time
-        self._min_claim = concurrency // self._batches if self._batches > 1 else 1
-        self._batches_running = 0  # batch parts handed to threads and not ended
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
@@ -179,7 +173,7 @@ class QueueWorker:
                 break
             with self.lock:
                 free = self.concurrency - self._busy
-                if free <= 0 or (free < self._min_claim and self._batches_running):
+                if free <= 0:
                     self.lock.wait(0.5)
                     continue
             if self.max_jobs is not None:
@@ -274,13 +268,11 @@ class QueueWorker:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
         if self.qs.batch_transaction and not self.fork:
-            from slimyq.runtime.batch import parts, split
+            from slimyq.runtime.batch import split
 
             jobs, batch = split(jobs, self.queue)
-            for part in parts(batch, self._batches, self._min_claim):
-                with self.lock:
-                    self._batches_running += 1
-                self._todo.put(part)
+            if batch:
+                self._todo.put(batch)
         for job in jobs:
             self._todo.put(job)
 
@@ -292,12 +284,7 @@ class QueueWorker:
             if item is None:
                 return
             if isinstance(item, list):
-                try:
-                    self._execute_batch(item)
-                finally:
-                    with self.lock:
-                        self._batches_running -= 1
-                        self.lock.notify_all()
+                self._execute_batch(item)
                 continue
             if not self._begin(item):
                 continue

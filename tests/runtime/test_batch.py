@@ -456,18 +456,3 @@ def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
         assert "the commit exceeded 1 s" in result.error
     assert worker.busy == 0 and not worker._uncommitted and worker.exit_code == 0
     _no_transaction_left(database)
-
-
-def test_a_claim_is_one_batch_on_sqlite_and_parts_of_two_on_a_server_database() -> None:
-    from slimyq.runtime.batch import at_once, parts
-
-    assert at_once(True, 10, "sqlite:///x.db") == 1
-    assert at_once(True, 10, "postgresql://u@h/db") == 5 and at_once(True, 10, "mysql://u@h/db") == 5
-    assert at_once(False, 10, "postgresql://u@h/db") == 1 and at_once(True, 3, "postgresql://u@h/db") == 1
-    jobs = [ClaimedJob(str(i), f"e{i}", {}) for i in range(7)]
-    assert [len(p) for p in parts(jobs, 5, 2)] == [3, 2, 2]  # no part below 2, every job once
-    assert [len(p) for p in parts(jobs, 1, 1)] == [7]  # one batch at a time: the whole claim
-    assert [len(p) for p in parts(jobs[:3], 5, 2)] == [3]
-    assert [j.id for p in parts(jobs, 5, 2) for j in p] == [j.id for j in jobs]
-    assert [len(p) for p in parts(jobs[:6] * 2, 5, 2)] == [3, 3, 2, 2, 2]
-    assert parts([], 5, 2) == []

@@ -131,23 +131,3 @@ def test_a_slow_job_does_not_hold_up_its_batch_mates_not_started_yet(
     for job_id in reads:
         (run,) = attempts(conn, job_id)
         assert at(run["endedAt"]) < slow_end, (run, slow_end)
-
-
-@pytest.mark.postgres
-def test_on_postgresql_a_claim_runs_as_transactions_at_once(
-        tmp_path: Path, redis_url: str, private_pg_url: str, start: Callable[..., WorkerProc],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a server database a claim is split into parts of two jobs, each its own transaction on
-    its own thread, run at once (their time is round trips): the jobs of one claim overlap in time,
-    where one batch would run them one after the other."""
-    pg = Env.make(tmp_path / "pg", redis_url, private_pg_url)
-    _slow_writes(pg, monkeypatch)
-    ids = enqueue(pg, "slow_write", [{"key": f"k{i}", "seconds": 0.3} for i in range(4)])
-    worker = start("database", "--burst", "--concurrency", "4", on=pg)
-    assert worker.wait(120) == 0, worker.log()[-3000:]
-    conn = pg.conn()
-    assert tally(conn, ids).finished == 4 and leftovers(conn) == {}
-    runs = [attempts(conn, job_id)[-1] for job_id in ids]
-    spans = [(at(r["startedAt"]), at(r["endedAt"])) for r in runs]
-    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
-    assert overlapping, spans
