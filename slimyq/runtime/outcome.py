@@ -8,7 +8,6 @@ errors (validation, ownership, refused jobs) fail at once.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +106,7 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         outcome,
         ttl,
         payload,
-        json.dumps(attempts, separators=(",", ":")),
+        codec.compact(attempts),
         f"{delay:.3f}",
         max(retries_left, 0),
         f"{result.started:.6f}",

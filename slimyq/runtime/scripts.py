@@ -112,9 +112,12 @@ if ARGV[7] == '1' then
   end
 end
 local claim = 'slimyq:claim:' .. w
-if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
-  -- Paused: what a BLMOVE moved into the claim list goes back to the front of the queue.
+-- What the claim list holds goes back to the front of the queue, in its order.
+local function return_claim_list()
   while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end
+end
+if redis.call('EXISTS', 'slimyq:paused:' .. q) == 1 then
+  return_claim_list()  -- paused: what a BLMOVE moved there is not run now
   return {{1}}
 end
 local out = {{0}}
@@ -123,9 +126,9 @@ if ARGV[9] == '1' then
   local c = redis.call('LPOP', claim, n)
   if c then
     for _, id in ipairs(c) do table.insert(ids, id) end
-    -- More than n there (a BLMOVE that redis-py sent again after a lost reply): the rest goes back
-    -- to the front of the queue, as the worker reads its claim list only after a BLMOVE.
-    if #c == n then while redis.call('LMOVE', claim, qkey, 'RIGHT', 'LEFT') do end end
+    -- More than n there (a BLMOVE that redis-py sent again after a lost reply): the rest goes back,
+    -- as the worker reads its claim list only after a BLMOVE.
+    if #c == n then return_claim_list() end
   end
 end
 if #ids < n then
