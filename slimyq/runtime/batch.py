@@ -175,6 +175,12 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                     ended.append((job, result))
                     raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
                                        f"({result.error_type})")
+                elif result.error_type == codec.CONFLICT_ERROR:
+                    # A deadlock's victim: MySQL has rolled back the whole transaction already (its
+                    # savepoints are gone); on PostgreSQL the batch's locks are what the other
+                    # transaction waits for. Either way the batch ends here and runs again.
+                    ended.append((job, result))
+                    raise BatchAborted(f"job {codec.printable(job.id)} of the batch met a deadlock")
                 elif result.ok:
                     pending.append((job, result))
                     sp.keep()

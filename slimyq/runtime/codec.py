@@ -40,7 +40,8 @@ CLAIM_FIELDS = (
 
 INFRA_ERROR = "database_unavailable"  # the error type of an attempt that met an unreachable database
 BATCH_ROLLED_BACK = "batch_rolled_back"  # succeeded in a batch whose transaction was rolled back (a batch-mate)
-RERUN_ERRORS = frozenset({INFRA_ERROR, BATCH_ROLLED_BACK})  # retried without using up an attempt, capped
+CONFLICT_ERROR = "database_conflict"  # rolled back by the database: a deadlock's victim, a serialization failure
+RERUN_ERRORS = frozenset({INFRA_ERROR, BATCH_ROLLED_BACK, CONFLICT_ERROR})  # rerun, no attempt used up, capped
 DEFAULT_RESULT_TTL = 86_400  # finished jobs beyond keep_finished are trimmed long before this
 DEFAULT_FAILURE_TTL = 7 * 86_400
 

@@ -18,7 +18,7 @@ from slimyq.jobs.base import Interrupted, JobContext, PermanentError, Refused
 from slimyq.jobs.calls import check_call
 from slimyq.obs import trace
 from slimyq.runtime import joblog
-from slimyq.runtime.codec import MAX_JOB_SIZE, ClaimedJob, UndecodableJob
+from slimyq.runtime.codec import CONFLICT_ERROR, INFRA_ERROR, MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
 
 class JobTimeout(Interrupted):
@@ -40,7 +40,7 @@ class Result:
     error: str = ""
     traceback: str = ""
     permanent: bool = False
-    infra: bool = False  # the database was unreachable: not the job's fault, no attempt used up
+    infra: bool = False  # the database was unreachable or chose this job as a deadlock's victim: no attempt used up
     stopped: bool = False  # stopped on request (RQ's stop-job command): never retried
     interrupted: bool = False  # the watchdog raised into the thread (a timeout, a stop), whatever it then raised
     retry_after: float | None = None
@@ -98,8 +98,11 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     except PermanentError as exc:
         _fill(result, exc, exc.error_type, permanent=True)
     except Exception as exc:
-        if database_unavailable(exc):
-            _fill(result, exc, "database_unavailable", permanent=False)
+        if conflict(exc):
+            _fill(result, exc, CONFLICT_ERROR, permanent=False)
+            result.infra = True
+        elif database_unavailable(exc):
+            _fill(result, exc, INFRA_ERROR, permanent=False)
             result.infra = True
         else:
             _fill(result, exc, getattr(exc, "error_type", type(exc).__name__), permanent=False)
@@ -128,12 +131,41 @@ def database_unavailable(exc: BaseException) -> bool:
 
     if isinstance(exc, Unreachable):
         return True
+    if conflict(exc):
+        return False
     cls = type(exc)
     if not (cls.__module__.startswith("peewee") and cls.__name__ in {"OperationalError", "InterfaceError"}):
         return False
     # SQLite (and MySQL) report a code or schema bug as OperationalError too: such a job fails by
     # the normal rules instead of ten minutes of infrastructure retries.
     return not SCHEMA_ERRORS.search(str(exc))
+
+
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock_detected, serialization_failure
+MYSQL_DEADLOCK = 1213  # MySQL/MariaDB's ER_LOCK_DEADLOCK (its whole transaction was rolled back)
+
+
+def conflict(exc: BaseException) -> bool:
+    """The database rolled the job's transaction back because it met another one: a deadlock
+    (two workers, processes or hosts writing one conversation at once), or a serialization
+    failure. Nothing of the transaction happened and the database is fine: the job runs again at
+    once, without using up an attempt. The error may be wrapped (peewee's keeps the driver's) or
+    be the context of a later one (on MySQL the whole transaction is gone, so rolling back to a
+    savepoint of it fails next), so the chain is searched."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 16:
+            continue
+        seen.add(id(e))
+        if getattr(e, "sqlstate", None) in CONFLICT_SQLSTATES:
+            return True
+        if type(e).__module__.startswith("pymysql") and e.args and e.args[0] == MYSQL_DEADLOCK:
+            return True
+        orig = getattr(e, "orig", None)  # peewee keeps the driver's exception there
+        todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
+    return False
 
 
 SCHEMA_ERRORS = re.compile(r"no such (table|column|function)|has no column|syntax error|unknown column|"

@@ -49,7 +49,7 @@ def attempt_record(attempt: int, result: Result, outcome: str, worker: str) -> d
 
 
 INFRA_DELAY = 5.0  # seconds before a job that met an unreachable database runs again
-INFRA_RETRIES = 120  # ...for at most this many tries (10 minutes), then the normal rules apply
+INFRA_RETRIES = 120  # ...for at most this many tries (10 minutes), then the normal rules apply (with conflicts)
 
 
 def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> Completion:
@@ -64,7 +64,10 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         outcome, kind = "retry", "retried"
         ttl = job.failure_ttl()
         payload = ""
-        delay = max(INFRA_DELAY, codec.retry_delay(job.retry_intervals(qs.retry_delays()), retries_left))
+        if result.error_type != codec.CONFLICT_ERROR:
+            delay = max(INFRA_DELAY, codec.retry_delay(job.retry_intervals(qs.retry_delays()), retries_left))
+        # else: a deadlock's victim runs again at once (the front of the queue): the transaction it
+        # met has gone on, and the database is fine
     elif result.ok:
         outcome, kind = "ok", "completed"
         ttl = job.result_ttl()

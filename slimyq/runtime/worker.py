@@ -447,7 +447,7 @@ class QueueWorker:
             result.interrupted = True  # even if the handler caught it and failed otherwise
             if result.error_type == "timeout":
                 result.error = f"job exceeded its timeout of {timeout:g} s"
-        if result.infra:
+        if result.infra and result.error_type == codec.INFRA_ERROR:
             self.db.reset()
         return result
 

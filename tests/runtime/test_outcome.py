@@ -8,9 +8,9 @@ import json
 import peewee
 
 from slimyq.config import QueueSettings
-from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.codec import CONFLICT_ERROR, ClaimedJob
 from slimyq.runtime.execute import Result, database_unavailable
-from slimyq.runtime.outcome import decide, refusal
+from slimyq.runtime.outcome import INFRA_DELAY, decide, refusal
 
 QS = QueueSettings(concurrency=1, timeout=10, attempts=3)
 INFRA = Result(ok=False, error_type="database_unavailable", error="connection refused", infra=True,
@@ -70,3 +70,14 @@ def test_batch_rollbacks_use_no_attempt_are_not_counted_and_share_the_infra_cap(
     # 120 reruns of either kind: the normal rules apply again (a real attempt is used).
     past = decide(job, rolled, QS, "w")
     assert not past.rerun and past.counted and past.args[2] == "retry" and past.args[7] == 1
+
+
+def test_a_deadlocks_victim_runs_again_at_once_without_using_an_attempt() -> None:
+    job = ClaimedJob("j1", "e", {"retries_left": b"2"})
+    conflict = Result(ok=False, error_type=CONFLICT_ERROR, error="deadlock detected", infra=True,
+                      started=100.0, ended=100.5)
+    c = decide(job, conflict, QS, "w")
+    assert c.args[2] == "retry" and float(c.args[6]) == 0.0  # no delay: to the front of the queue
+    assert c.args[7] == 2 and c.rerun and c.counted  # no attempt used; a real event in the metrics
+    unreachable = decide(job, INFRA, QS, "w")
+    assert float(unreachable.args[6]) == INFRA_DELAY  # an outage waits

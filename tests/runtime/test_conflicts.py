@@ -1,0 +1,203 @@
+"""Deadlocks on PostgreSQL and MariaDB: the victim's job runs again at once, as a conflict.
+
+Two workers (processes, hosts) that write one conversation at once can deadlock each other: on
+MariaDB a message's foreign-key check share-locks the conversation row, and the conversation's
+UPDATE then wants it exclusively. The database rolls the victim's transaction back and is fine:
+the job is retried at once without using up an attempt, and nobody is told the database is down
+(no reconnect, no 5 s wait). Each deadlock here is a real one, between the worker and a
+transaction of the test's own that the database never picks as the victim (PostgreSQL: its
+``deadlock_timeout`` is longer, so the worker's backend detects the cycle; MariaDB: it has written
+more rows, and InnoDB rolls back the lighter transaction).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import peewee
+import pytest
+from harness import Env, WorkerProc, attempts, enqueue, leftovers, wait_done, wait_until
+
+from slimyq.runtime.codec import CONFLICT_ERROR
+from slimyq.runtime.execute import conflict, database_unavailable
+
+BACKENDS = [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+USER = "u1"
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    name = "private_pg_url" if request.param == "postgres" else "new_mysql_database"
+    got = request.getfixturevalue(name)
+    return got if isinstance(got, str) else got()
+
+
+class Holder:
+    """A transaction of the test's own on a raw driver connection, that never loses a deadlock."""
+
+    def __init__(self, database_url: str) -> None:
+        self.mysql = database_url.startswith("mysql")
+        if self.mysql:
+            import pymysql
+
+            rest = database_url.split("://", 1)[1]
+            user, _, hostpath = rest.partition("@")
+            hostport, _, name = hostpath.partition("/")
+            host, _, port = hostport.partition(":")
+            self.conn: Any = pymysql.connect(host=host, port=int(port), user=user, database=name, autocommit=True)
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(database_url, autocommit=True)
+        self.sql("SET deadlock_timeout = '30s'" if not self.mysql else "SET innodb_lock_wait_timeout = 60")
+
+    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        statement = statement.replace("?", "%s")
+        if self.mysql:
+            with self.conn.cursor() as cur:
+                cur.execute(statement, params)
+                return list(cur.fetchall())
+        cur = self.conn.execute(statement, params)
+        return list(cur.fetchall()) if cur.description else []
+
+    def begin_heavy(self, conversation_id: str) -> None:
+        """BEGIN, lock the conversation's row, and (MariaDB) write enough rows to outweigh any batch."""
+        self.sql("BEGIN")
+        self.sql("UPDATE chat_conversations SET title = 'held' WHERE id = ?", conversation_id)
+        if self.mysql:
+            for i in range(200):
+                self.sql("INSERT INTO chat_conversations (id, user_id, title, personality_mode, created_at, "
+                         "updated_at) VALUES (?, 'ballast', 'b', 'helpful', NOW(), NOW())",
+                         f"ballast-{i}-{uuid.uuid4().hex[:8]}")
+
+    def others_waiting(self) -> int:
+        """How many other transactions of this database wait for a lock."""
+        if self.mysql:
+            waiting = self.sql("SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'")
+            return int(waiting[0][0])
+        self.sql("SELECT pg_stat_clear_snapshot()")  # else read once per transaction, and ours is open
+        return int(self.sql("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")[0][0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _conversation_rows(database_url: str, ids: list[str]) -> None:
+    from slimyq.db import connect_url
+    from slimyq.db.models import Conversation, database_proxy, utcnow
+
+    db = connect_url(database_url)
+    database_proxy.initialize(db)
+    now = utcnow()
+    with db.atomic():
+        for cid in ids:
+            Conversation.insert(id=cid, user_id=USER, title="t", personality_mode="helpful", created_at=now,
+                                updated_at=now).execute()
+    db.close()
+
+
+def _deadlock(database_url: str) -> BaseException:
+    """A real deadlock between a peewee connection and a Holder: the peewee side's exception."""
+    from slimyq.db import connect_url
+
+    x, y = str(uuid.uuid4()), str(uuid.uuid4())
+    _conversation_rows(database_url, [x, y])
+    holder = Holder(database_url)
+    db = connect_url(database_url)
+    caught: list[BaseException] = []
+
+    def victim() -> None:
+        try:
+            with db.atomic():
+                db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (y,))
+                db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (x,))
+        except Exception as exc:
+            caught.append(exc)
+
+    holder.begin_heavy(x)
+    thread = threading.Thread(target=victim)
+    thread.start()
+    wait_until(lambda: caught or holder.others_waiting() >= 1, 30, 0.25, "the victim waiting for the held row")
+    assert not caught, f"the victim failed before it waited: {caught[0]!r}"
+    holder.sql("UPDATE chat_conversations SET title = 'held' WHERE id = ?", y)  # the cycle: the victim gives way
+    holder.sql("COMMIT")
+    thread.join(30)
+    holder.close()
+    db.close()
+    assert len(caught) == 1, "the peewee side was not the deadlock's victim"
+    return caught[0]
+
+
+def test_a_deadlock_is_a_conflict_not_an_unreachable_database(url: str) -> None:
+    from slimyq.db import migrate
+    from slimyq.db.connect import connect_url
+
+    migrate(connect_url(url))
+    exc = _deadlock(url)
+    assert isinstance(exc, peewee.OperationalError)  # what database_unavailable() took for an outage
+    assert conflict(exc)
+    assert not database_unavailable(exc)
+
+
+def test_a_deadlock_in_the_context_of_a_later_error_is_still_a_conflict() -> None:
+    """On MySQL the victim's whole transaction is gone: the rollback to a savepoint of it that
+    follows fails too, with the deadlock as that error's context."""
+    import pymysql
+
+    deadlock = pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+    try:
+        try:
+            raise peewee.OperationalError(deadlock)
+        except peewee.OperationalError:
+            raise peewee.OperationalError(pymysql.err.OperationalError(1305, "SAVEPOINT s1 does not exist")) from None
+    except peewee.OperationalError as later:
+        assert later.__context__ is not None
+        assert conflict(later)
+    assert not conflict(peewee.OperationalError(pymysql.err.OperationalError(2013, "Lost connection")))
+    assert database_unavailable(peewee.OperationalError(pymysql.err.OperationalError(2013, "Lost connection")))
+
+
+@pytest.fixture
+def db_env(tmp_path: Any, redis_url: str, url: str) -> Iterator[Env]:
+    yield Env.make(tmp_path / "rt", redis_url, url)
+
+
+def test_the_workers_deadlocked_batch_runs_again_at_once_and_every_job_ends_once(
+        db_env: Env, url: str, start: Callable[..., WorkerProc]) -> None:
+    """The worker's batch locks Y (a message saved in it), then waits for X, which the test's
+    transaction holds; the test's transaction then asks for Y. The worker's batch is the victim:
+    its X job is retried as a conflict, its Y job as a batch-mate, and both end exactly once."""
+    x, y = str(uuid.uuid4()), str(uuid.uuid4())
+    _conversation_rows(url, [x, y])
+    conn = db_env.conn()
+    ids = enqueue(db_env, "save_message", [
+        {"conversationId": y, "userId": USER, "role": "user", "content": "on y"},
+        {"conversationId": x, "userId": USER, "role": "user", "content": "on x"},
+    ])
+    holder = Holder(url)
+    holder.begin_heavy(x)
+    worker = start("database", on=db_env)  # both jobs are queued: its first claim is one batch of two
+    wait_until(lambda: holder.others_waiting() >= 1, 60, 0.25, "the worker's batch waiting for the held row")
+    holder.sql("UPDATE chat_conversations SET title = 'held' WHERE id = ?", y)  # waits until the worker gives way
+    holder.sql("COMMIT")
+    holder.close()
+    t = wait_done(conn, ids, 60)
+    assert (t.finished, t.failed, t.duplicated) == (2, 0, 0), worker.log()[-3000:]
+    on_y, on_x = (attempts(conn, i) for i in ids)
+    assert [a.get("errorType") for a in on_x] == [CONFLICT_ERROR, None], on_x
+    assert [a.get("attempt") for a in on_x] == [1, 1]  # no attempt used up by the deadlock
+    assert [a.get("errorType") for a in on_y] == ["batch_rolled_back", None], on_y
+    log = worker.log()
+    assert "database.reconnect" not in log and "database unavailable" not in log, log[-3000:]
+    worker.stop()
+    assert leftovers(conn) == {}
+    from slimyq.db import connect_url
+
+    db = connect_url(url)
+    counts = dict(db.execute_sql("SELECT conversation_id, COUNT(*) FROM chat_messages GROUP BY conversation_id"))
+    db.close()
+    assert counts == {x: 1, y: 1}
