@@ -2,7 +2,8 @@
 
 :func:`install` wraps a database's statement, connect and close methods, so SQLite, PostgreSQL and
 MySQL are measured the same way, whatever class ``playhouse.db_url`` picked. Per statement it
-costs two clock reads and one locked dict update (:mod:`slimyq.obs.ops`); with tracing on
+costs two clock reads and one locked dict update (:mod:`slimyq.obs.ops`); a statement that fails
+as a conflict (a deadlock) is counted per thread (:func:`conflicts`); with tracing on
 (:mod:`slimyq.obs.trace`) it also opens a client span following OpenTelemetry's database
 conventions (``db.system.name``, ``db.operation.name``; the statement text with its placeholders,
 never the parameter values).
@@ -16,6 +17,7 @@ from typing import Any
 
 import peewee
 
+from slimyq.db.conflicts import conflict
 from slimyq.obs import ops
 
 OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback", "savepoint",
@@ -24,6 +26,7 @@ OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit
 
 class _Count(threading.local):
     n = 0
+    conflicts = 0
 
 
 _count = _Count()
@@ -33,6 +36,12 @@ def statements() -> int:
     """How many statements this thread has sent through an instrumented database (a running count:
     compare two readings)."""
     return _count.n
+
+
+def conflicts() -> int:
+    """How many of this thread's statements failed as a conflict (:mod:`slimyq.db.conflicts`: a
+    deadlock, a serialization failure), caught or not: a running count, compare two readings."""
+    return _count.conflicts
 
 
 def backend_of(db: Any) -> str:
@@ -75,6 +84,8 @@ def install(db: peewee.Database) -> peewee.Database:
             cursor = run(sql, params)
         except BaseException as exc:
             ops.db_query(backend, op, time.perf_counter() - start, error=True)
+            if conflict(exc):
+                _count.conflicts += 1
             if span is not None:
                 trace.end(span, exc)
             raise

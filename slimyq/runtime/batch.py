@@ -18,7 +18,12 @@ and one turn of the writer lock) instead of one per job. The rules:
   so the retry runs for real and exactly once);
 * a timeout (or a stop) raised into the thread may land anywhere, inside peewee too: the batch's
   transaction is rolled back whole, the jobs that had succeeded in it are retried the same way,
-  and the rest of the batch goes on in a new transaction.
+  and the rest of the batch goes on in a new transaction;
+* a deadlock (:mod:`slimyq.db.conflicts`) met by any statement of a job, caught by its handler or
+  not, ends the transaction the same way: the database has rolled it back (MySQL) or holds the
+  locks the other transaction waits for (PostgreSQL). The victim's job is a conflict, the jobs
+  that had succeeded before it batch-mates; all run again at once (:mod:`slimyq.runtime.outcome`),
+  reported in claim order so they go back to the front of the queue in that order.
 
 Only jobs of the queue's own types declared ``batchable`` (``@job_type(..., batchable=True)``: the
 database handlers) are batched: a chat job (its OpenAI call must not be repeated by a batch-mate's
@@ -135,6 +140,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
     the transaction's jobs another worker took over (this worker stalled past
     ``abandoned_after``): if any, the transaction is rolled back, so a job that runs again
     elsewhere never has its effect committed here too."""
+    from slimyq.db import instrument
     from slimyq.db.savepoints import JobSavepoint, aborted
     from slimyq.jobs.base import write_transaction
 
@@ -160,6 +166,8 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
             _one_by_one(job, queue, run, emit)
             return out
         unstarted: ClaimedJob | None = None
+        ran: list[ClaimedJob] = []  # this transaction's jobs, in claim order
+        conflicts = instrument.conflicts()
         try:
             while job is not None:
                 sp = JobSavepoint(db)
@@ -168,6 +176,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                 except Exception as exc:  # the job has not run: it goes on job by job
                     unstarted = job
                     raise _NoSavepoint(str(exc)) from exc
+                ran.append(job)
                 result = run(job)
                 if result is None:
                     sp.rollback()
@@ -175,11 +184,12 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                     ended.append((job, result))
                     raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
                                        f"({result.error_type})")
-                elif result.error_type == codec.CONFLICT_ERROR:
-                    # A deadlock's victim: MySQL has rolled back the whole transaction already (its
-                    # savepoints are gone); on PostgreSQL the batch's locks are what the other
-                    # transaction waits for. Either way the batch ends here and runs again.
-                    ended.append((job, result))
+                elif result.error_type == codec.CONFLICT_ERROR or instrument.conflicts() != conflicts:
+                    # A deadlock's victim (or a job that caught the deadlock and went on): MySQL has
+                    # rolled back the whole transaction already (its savepoints are gone, later
+                    # statements would commit on their own); on PostgreSQL the batch's locks are what
+                    # the other transaction waits for. Either way the batch ends here and runs again.
+                    (pending if result.ok else ended).append((job, result))
                     raise BatchAborted(f"job {codec.printable(job.id)} of the batch met a deadlock")
                 elif result.ok:
                     pending.append((job, result))
@@ -204,7 +214,11 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
             from slimyq.runtime.execute import database_unavailable
 
             kind = codec.INFRA_ERROR if database_unavailable(exc) else codec.BATCH_ROLLED_BACK
-            emit(ended + [(j, rolled_back(r, why, kind)) for j, r in pending])
+            outcomes = ended + [(j, rolled_back(r, why, kind)) for j, r in pending]
+            # In claim order: the jobs run again from the front of the queue in the order they came.
+            position = {id(j): i for i, j in enumerate(ran)}
+            outcomes.sort(key=lambda outcome: position.get(id(outcome[0]), len(ran)))
+            emit(outcomes)
             if unstarted is not None:
                 _one_by_one(unstarted, queue, run, emit)
                 return out

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from slimyq.db.conflicts import conflict
 from slimyq.jobs import registry
 from slimyq.jobs.base import Interrupted, JobContext, PermanentError, Refused
 from slimyq.jobs.calls import check_call
@@ -139,33 +140,6 @@ def database_unavailable(exc: BaseException) -> bool:
     # SQLite (and MySQL) report a code or schema bug as OperationalError too: such a job fails by
     # the normal rules instead of ten minutes of infrastructure retries.
     return not SCHEMA_ERRORS.search(str(exc))
-
-
-CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock_detected, serialization_failure
-MYSQL_DEADLOCK = 1213  # MySQL/MariaDB's ER_LOCK_DEADLOCK (its whole transaction was rolled back)
-
-
-def conflict(exc: BaseException) -> bool:
-    """The database rolled the job's transaction back because it met another one: a deadlock
-    (two workers, processes or hosts writing one conversation at once), or a serialization
-    failure. Nothing of the transaction happened and the database is fine: the job runs again at
-    once, without using up an attempt. The error may be wrapped (peewee's keeps the driver's) or
-    be the context of a later one (on MySQL the whole transaction is gone, so rolling back to a
-    savepoint of it fails next), so the chain is searched."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen or len(seen) > 16:
-            continue
-        seen.add(id(e))
-        if getattr(e, "sqlstate", None) in CONFLICT_SQLSTATES:
-            return True
-        if type(e).__module__.startswith("pymysql") and e.args and e.args[0] == MYSQL_DEADLOCK:
-            return True
-        orig = getattr(e, "orig", None)  # peewee keeps the driver's exception there
-        todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
-    return False
 
 
 SCHEMA_ERRORS = re.compile(r"no such (table|column|function)|has no column|syntax error|unknown column|"

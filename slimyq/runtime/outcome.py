@@ -8,6 +8,7 @@ errors (validation, ownership, refused jobs) fail at once.
 from __future__ import annotations
 
 import datetime as dt
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +65,10 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         outcome, kind = "retry", "retried"
         ttl = job.failure_ttl()
         payload = ""
-        if result.error_type != codec.CONFLICT_ERROR:
+        if result.error_type == codec.INFRA_ERROR:
             delay = max(INFRA_DELAY, codec.retry_delay(job.retry_intervals(qs.retry_delays()), retries_left))
-        # else: a deadlock's victim runs again at once (the front of the queue): the transaction it
-        # met has gone on, and the database is fine
+        else:
+            delay = rerun_delay(_tries(earlier[-1]) if earlier and "tries" in earlier[-1] else 0)
     elif result.ok:
         outcome, kind = "ok", "completed"
         ttl = job.result_ttl()
@@ -119,6 +120,22 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
     ]
     return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt, rerun=infra,
                       counted=not (infra and result.error_type == codec.BATCH_ROLLED_BACK))
+
+
+RERUN_FIRST_BACKOFF = 0.05  # seconds before the second run of a rolled-back job; doubled each time
+RERUN_MAX_BACKOFF = 1.0
+
+
+def rerun_delay(tries: int) -> float:
+    """Seconds before a job rolled back by the database (a deadlock's victim, a batch-mate of one, of
+    a timeout, of a failed commit) runs again, after ``tries`` such runs in a row: none the first
+    time (the front of the queue: the transaction it met has gone on, the database is fine), then
+    50 ms doubling up to 1 s, with jitter, so two workers that keep meeting each other fall out of
+    step instead of burning the rerun cap in a second."""
+    if tries <= 0:
+        return 0.0
+    top = min(RERUN_MAX_BACKOFF, RERUN_FIRST_BACKOFF * 2.0 ** min(tries - 1, 16))
+    return top * random.uniform(0.5, 1.0)
 
 
 def _tries(record: dict[str, Any]) -> int:

@@ -238,6 +238,7 @@ end
 -- fail, ``slimyq:ended:<id>`` (only for a job with dependents) tells the deferred sweep how it ended.
 local unlinks = {}  -- every key this batch deletes, in one UNLINK at the end
 local adds = {}  -- registry -> {score, id, ...}: one ZADD per registry
+local fronts = {}  -- jobs retried without a delay, last first
 local function add(registry, score, id)
   local a = adds[registry]
   if not a then a = {}; adds[registry] = a end
@@ -320,7 +321,7 @@ for i = 1, njobs do
       else
         redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso, 'started_at', started_iso,
           'ended_at', ended_iso, 'slimyq_attempts', attempts, 'retries_left', retries_left)
-        heal('LPUSH', 'rq:queue:' .. q, id)
+        table.insert(fronts, 1, id)
       end
     end
     if outcome ~= 'retry' then
@@ -340,6 +341,8 @@ if #ended_deps > 0 and redis.call('EXISTS', unpack(ended_deps)) > 0 then
   end
 end
 for registry, a in pairs(adds) do heal('ZADD', registry, unpack(a)) end
+-- Retried at once: to the front of the queue, in the order given (one LPUSH of them reversed).
+if #fronts > 0 then heal('LPUSH', 'rq:queue:' .. q, unpack(fronts)) end
 if njobs > 0 then
   redis.call('ZREM', wip, unpack(members))
   heal('SREM', wexec, unpack(members))

@@ -415,7 +415,7 @@ def test_each_transaction_is_reported_as_it_ends_and_a_spent_budget_hands_the_re
         assert not db.in_transaction()  # reported once its transaction has ended
 
     assert run_batch(db, jobs, run, report=report) == []
-    assert events == ["run a", "run b", "report b:timeout a:batch_rolled_back", "run c", "report c:ok"]
+    assert events == ["run a", "run b", "report a:batch_rolled_back b:timeout", "run c", "report c:ok"]
     assert handed_back == ["d", "e"]
     _no_transaction_left(db)
     assert _titles(db) == ["d"] and _markers() == {"c"}
@@ -456,3 +456,25 @@ def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
         assert "the commit exceeded 1 s" in result.error
     assert worker.busy == 0 and not worker._uncommitted and worker.exit_code == 0
     _no_transaction_left(database)
+
+
+def test_a_deadlocked_batch_is_reported_in_claim_order_and_the_rest_goes_on(db: Any) -> None:
+    """The victim's job (a conflict: the database rolled its transaction back) ends the batch: the
+    jobs before it, failed or not, are reported in the order they were claimed (they go back to the
+    front of the queue in that order), the jobs after it run in a new transaction."""
+    from slimyq.runtime.codec import BATCH_ROLLED_BACK, CONFLICT_ERROR
+
+    runner = Runner(db, {"a": _create("a"), "b": _write_then_fail, "c": _create("c"), "v": _create("v"),
+                         "d": _create("d")})
+
+    def run(job: ClaimedJob) -> Result | None:
+        result = runner(job)
+        if job.id == "v":  # as execute.run classifies a deadlock met by the handler
+            return Result(ok=False, error_type=CONFLICT_ERROR, error="deadlock detected", infra=True)
+        return result
+
+    out = run_batch(db, [_job(i) for i in "abcvd"], run)
+    assert [(job.id, r.error_type or "ok") for job, r in out] == [
+        ("a", BATCH_ROLLED_BACK), ("b", "ValueError"), ("c", BATCH_ROLLED_BACK), ("v", CONFLICT_ERROR), ("d", "ok")]
+    _no_transaction_left(db)
+    assert _titles(db) == ["d"] and _markers() == {"d"}

@@ -12,6 +12,7 @@ more rows, and InnoDB rolls back the lighter transaction).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ import peewee
 import pytest
 from harness import Env, WorkerProc, attempts, enqueue, leftovers, wait_done, wait_until
 
-from slimyq.runtime.codec import CONFLICT_ERROR
-from slimyq.runtime.execute import conflict, database_unavailable
+from slimyq.db.conflicts import conflict
+from slimyq.runtime.codec import BATCH_ROLLED_BACK, CONFLICT_ERROR, ClaimedJob
+from slimyq.runtime.execute import Result, database_unavailable
 
 BACKENDS = [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
 USER = "u1"
@@ -100,8 +102,9 @@ def _conversation_rows(database_url: str, ids: list[str]) -> None:
     db.close()
 
 
-def _deadlock(database_url: str) -> BaseException:
-    """A real deadlock between a peewee connection and a Holder: the peewee side's exception."""
+def _deadlock(database_url: str, nested: bool = False) -> BaseException:
+    """A real deadlock between a peewee connection and a Holder: the peewee side's exception
+    (``nested``: met inside a savepoint, as a batched job meets it)."""
     from slimyq.db import connect_url
 
     x, y = str(uuid.uuid4()), str(uuid.uuid4())
@@ -112,7 +115,7 @@ def _deadlock(database_url: str) -> BaseException:
 
     def victim() -> None:
         try:
-            with db.atomic():
+            with db.atomic(), db.atomic() if nested else contextlib.nullcontext():
                 db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (y,))
                 db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (x,))
         except Exception as exc:
@@ -143,22 +146,103 @@ def test_a_deadlock_is_a_conflict_not_an_unreachable_database(url: str) -> None:
     assert not database_unavailable(exc)
 
 
-def test_a_deadlock_in_the_context_of_a_later_error_is_still_a_conflict() -> None:
-    """On MySQL the victim's whole transaction is gone: the rollback to a savepoint of it that
-    follows fails too, with the deadlock as that error's context."""
+def test_a_deadlock_met_in_a_savepoint_is_a_conflict_whatever_the_rollback_to_it_raises(url: str) -> None:
+    """On MySQL the victim's whole transaction is gone: the rollback to the savepoint that follows
+    fails too (``SAVEPOINT ... does not exist``), with the deadlock as that error's context."""
+    from slimyq.db import migrate
+    from slimyq.db.connect import connect_url
+
+    migrate(connect_url(url))
+    exc = _deadlock(url, nested=True)
+    if url.startswith("mysql"):
+        assert "does not exist" in str(exc) and exc.__context__ is not None, repr(exc)
+    assert conflict(exc)
+    assert not database_unavailable(exc)
+
+
+def test_an_outage_met_while_handling_a_deadlock_is_an_outage() -> None:
+    """The connection lost on the way out of a deadlock: the connection must be dropped (an outage,
+    retried after a while), not reused at once as after a conflict."""
     import pymysql
 
     deadlock = pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+    lost = pymysql.err.OperationalError(2013, "Lost connection to server during query")
     try:
         try:
             raise peewee.OperationalError(deadlock)
         except peewee.OperationalError:
-            raise peewee.OperationalError(pymysql.err.OperationalError(1305, "SAVEPOINT s1 does not exist")) from None
+            raise peewee.OperationalError(lost) from None
     except peewee.OperationalError as later:
         assert later.__context__ is not None
-        assert conflict(later)
-    assert not conflict(peewee.OperationalError(pymysql.err.OperationalError(2013, "Lost connection")))
-    assert database_unavailable(peewee.OperationalError(pymysql.err.OperationalError(2013, "Lost connection")))
+        assert not conflict(later)
+        assert database_unavailable(later)
+    try:
+        try:
+            raise peewee.OperationalError(deadlock)
+        except peewee.OperationalError as exc:
+            raise ValueError("the handler's own error") from exc
+    except ValueError as wrapped:
+        assert conflict(wrapped)  # a deadlock a handler wrapped is still a conflict
+
+
+def test_a_deadlock_a_handler_catches_still_ends_its_batch(url: str) -> None:
+    """A batched job catches the deadlock it met and returns as if fine: on MySQL the database has
+    rolled back the whole batch already (the jobs before it too) and later statements would commit
+    on their own. Every failed statement is checked, so the batch ends there all the same: the
+    jobs that ran in it are reported rolled back, in claim order, and the next job runs in a new
+    transaction."""
+    from slimyq.db import connect_url, migrate
+    from slimyq.db.models import Conversation, database_proxy, utcnow
+    from slimyq.runtime.batch import run_batch
+
+    migrate(connect_url(url))
+    x, y = str(uuid.uuid4()), str(uuid.uuid4())
+    _conversation_rows(url, [x, y])
+    db = connect_url(url)
+    database_proxy.initialize(db)
+    written = {key: str(uuid.uuid4()) for key in ("a", "c")}
+
+    def insert(key: str) -> str:
+        now = utcnow()
+        Conversation.insert(id=written[key], user_id=USER, title=key, personality_mode="helpful", created_at=now,
+                            updated_at=now).execute()
+        return key
+
+    def swallow() -> str:
+        try:
+            db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (y,))
+            db.execute_sql("UPDATE chat_conversations SET title = 'v' WHERE id = %s", (x,))
+        except peewee.DatabaseError:
+            pass  # the handler's mistake: it goes on as if nothing happened
+        return "b"
+
+    handlers = {"a": lambda: insert("a"), "b": swallow, "c": lambda: insert("c")}
+
+    def run(job: ClaimedJob) -> Result:
+        try:
+            return Result(ok=True, value=handlers[job.id]())
+        except Exception as exc:
+            return Result(ok=False, error_type=type(exc).__name__, error=str(exc))
+
+    holder = Holder(url)
+    holder.begin_heavy(x)
+    out: list[tuple[ClaimedJob, Result]] = []
+    thread = threading.Thread(target=lambda: out.extend(run_batch(db, [ClaimedJob(i, f"e-{i}", {}) for i in "abc"],
+                                                                  run)))
+    thread.start()
+    try:
+        wait_until(lambda: holder.others_waiting() >= 1, 30, 0.25, "the batch waiting for the held row")
+        holder.sql("UPDATE chat_conversations SET title = 'held' WHERE id = ?", y)  # the cycle: the batch gives way
+        holder.sql("COMMIT")
+    finally:
+        thread.join(30)
+        holder.close()
+    assert [(job.id, r.error_type or "ok") for job, r in out] == [
+        ("a", BATCH_ROLLED_BACK), ("b", BATCH_ROLLED_BACK), ("c", "ok")]
+    assert not db.in_transaction()
+    kept = {c.title for c in Conversation.select().where(Conversation.id.in_(list(written.values())))}
+    db.close()
+    assert kept == {"c"}  # a's write went with the deadlocked transaction; its rerun will write it
 
 
 @pytest.fixture

@@ -81,3 +81,26 @@ def test_a_deadlocks_victim_runs_again_at_once_without_using_an_attempt() -> Non
     assert c.args[7] == 2 and c.rerun and c.counted  # no attempt used; a real event in the metrics
     unreachable = decide(job, INFRA, QS, "w")
     assert float(unreachable.args[6]) == INFRA_DELAY  # an outage waits
+    rolled = Result(ok=False, error_type="batch_rolled_back", error="rolled back", infra=True, started=100.0,
+                    ended=100.5)
+    assert float(decide(job, rolled, QS, "w").args[6]) == 0.0  # a batch-mate of the victim: at once too
+
+
+def test_a_job_that_keeps_meeting_conflicts_backs_off_with_jitter_up_to_a_second() -> None:
+    """Two workers that keep deadlocking each other fall out of step instead of spending the
+    shared rerun cap (120) in a second: the first rerun is at once, then 50 ms doubling to 1 s."""
+    from slimyq.runtime.outcome import RERUN_MAX_BACKOFF, rerun_delay
+
+    conflict = Result(ok=False, error_type=CONFLICT_ERROR, error="deadlock detected", infra=True,
+                      started=100.0, ended=100.5)
+    job = ClaimedJob("j1", "e", {"retries_left": b"2"})
+    delays = []
+    for _ in range(12):
+        c = decide(job, conflict, QS, "w")
+        delays.append(float(c.args[6]))
+        job = _next(job, conflict)
+    assert delays[0] == 0.0
+    assert 0.025 <= delays[1] <= 0.05 and 0.05 <= delays[2] <= 0.1
+    assert all(RERUN_MAX_BACKOFF / 2 <= d <= RERUN_MAX_BACKOFF for d in delays[6:])
+    assert job.attempt == 1 and job.retries_left(0) == 2  # none of it used up an attempt
+    assert len({rerun_delay(3) for _ in range(20)}) > 1  # jittered

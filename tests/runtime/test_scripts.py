@@ -529,3 +529,16 @@ def test_a_queue_or_schedule_of_another_type_does_not_strand_the_batch(r: redis.
     assert r.zscore(f"rq:finished:{Q}", a.id) is not None
     assert r.zscore(f"rq:scheduled:{Q}", b.id) is not None or r.lrange(f"rq:queue:{Q}", 0, -1) == [b.id.encode()]
     assert r.zcard(f"rq:wip:{Q}") == 0 and not r.exists(f"rq:worker:{W}:executions")
+
+
+def test_jobs_retried_at_once_go_back_to_the_front_in_the_order_given(r: redis.Redis, settings: Settings) -> None:
+    """A rolled-back batch's jobs (no delay: the database is fine) are put back ahead of the queue,
+    in claim order, so they run again in the order they came."""
+    qs = settings.queue(Q)
+    ids = _enqueue(r, settings, 5)
+    _, jobs = _claim(r, 3)
+    assert [job.id for job in jobs] == ids[:3]
+    rolled = Result(ok=False, error_type=codec.BATCH_ROLLED_BACK, error="rolled back", infra=True, ended=time.time())
+    assert _complete(r, [(job, rolled) for job in jobs], qs) == [1, 1, 1]
+    assert [i.decode() for i in r.lrange(f"rq:queue:{Q}", 0, -1)] == ids  # type: ignore[union-attr]
+    assert {r.hget(f"rq:job:{i}", "status") for i in ids[:3]} == {b"queued"}
