@@ -76,9 +76,10 @@ class Holder:
                          f"ballast-{i}-{uuid.uuid4().hex[:8]}")
 
     def others_waiting(self) -> int:
-        """How many other transactions of this database wait for a lock."""
+        """How many other transactions of this database (not of another test's) wait for a lock."""
         if self.mysql:
-            waiting = self.sql("SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'")
+            waiting = self.sql("SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN information_schema.processlist p "
+                               "ON p.id = t.trx_mysql_thread_id WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()")
             return int(waiting[0][0])
         self.sql("SELECT pg_stat_clear_snapshot()")  # else read once per transaction, and ours is open
         return int(self.sql("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
