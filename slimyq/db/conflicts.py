@@ -10,6 +10,8 @@ deadlock and goes on still ends its batch: on MySQL the whole transaction is gon
 
 from __future__ import annotations
 
+import peewee
+
 CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})  # PostgreSQL: deadlock_detected, serialization_failure
 MYSQL_DEADLOCK = 1213  # MySQL/MariaDB's ER_LOCK_DEADLOCK (its whole transaction was rolled back)
 MAX_CHAIN = 16
@@ -39,7 +41,15 @@ def conflict(exc: BaseException) -> bool:
     return False
 
 
+class TransactionLost(peewee.OperationalError):
+    """A statement sent after a deadlock, in the transaction MySQL has already rolled back: refused
+    (:mod:`slimyq.db.instrument`) instead of run outside any transaction and committed on its own,
+    so a handler that caught the deadlock cannot go on writing. A conflict, like the deadlock."""
+
+
 def _is_conflict(e: BaseException) -> bool:
+    if isinstance(e, TransactionLost):
+        return True
     if getattr(e, "sqlstate", None) in CONFLICT_SQLSTATES:
         return True
     return type(e).__module__.startswith("pymysql") and bool(e.args) and e.args[0] == MYSQL_DEADLOCK
@@ -48,7 +58,7 @@ def _is_conflict(e: BaseException) -> bool:
 def outage(e: BaseException) -> bool:
     """A driver error that says the connection or the server failed (not the statement): psycopg's
     connection errors (no SQLSTATE, class 08, an operator's shutdown 57P), MySQL's client errors
-    (2000-2999: lost connection, server gone away)."""
+    (2000-2999: lost connection, server gone away; an ``InterfaceError``: the connection is closed)."""
     from slimyq.errors import Unreachable
 
     if isinstance(e, Unreachable):
@@ -60,6 +70,8 @@ def outage(e: BaseException) -> bool:
             return any(c.__name__ in {"OperationalError", "InterfaceError"} for c in type(e).__mro__)
         return isinstance(state, str) and (state.startswith("08") or state.startswith("57P"))
     if module.startswith("pymysql"):
+        if type(e).__name__ == "InterfaceError":  # (0, ''): the connection is closed
+            return True
         code = e.args[0] if e.args else None
         return isinstance(code, int) and 2000 <= code < 3000
     return False

@@ -17,7 +17,7 @@ from typing import Any
 
 import peewee
 
-from slimyq.db.conflicts import conflict
+from slimyq.db.conflicts import TransactionLost, conflict
 from slimyq.obs import ops
 
 OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit", "rollback", "savepoint",
@@ -27,6 +27,7 @@ OPERATIONS = frozenset({"select", "insert", "update", "delete", "begin", "commit
 class _Count(threading.local):
     n = 0
     conflicts = 0
+    lost: Any = None  # (database, its outermost transaction block) MySQL rolled back on a deadlock
 
 
 _count = _Count()
@@ -42,6 +43,24 @@ def conflicts() -> int:
     """How many of this thread's statements failed as a conflict (:mod:`slimyq.db.conflicts`: a
     deadlock, a serialization failure), caught or not: a running count, compare two readings."""
     return _count.conflicts
+
+
+def _refuse_in_lost_transaction() -> None:
+    """On MySQL a deadlock rolls the whole transaction back, but peewee's transaction blocks stay
+    open: a statement sent in them (a handler that caught the deadlock) would run on its own and
+    commit at once, outside what the job's rollback and rerun undo. Until that transaction's
+    outermost block has ended (or the batch abandons it), such a statement is refused."""
+    db, outermost = _count.lost
+    transactions = db._state.transactions
+    if transactions and transactions[0] is outermost:
+        raise TransactionLost("this transaction was rolled back by a deadlock; its statements are refused until "
+                              "it ends (the job runs again)")
+    _count.lost = None
+
+
+def forget_lost() -> None:
+    """The thread's transaction has been abandoned (rolled back and forgotten): statements run again."""
+    _count.lost = None
 
 
 def backend_of(db: Any) -> str:
@@ -76,6 +95,8 @@ def install(db: peewee.Database) -> peewee.Database:
     from slimyq.obs import trace
 
     def execute_sql(sql: str, params: Any = None) -> Any:
+        if _count.lost is not None:
+            _refuse_in_lost_transaction()
         _count.n += 1
         op = operation(sql)
         span = trace.db_span(backend, op, sql, db) if trace.enabled else None
@@ -86,6 +107,8 @@ def install(db: peewee.Database) -> peewee.Database:
             ops.db_query(backend, op, time.perf_counter() - start, error=True)
             if conflict(exc):
                 _count.conflicts += 1
+                if backend == "mysql" and db._state.transactions:  # type: ignore[attr-defined]
+                    _count.lost = (db, db._state.transactions[0])  # type: ignore[attr-defined]
             if span is not None:
                 trace.end(span, exc)
             raise

@@ -75,10 +75,12 @@ def interrupted(result: Result) -> bool:
 
 def abandon(db: Any) -> None:
     """Roll back whatever this thread has open on ``db`` and forget peewee's transaction stack."""
+    from slimyq.db.instrument import forget_lost
     from slimyq.db.savepoints import forget
     from slimyq.db.sqlite import release_thread_locks
 
     forget()
+    forget_lost()
     state = db._state
     try:
         if state.conn is not None:

@@ -54,7 +54,7 @@ def script_error(exc: redis.RedisError) -> bool:
 class Completer:
     def __init__(self, worker: QueueWorker) -> None:
         self.w = worker
-        self._queue: queue_mod.Queue[Item | None] = queue_mod.Queue()
+        self._queue: queue_mod.Queue[list[Item] | None] = queue_mod.Queue()
         self._pending_stats: list[Ended] = []
         self._stats_due = 0.0
         self.history: HistoryRecorder | None = None
@@ -70,10 +70,12 @@ class Completer:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, job: ClaimedJob, result: Result) -> None:
-        """Hand over an outcome (the caller holds the worker's lock)."""
-        self.unwritten.add(job.member)
-        self._queue.put((job, result))
+    def put(self, outcomes: list[Item]) -> None:
+        """Hand over outcomes (the caller holds the worker's lock): they are written in one call,
+        in this order (jobs retried at once go back to the front of their queue in it)."""
+        for job, _ in outcomes:
+            self.unwritten.add(job.member)
+        self._queue.put(outcomes)
 
     def close(self, timeout: float) -> None:
         """Write everything handed over so far, then stop (and flush the job history)."""
@@ -113,7 +115,7 @@ class Completer:
                     self._write_retrying([], flush_stats=True)
                 continue
             closing = first is None
-            batch = [] if first is None else [first]
+            batch = [] if first is None else list(first)
             while len(batch) < BATCH and not closing:
                 try:
                     item = self._queue.get_nowait()
@@ -122,7 +124,7 @@ class Completer:
                 if item is None:
                     closing = True
                 else:
-                    batch.append(item)
+                    batch.extend(item)
             if batch or closing:
                 self._write_retrying(batch, flush_stats=closing)
             if closing:
@@ -238,7 +240,7 @@ class Completer:
         """The script failed on something in this batch: write each job on its own, so one job's
         data cannot hold back the others; a job that still fails is left to the orphan check."""
         if len(batch) > 1:
-            for item in batch:
+            for item in reversed(batch):  # so jobs put back at the front of the queue keep their order
                 self._write([item], flush_stats)
             return
         job = batch[0][0]

@@ -320,20 +320,29 @@ class QueueWorker:
         return result
 
     def _end(self, job: ClaimedJob, result: Result) -> None:
-        """Hand the outcome to the completer and free the slot (a job another worker took over
-        while it waited for its batch's commit is that worker's to report: only the slot is freed)."""
-        member = job.member
+        self._end_all([(job, result)])
+
+    def _end_all(self, outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+        """Hand the outcomes to the completer, together (a transaction's, in claim order: they are
+        written in one call, so jobs put back at the front of the queue keep that order), and free
+        their slots (a job another worker took over while it waited for its batch's commit is that
+        worker's to report: only the slot is freed)."""
         with self.lock:
-            self._running.pop(member, None)
-            self._uncommitted.discard(member)
-            result = self.commands.outcome(member, result)
-            self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
-            if member in self._taken:
-                self._taken.discard(member)
-                self.inflight.pop(member, None)
-            else:
-                self.completer.put(job, result)
-            self._busy -= 1
+            handed: list[tuple[ClaimedJob, Result]] = []
+            for job, result in outcomes:
+                member = job.member
+                self._running.pop(member, None)
+                self._uncommitted.discard(member)
+                result = self.commands.outcome(member, result)
+                self._stuck.discard(member)  # it did stop after all: its outcome is written as usual
+                if member in self._taken:
+                    self._taken.discard(member)
+                    self.inflight.pop(member, None)
+                else:
+                    handed.append((job, result))
+                self._busy -= 1
+            if handed:
+                self.completer.put(handed)
             self.lock.notify_all()
 
     def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
@@ -356,9 +365,9 @@ class QueueWorker:
             return result
 
         def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
-            for job, result in outcomes:
+            for job, _ in outcomes:
                 ran.discard(job.member)
-                self._end(job, result)
+            self._end_all(outcomes)
 
         try:
             db = self.database()

@@ -271,8 +271,8 @@ def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, l
     handed: list[tuple[str, Result]] = []
 
     class Completer:
-        def put(self, job: ClaimedJob, result: Result) -> None:
-            handed.append((job.id, result))
+        def put(self, outcomes: list[tuple[ClaimedJob, Result]]) -> None:
+            handed.extend((job.id, result) for job, result in outcomes)
 
     class Commands:
         def __init__(self) -> None:
