@@ -88,6 +88,10 @@ class QueueWorker:
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
+        from slimyq.runtime.parts import Splitter, at_once
+
+        self.splitter = Splitter(at_once(self.qs.batch_transaction and not fork, concurrency,
+                                         settings.effective_database_url))
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
@@ -269,10 +273,14 @@ class QueueWorker:
                 self._queued.add(job.member)
         if self.qs.batch_transaction and not self.fork:
             from slimyq.runtime.batch import split
+            from slimyq.runtime.parts import parts
 
             jobs, batch = split(jobs, self.queue)
-            if batch:
-                self._todo.put(batch)
+            for part in parts(batch, self.splitter.now):
+                if len(part) == 1:  # a transaction of its own: the job's, no savepoint needed
+                    jobs.append(part[0])
+                    continue
+                self._todo.put(part)
         for job in jobs:
             self._todo.put(job)
 
@@ -283,6 +291,7 @@ class QueueWorker:
             item = self._todo.get()
             if item is None:
                 return
+            self.splitter.measure(self.database)  # when due (a server database's batching queue only)
             if isinstance(item, list):
                 self._execute_batch(item)
                 continue

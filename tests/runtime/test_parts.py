@@ -1,0 +1,131 @@
+"""A claim's batch split by user into transactions at once when the database is far away (a
+measured round trip), one batch per claim when it is close."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Env, WorkerProc, at, attempts, conversations, enqueue, leftovers, wait_done
+
+from slimyq.runtime import parts as parts_mod
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.parts import Splitter, at_once, parts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _job(job_id: str, user: str | None) -> ClaimedJob:
+    meta = f'{{"type": "create_conversation", "user": "{user}"}}' if user else '{"type": "create_conversation"}'
+    return ClaimedJob(job_id, f"e-{job_id}", {"meta": meta.encode()})
+
+
+def test_one_transaction_per_claim_on_sqlite_or_without_batching() -> None:
+    assert at_once(True, 10, "sqlite:///x.db") == 1 and at_once(False, 10, "postgresql://u@h/db") == 1
+    assert at_once(True, 10, "postgresql://u@h/db") == 10 and at_once(True, 4, "mysql://u@h/db") == 4
+
+
+def test_a_users_jobs_stay_together_in_claim_order_and_no_part_is_empty() -> None:
+    claim = [_job("1", "ann"), _job("2", "bob"), _job("3", "ann"), _job("4", None), _job("5", "cy"),
+             _job("6", "bob"), _job("7", None), _job("8", "ann")]
+    split = parts(claim, 10)
+    ids = [[job.id for job in part] for part in split]
+    assert sorted(i for part in ids for i in part) == [j.id for j in claim]  # every job once
+    assert ["1", "3", "8"] in ids and ["2", "6"] in ids and ["5"] in ids  # a user's, in claim order
+    assert ["4"] in ids and ["7"] in ids  # no user: a part of its own
+    assert all(ids)
+    few = [[job.id for job in part] for part in parts(claim, 2)]  # at most two: groups packed, kept whole
+    assert len(few) == 2 and sorted(i for part in few for i in part) == [j.id for j in claim]
+    assert any(part[:3] == ["1", "3", "8"] or {"1", "3", "8"} <= set(part) for part in few)
+    assert [[job.id for job in p] for p in parts(claim, 1)] == [[j.id for j in claim]]
+    assert parts([], 10) == []
+
+
+class _FakeDb:
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def execute_sql(self, sql: str) -> Any:
+        assert sql == "SELECT 1"
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self
+
+    def fetchall(self) -> list[tuple[int]]:
+        return [(1,)]
+
+
+def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    splitter = Splitter(10)
+    assert splitter.now == 1  # one batch per claim until measured
+    far = _FakeDb(0.002)
+    splitter.measure(lambda: far)
+    assert splitter.now == 10 and far.calls == parts_mod.PROBES
+    splitter.measure(lambda: far)
+    assert far.calls == parts_mod.PROBES  # not due yet
+    monkeypatch.setattr(parts_mod, "PROBE_EVERY", 0.0)
+    splitter._due = 0.0
+    splitter.measure(lambda: _FakeDb(0.0))
+    assert splitter.now == 1 and splitter.latency is not None and splitter.latency < parts_mod.SPLIT_LATENCY
+
+    def down() -> Any:
+        raise OSError("connection refused")
+
+    splitter.measure(down)  # a failed measurement changes nothing
+    assert splitter.now == 1
+    never = Splitter(1)  # SQLite: nothing to measure
+    never.measure(down)
+    assert never.now == 1
+
+
+@pytest.fixture
+def far_pg_url(private_pg_url: str) -> Iterator[str]:
+    """``private_pg_url`` through scripts/tcpproxy.py adding 2 ms to every round trip."""
+    import socket
+    import urllib.parse
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = urllib.parse.urlsplit(private_pg_url)
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "tcpproxy.py"), f"127.0.0.1:{port}",
+                              f"{url.hostname or '127.0.0.1'}:{url.port or 5432}", "--delay-ms", "2",
+                              "--tag", "slimyq-test-parts"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
+        user = url.netloc.rpartition("@")[0]
+        yield url._replace(netloc=f"{user + '@' if user else ''}127.0.0.1:{port}").geturl()
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+
+@pytest.mark.postgres
+def test_with_the_database_far_away_a_claims_users_run_at_once(
+        tmp_path: Path, redis_url: str, far_pg_url: str, start: Callable[..., WorkerProc]) -> None:
+    """2 ms per round trip: once measured, a claim's jobs of different users run as transactions
+    at once (their runs overlap in time), where one batch would run them one after the other."""
+    env = Env.make(tmp_path / "far", redis_url, far_pg_url)
+    conn = env.conn()
+    worker = start("database", "--concurrency", "10", on=env)
+    first = conversations(env, 1, user="warm-up")  # its claim is one batch; the round trip is measured
+    assert wait_done(conn, first, 60).finished == 1, worker.log()[-3000:]
+    conn.set("slimyq:paused:database", 1)  # enqueued while paused: the 8 jobs are one claim
+    ids = enqueue(env, "create_conversation", [{"userId": f"user-{n}-{uuid.uuid4().hex[:6]}", "title": "t"}
+                                               for n in range(8)])
+    conn.delete("slimyq:paused:database")
+    t = wait_done(conn, ids, 60)
+    assert (t.finished, t.failed, t.duplicated) == (8, 0, 0), worker.log()[-3000:]
+    assert "transactions at once" in worker.log(), worker.log()[-3000:]
+    spans = [(at(run["startedAt"]), at(run["endedAt"])) for run in (attempts(conn, i)[-1] for i in ids)]
+    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, spans
+    worker.stop()
+    assert leftovers(conn) == {}
