@@ -13,15 +13,17 @@ the split 875; with 1 ms added to every round trip one batch ran 187 and the spl
 SimpleWorker pool of ten processes 426).
 
 Which it is, is measured, not configured: :class:`Splitter` times the database's round trip (the
-fastest of a few ``SELECT 1``) on a job thread's connection, then again every ``PROBE_EVERY``
-seconds, and splits while it is ``SPLIT_LATENCY`` or more (on this machine: 0.09 ms to PostgreSQL
-or MariaDB on the same host, 0.22 ms through a TCP proxy without delay, where the split already
-ran 887 jobs/s against one batch's 730).
+fastest of a few ``SELECT 1``, :func:`round_trip`) on a job thread's open connection, then again
+every ``PROBE_EVERY`` seconds, and splits from ``SPLIT_LATENCY`` (on this machine: 0.09 ms to
+PostgreSQL or MariaDB on the same host; 0.22 ms through a local TCP proxy without delay, where the
+split ran 887 jobs/s against one batch's 730, and stays one batch: the margin is kept for a busy
+host's noise; 1.3 ms through it with 1 ms of delay).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,14 +33,21 @@ from slimyq.runtime.codec import ClaimedJob
 
 log = logging.getLogger("slimyq.worker")
 
-SPLIT_LATENCY = 0.00015  # seconds per round trip (the fastest of a few ``SELECT 1``) from which claims are split
+SPLIT_LATENCY = 0.0003  # seconds per round trip (the fastest of a few ``SELECT 1``) from which claims are split
+JOIN_LATENCY = 0.0002  # ...and below which they are one batch again (between the two: as before)
 PROBE_EVERY = 60.0  # seconds between two measurements of the round trip
 PROBES = 5
+PROBE_SWITCH_INTERVAL = 1e-5  # seconds: the GIL's switch interval while probing (Python's default is 5 ms)
 
 
-def at_once(batching: bool, concurrency: int, database_url: str) -> int:
-    """The most transactions a queue process runs a claim as: one on SQLite (or without batching)."""
-    if not batching or database_url.startswith("sqlite"):
+def at_once(batching: bool, concurrency: int, database_url: str, queue: str) -> int:
+    """The most transactions a queue process runs a claim as: one on SQLite, without batching, or
+    on a queue without a batchable job type of its own (nothing to split, nothing to measure)."""
+    from slimyq.jobs import registry
+
+    if not batching or database_url.lower().startswith("sqlite"):
+        return 1
+    if not any(jt.queue == queue and jt.batchable for jt in registry.all_types()):
         return 1
     return max(1, concurrency)
 
@@ -69,18 +78,34 @@ def parts(batch: list[ClaimedJob], most: int) -> list[list[ClaimedJob]]:
 
 
 def round_trip(db: Any, probes: int = PROBES) -> float:
-    """The fastest of ``probes`` ``SELECT 1`` on this thread's connection, in seconds (outside any
-    transaction: peewee's connections are in autocommit between them)."""
-    best = float("inf")
-    for _ in range(probes):
-        start = time.perf_counter()
-        db.execute_sql("SELECT 1").fetchall()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """The fastest of ``probes`` ``SELECT 1`` on this thread's open connection, in seconds.
+
+    Sent on the driver's cursor, not through peewee (no statement metrics, no trace span: it is
+    no job's). A thread that waits for a reply gives up the GIL, and getting it back from a busy
+    thread can take Python's switch interval (5 ms), which would make a database on the same
+    host look far away exactly when the worker is busiest: the interval is lowered while
+    probing."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(PROBE_SWITCH_INTERVAL)
+    try:
+        best = float("inf")
+        for _ in range(probes):
+            cursor = db.cursor()
+            try:
+                start = time.perf_counter()
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+                best = min(best, time.perf_counter() - start)
+            finally:
+                cursor.close()
+        return best
+    finally:
+        sys.setswitchinterval(interval)
 
 
 class Splitter:
-    """Per process: how many batches at once right now (1 or ``most``), from the measured round trip."""
+    """Per process: how many transactions at once right now (1 or ``most``), from the measured
+    round trip (split from ``SPLIT_LATENCY``, one batch again below ``JOIN_LATENCY``)."""
 
     def __init__(self, most: int) -> None:
         self.most = most
@@ -89,20 +114,29 @@ class Splitter:
         self._due = 0.0
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        return self.most > 1 and time.monotonic() >= self._due
+
     def measure(self, database: Callable[[], Any]) -> None:
         """Time the round trip on this thread's connection (``database()``) if a measurement is due
-        (one thread at a time does it, between two jobs)."""
-        if self.most <= 1 or time.monotonic() < self._due or not self._lock.acquire(blocking=False):
+        and the connection is open (a probe never connects: the thread's next job does); one
+        thread at a time does it."""
+        if not self.due() or not self._lock.acquire(blocking=False):
             return
         try:
+            if not self.due():  # another thread measured meanwhile
+                return
+            db = database()
+            if db.is_closed():
+                return
             self._due = time.monotonic() + PROBE_EVERY
-            latency = round_trip(database())
-        except Exception as exc:  # the batch meets the same failure, classified as usual
+            latency = round_trip(db)
+        except Exception as exc:  # the next job meets the same failure, classified as usual
             log.debug("could not time the database's round trip: %s", exc)
             return
         finally:
             self._lock.release()
-        now = self.most if latency >= SPLIT_LATENCY else 1
+        now = self.most if latency >= SPLIT_LATENCY else 1 if latency < JOIN_LATENCY else self.now
         if now != self.now:
             log.info("database round trip %.2f ms: %s", latency * 1000,
                      f"claims run as up to {now} transactions at once" if now > 1 else "one transaction per claim")

@@ -91,7 +91,7 @@ class QueueWorker:
         from slimyq.runtime.parts import Splitter, at_once
 
         self.splitter = Splitter(at_once(self.qs.batch_transaction and not fork, concurrency,
-                                         settings.effective_database_url))
+                                         settings.effective_database_url, queue))
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.max_size = settings.worker.max_job_size
@@ -291,7 +291,8 @@ class QueueWorker:
             item = self._todo.get()
             if item is None:
                 return
-            self.splitter.measure(self.database)  # when due (a server database's batching queue only)
+            if self.splitter.due():  # a server database's batching queue only
+                self._measure_round_trip()
             if isinstance(item, list):
                 self._execute_batch(item)
                 continue
@@ -353,6 +354,26 @@ class QueueWorker:
             if handed:
                 self.completer.put(handed)
             self.lock.notify_all()
+
+    def _measure_round_trip(self) -> None:
+        """The splitter's probe (:mod:`slimyq.runtime.parts`), between two jobs: not while stopping,
+        and bounded by the queue's timeout like a job (a probe stuck past it restarts the process)."""
+        if self.stop_requested_at is not None or self.stopping.is_set():
+            return
+
+        def stuck() -> None:
+            log.error("timing the database's round trip ran past %g s and its thread does not stop; restarting "
+                      "this worker process", self.qs.timeout)
+            self.exit_code = EXIT_RESTART
+            self.request_stop()
+
+        token = self.watchdog.watch(float(self.qs.timeout), stuck)
+        try:
+            self.splitter.measure(self.database)
+        except JobTimeout:
+            log.warning("timing the database's round trip exceeded %g s", self.qs.timeout)
+        finally:
+            self.watchdog.release(token)
 
     def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
         """Run a claimed batch in as few database transactions as allowed (see

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,9 +27,12 @@ def _job(job_id: str, user: str | None) -> ClaimedJob:
     return ClaimedJob(job_id, f"e-{job_id}", {"meta": meta.encode()})
 
 
-def test_one_transaction_per_claim_on_sqlite_or_without_batching() -> None:
-    assert at_once(True, 10, "sqlite:///x.db") == 1 and at_once(False, 10, "postgresql://u@h/db") == 1
-    assert at_once(True, 10, "postgresql://u@h/db") == 10 and at_once(True, 4, "mysql://u@h/db") == 4
+def test_one_transaction_per_claim_on_sqlite_without_batching_or_without_batchable_types() -> None:
+    assert at_once(True, 10, "sqlite:///x.db", "database") == 1 and at_once(True, 10, "SQLite:///x.db", "database") == 1
+    assert at_once(False, 10, "postgresql://u@h/db", "database") == 1
+    assert at_once(True, 10, "postgresql://u@h/db", "chat") == 1  # nothing batchable there: no probe either
+    assert at_once(True, 10, "postgresql://u@h/db", "database") == 10
+    assert at_once(True, 4, "mysql://u@h/db", "database") == 4
 
 
 def test_a_users_jobs_stay_together_in_claim_order_and_no_part_is_empty() -> None:
@@ -42,47 +46,100 @@ def test_a_users_jobs_stay_together_in_claim_order_and_no_part_is_empty() -> Non
     assert all(ids)
     few = [[job.id for job in part] for part in parts(claim, 2)]  # at most two: groups packed, kept whole
     assert len(few) == 2 and sorted(i for part in few for i in part) == [j.id for j in claim]
-    assert any(part[:3] == ["1", "3", "8"] or {"1", "3", "8"} <= set(part) for part in few)
+    assert all(part == sorted(part) for part in few)  # claim order within each part
+    ann = next(part for part in few if "1" in part)
+    assert {"3", "8"} <= set(ann)  # ann's jobs together
     assert [[job.id for job in p] for p in parts(claim, 1)] == [[j.id for j in claim]]
     assert parts([], 10) == []
 
 
 class _FakeDb:
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.calls = seconds, 0
+    """A database whose ``SELECT 1`` takes ``seconds`` (the GIL released meanwhile, as a driver does)."""
 
-    def execute_sql(self, sql: str) -> Any:
+    def __init__(self, seconds: float, closed: bool = False) -> None:
+        self.seconds, self.closed, self.calls = seconds, closed, 0
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def cursor(self) -> _FakeDb:
+        return self
+
+    def execute(self, sql: str) -> None:
         assert sql == "SELECT 1"
         self.calls += 1
         time.sleep(self.seconds)
-        return self
 
     def fetchall(self) -> list[tuple[int]]:
         return [(1,)]
 
+    def close(self) -> None:
+        pass
 
-def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+
+def _due_again(splitter: Splitter) -> None:
+    splitter._due = 0.0
+
+
+def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later() -> None:
     splitter = Splitter(10)
     assert splitter.now == 1  # one batch per claim until measured
+    splitter.measure(lambda: _FakeDb(0.002, closed=True))
+    assert splitter.latency is None and splitter.due()  # a probe never opens a connection
     far = _FakeDb(0.002)
     splitter.measure(lambda: far)
     assert splitter.now == 10 and far.calls == parts_mod.PROBES
     splitter.measure(lambda: far)
-    assert far.calls == parts_mod.PROBES  # not due yet
-    monkeypatch.setattr(parts_mod, "PROBE_EVERY", 0.0)
-    splitter._due = 0.0
-    splitter.measure(lambda: _FakeDb(0.0))
-    assert splitter.now == 1 and splitter.latency is not None and splitter.latency < parts_mod.SPLIT_LATENCY
+    assert far.calls == parts_mod.PROBES and not splitter.due()  # measured again only after PROBE_EVERY
 
     def down() -> Any:
         raise OSError("connection refused")
 
+    _due_again(splitter)
     splitter.measure(down)  # a failed measurement changes nothing
-    assert splitter.now == 1
+    assert splitter.now == 10
+    _due_again(splitter)
+    splitter.measure(lambda: _FakeDb(0.0))
+    assert splitter.now == 1 and splitter.latency is not None and splitter.latency < parts_mod.JOIN_LATENCY
     never = Splitter(1)  # SQLite: nothing to measure
+    assert not never.due()
     never.measure(down)
     assert never.now == 1
+
+
+def test_between_the_two_thresholds_the_splitter_keeps_what_it_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured: list[float] = []
+    monkeypatch.setattr(parts_mod, "round_trip", lambda db: measured.pop(0))
+    splitter = Splitter(10)
+    between = (parts_mod.SPLIT_LATENCY + parts_mod.JOIN_LATENCY) / 2
+    for latency, now in [(between, 1), (parts_mod.SPLIT_LATENCY, 10), (between, 10), (parts_mod.JOIN_LATENCY, 10),
+                         (parts_mod.JOIN_LATENCY * 0.9, 1), (between, 1)]:
+        measured.append(latency)
+        _due_again(splitter)
+        splitter.measure(lambda: _FakeDb(0.0))
+        assert (splitter.latency, splitter.now) == (latency, now)
+
+
+def test_a_busy_thread_in_the_process_does_not_make_the_database_look_far_away() -> None:
+    """A thread that gets its reply must take the GIL back from a thread running Python code,
+    which by default can take 5 ms (the switch interval): the probe lowers it meanwhile."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    busy = threading.Thread(target=spin)
+    busy.start()
+    try:
+        time.sleep(0.05)
+        splitter = Splitter(10)
+        splitter.measure(lambda: _FakeDb(0.0))  # the reply "arrives" at once: only the GIL is waited for
+    finally:
+        stop.set()
+        busy.join()
+    assert splitter.latency is not None and splitter.latency < parts_mod.JOIN_LATENCY, splitter.latency
+    assert splitter.now == 1 and sys.getswitchinterval() == 0.005  # put back
 
 
 @pytest.fixture
@@ -111,21 +168,28 @@ def far_pg_url(private_pg_url: str) -> Iterator[str]:
 def test_with_the_database_far_away_a_claims_users_run_at_once(
         tmp_path: Path, redis_url: str, far_pg_url: str, start: Callable[..., WorkerProc]) -> None:
     """2 ms per round trip: once measured, a claim's jobs of different users run as transactions
-    at once (their runs overlap in time), where one batch would run them one after the other."""
+    at once (their runs overlap in time), where one batch would run them one after the other; a
+    user's two jobs share one transaction and run in claim order."""
     env = Env.make(tmp_path / "far", redis_url, far_pg_url)
     conn = env.conn()
     worker = start("database", "--concurrency", "10", on=env)
     first = conversations(env, 1, user="warm-up")  # its claim is one batch; the round trip is measured
     assert wait_done(conn, first, 60).finished == 1, worker.log()[-3000:]
     conn.set("slimyq:paused:database", 1)  # enqueued while paused: the 8 jobs are one claim
-    ids = enqueue(env, "create_conversation", [{"userId": f"user-{n}-{uuid.uuid4().hex[:6]}", "title": "t"}
-                                               for n in range(8)])
+    users = [f"user-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
+    ids = enqueue(env, "create_conversation", [{"userId": user, "title": f"t{k}"} for k in range(2) for user in users])
     conn.delete("slimyq:paused:database")
     t = wait_done(conn, ids, 60)
     assert (t.finished, t.failed, t.duplicated) == (8, 0, 0), worker.log()[-3000:]
     assert "transactions at once" in worker.log(), worker.log()[-3000:]
-    spans = [(at(run["startedAt"]), at(run["endedAt"])) for run in (attempts(conn, i)[-1] for i in ids)]
-    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
-    assert overlapping, spans
+    span = {i: (at(run["startedAt"]), at(run["endedAt"])) for i, run in ((i, attempts(conn, i)[-1]) for i in ids)}
+
+    def overlap(a: str, b: str) -> bool:
+        return span[a][0] < span[b][1] and span[b][0] < span[a][1]
+
+    firsts, seconds = ids[:4], ids[4:]  # user n's two jobs: firsts[n], then seconds[n]
+    assert any(overlap(a, b) for a in firsts for b in firsts if a != b), span  # users' transactions at once
+    for first, second in zip(firsts, seconds, strict=True):  # a user's jobs: one transaction, in claim order
+        assert span[first][1] <= span[second][0], (span[first], span[second])
     worker.stop()
     assert leftovers(conn) == {}
