@@ -1,4 +1,5 @@
-"""Database jobs a claim at a time: one write transaction per claimed batch, a savepoint per job.
+"""Database jobs a claim at a time: one write transaction per claimed batch, a savepoint per job
+(a claim is one batch, or on a far server database one batch per user: :mod:`slimyq.runtime.parts`).
 
 The handlers' own ``write_transaction`` / ``once()`` blocks nest inside as savepoints (peewee's
 ``atomic()`` does that by itself), so a batch costs one ``BEGIN``/``COMMIT`` (on SQLite: one fsync
