@@ -21,7 +21,6 @@ import queue as queue_mod
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -30,6 +29,7 @@ from slimyq.config import Settings
 from slimyq.jobs.base import JobContext
 from slimyq.logs import event
 from slimyq.runtime import codec, execute, joblog, keys
+from slimyq.runtime.batchrun import BatchRunner
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
@@ -46,7 +46,6 @@ EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past 
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 EXIT_UNWRITTEN = 5  # job outcomes could not be written: the supervisor charges those jobs an attempt
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
-BATCH_BUDGET = 1.0  # seconds a database batch may take (or a tenth of the queue's timeout, if less)
 
 
 class QueueWorker:
@@ -88,12 +87,9 @@ class QueueWorker:
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
-        from slimyq.runtime.parts import Splitter, at_once
-
-        self.splitter = Splitter(at_once(self.qs.batch_transaction and not fork, concurrency,
-                                         settings.effective_database_url, queue))
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
+        self.batches = BatchRunner(self)
         self.max_size = settings.worker.max_job_size
 
     # ------------------------------------------------------------------ setup
@@ -272,15 +268,7 @@ class QueueWorker:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
         if self.qs.batch_transaction and not self.fork:
-            from slimyq.runtime.batch import split
-            from slimyq.runtime.parts import parts
-
-            jobs, batch = split(jobs, self.queue)
-            for part in parts(batch, self.splitter.now):
-                if len(part) == 1:  # a transaction of its own: the job's, no savepoint needed
-                    jobs.append(part[0])
-                    continue
-                self._todo.put(part)
+            jobs = self.batches.dispatch(jobs)
         for job in jobs:
             self._todo.put(job)
 
@@ -291,10 +279,9 @@ class QueueWorker:
             item = self._todo.get()
             if item is None:
                 return
-            if self.splitter.due():  # a server database's batching queue only
-                self._measure_round_trip()
+            self.batches.measure()
             if isinstance(item, list):
-                self._execute_batch(item)
+                self.batches.execute(item)
                 continue
             if not self._begin(item):
                 continue
@@ -355,100 +342,12 @@ class QueueWorker:
                 self.completer.put(handed)
             self.lock.notify_all()
 
-    def _measure_round_trip(self) -> None:
-        """The splitter's probe (:mod:`slimyq.runtime.parts`), between two jobs: not while stopping,
-        and bounded by the queue's timeout like a job (a probe stuck past it restarts the process)."""
-        if self.stop_requested_at is not None or self.stopping.is_set():
-            return
-
-        def stuck() -> None:
-            log.error("timing the database's round trip ran past %g s and its thread does not stop; restarting "
-                      "this worker process", self.qs.timeout)
-            self.exit_code = EXIT_RESTART
-            self.request_stop()
-
-        token = self.watchdog.watch(float(self.qs.timeout), stuck)
-        try:
-            self.splitter.measure(self.database)
-        except JobTimeout:
-            log.warning("timing the database's round trip exceeded %g s", self.qs.timeout)
-        finally:
-            self.watchdog.release(token)
-
-    def _execute_batch(self, jobs: list[ClaimedJob]) -> None:
-        """Run a claimed batch in as few database transactions as allowed (see
-        :mod:`slimyq.runtime.batch`); each transaction's outcomes are handed over once it has
-        ended. Past the batch's time budget its jobs not started yet go to the other threads."""
-        from slimyq.runtime.batch import Jobs, abandon, rolled_back, run_batch
-
-        batch = Jobs(jobs)
-        ran: set[str] = set()  # run here and not reported yet
-
-        def run(job: ClaimedJob) -> Result | None:
-            if not self._begin(job):
-                return None
-            result = self._attempt(job)
-            with self.lock:  # ran: no longer stoppable, not done until the commit
-                self._running.pop(job.member, None)
-                self._uncommitted.add(job.member)
-                ran.add(job.member)
-            return result
-
-        def report(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
-            for job, _ in outcomes:
-                ran.discard(job.member)
-            self._end_all(outcomes)
-
-        try:
-            db = self.database()
-        except Exception as exc:  # the jobs meet the same failure one by one, classified as usual
-            log.debug("database not available for a batch: %s", exc)
-            self._give_back(batch.take_rest())
-            return
-        alarm = self.watchdog.alarm(min(BATCH_BUDGET, self.qs.timeout / 10), lambda: self._give_back(batch.take_rest()))
-        try:
-            run_batch(db, batch, run, self._commit_guard, self._taken_of, report)
-        except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
-            log.exception("a database batch failed; its jobs are retried")
-            abandon(db)
-            self._give_back(batch.take_rest())  # not started: they run on their own
-            why = f"worker error in a database batch: {exc!r}"
-            report([(job, rolled_back(Result(ok=False, job_type=execute.job_type_of(job)), why))
-                    for job in jobs if job.member in ran])
-        finally:
-            self.watchdog.cancel(alarm)
-
-    def _give_back(self, jobs: list[ClaimedJob]) -> None:
-        """Jobs of a batch that were not started: each goes to the next free thread on its own."""
-        for job in jobs:
-            self._todo.put(job)
-
-    def _taken_of(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
-        """The batch's jobs another worker took over (asked before the commit: theirs must not be)."""
-        with self.lock:
-            return [job for job in jobs if job.member in self._taken]
-
-    @contextlib.contextmanager
-    def _commit_guard(self) -> Iterator[None]:
-        """A batch's commit is bounded by the queue's timeout, like a job."""
-        timeout = float(self.qs.timeout)
-
-        def stuck() -> None:
-            log.error("a database batch's commit ran past %g s and its thread does not stop; restarting this "
-                      "worker process (its jobs are retried once it is gone)", timeout)
-            self.exit_code = EXIT_RESTART
-            self.request_stop()
-
-        token = self.watchdog.watch(timeout, stuck)
-        try:
-            yield
-        except JobTimeout as exc:
-            raise RuntimeError(f"the commit exceeded {timeout:g} s") from exc
-        finally:
-            if self.watchdog.release(token):
-                from slimyq.db.sqlite import release_thread_locks
-
-                release_thread_locks()
+    def restart(self, why: str) -> None:
+        """Something this process runs ignored its timeout and cannot be stopped from here: ask
+        the supervisor for a fresh process (running jobs get the shutdown grace, the rest go back)."""
+        log.error("%s; restarting this worker process", why)
+        self.exit_code = EXIT_RESTART
+        self.request_stop()
 
     def _run_one(self, job: ClaimedJob) -> Result:
         timeout = float(job.timeout(self.qs.timeout))
@@ -500,10 +399,8 @@ class QueueWorker:
             if job.member not in self._running:
                 return  # it stopped after all, and its outcome is on its way
             self._stuck.add(job.member)
-        log.error("job %s ran past its timeout of %g s and its thread does not stop; restarting this worker "
-                  "process (the job is retried once it is gone)", codec.printable(job.id), timeout)
-        self.exit_code = EXIT_RESTART
-        self.request_stop()
+        self.restart(f"job {codec.printable(job.id)} ran past its timeout of {timeout:g} s and its thread does "
+                     "not stop (the job is retried once this process is gone)")
 
     def _stop_requested(self, job: ClaimedJob) -> bool:
         """A stop-job came after the job was marked running and before its handler started (it

@@ -330,7 +330,7 @@ def test_a_batch_that_fails_on_a_bug_retries_its_jobs_and_frees_their_slots(
 
     monkeypatch.setattr(batch_mod, "run_batch", broken)
     monkeypatch.setattr(worker, "_attempt", _ok)
-    worker._execute_batch(jobs)
+    worker.batches.execute(jobs)
     assert [job_id for job_id, _ in handed] == ["a"]  # nothing counts as done: retried, no attempt used
     assert not handed[0][1].ok and handed[0][1].infra and "a bug" in handed[0][1].error
     assert not worker._running and not worker._uncommitted and worker.busy == 2
@@ -356,7 +356,7 @@ def test_a_batch_that_fails_on_a_bug_after_skipping_a_job_counts_its_slot_once(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(batch_mod, "run_batch", broken)
-    worker._execute_batch(jobs)
+    worker.batches.execute(jobs)
     _execute(worker, _todo(worker))
     assert worker.busy == 0 and not worker._queued and not worker._running
     assert handed == []  # none started: they go back to the queue when the worker exits
@@ -378,7 +378,7 @@ def test_a_batch_job_taken_over_before_the_commit_is_not_committed_nor_reported_
         return Result(ok=True, value=job.id, job_type="save_message")
 
     monkeypatch.setattr(worker, "_attempt", attempt)
-    worker._execute_batch(jobs)
+    worker.batches.execute(jobs)
     assert commits == []  # nothing of the transaction holding a was committed
     assert sorted(job_id for job_id, _ in handed) == ["b", "c"]  # a is the other worker's to report
     for _, result in handed:  # b and c are run again, without using up an attempt
@@ -446,7 +446,7 @@ def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
     jobs = [_job("a"), _job("b")]
     _claimed_batch(worker, jobs)
     try:
-        worker._execute_batch(jobs)
+        worker.batches.execute(jobs)
     finally:
         worker.watchdog.stop()
     monkeypatch.setattr(database, "commit", real)
