@@ -95,7 +95,7 @@ def install(db: peewee.Database) -> peewee.Database:
     from slimyq.obs import trace
 
     def execute_sql(sql: str, params: Any = None) -> Any:
-        if _count.lost is not None:
+        if _count.lost is not None and _count.lost[0] is db:
             _refuse_in_lost_transaction()
         _count.n += 1
         op = operation(sql)

@@ -52,7 +52,7 @@ class BatchRunner:
         token = w.watchdog.watch(timeout, lambda: w.restart(
             f"timing the database's round trip ran past {timeout:g} s and its thread does not stop"))
         try:
-            self.splitter.measure(w.database)
+            self.splitter.measure(w.db.opened)
         except JobTimeout:
             log.warning("timing the database's round trip exceeded %g s", timeout)
         finally:

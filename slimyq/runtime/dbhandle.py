@@ -53,6 +53,10 @@ class JobDatabase:
                     self._lock.release()
         return self._db
 
+    def opened(self) -> Any:
+        """The database if it was opened already (by a job), else None: never opens it."""
+        return self._db
+
     def _owned(self) -> bool:
         return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 

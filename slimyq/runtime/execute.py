@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from slimyq.db import instrument
 from slimyq.db.conflicts import conflict
 from slimyq.jobs import registry
 from slimyq.jobs.base import Interrupted, JobContext, PermanentError, Refused
@@ -84,6 +85,8 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     """Run the job in this thread and describe what happened. Never raises (but JobTimeout)."""
     result = Result(ok=False, job_type=job_type_of(job), user=user_of(job))
     span = trace.attempt_start(job, queue) if trace.enabled else None  # the attempt's span
+    instrument.forget_lost()  # a refused transaction is never a later job's
+    conflicts = instrument.conflicts()
     try:
         prepared = prepare(job, queue, max_size)
         result.job_type = prepared.job_type.name
@@ -93,7 +96,13 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         ctx = make_context(job)
         ctx.rerunnable = prepared.job_type.batchable
         value = prepared.handler(prepared.payload, ctx)
-        result.ok, result.value = True, value
+        if instrument.conflicts() != conflicts:
+            # It caught a deadlock and went on: the database rolled its transaction back (on
+            # PostgreSQL the COMMIT would), so what it reports done did not all happen. Run again.
+            _fill(result, _CaughtConflict(), CONFLICT_ERROR, permanent=False)
+            result.infra = True
+        else:
+            result.ok, result.value = True, value
     except JobTimeout as exc:
         _fill(result, exc, "timeout", permanent=False)
     except PermanentError as exc:
@@ -111,6 +120,12 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     if span is not None:
         trace.attempt_end(span, result)
     return result
+
+
+class _CaughtConflict(Exception):
+    def __str__(self) -> str:
+        return ("the job caught a database deadlock and went on; the database rolled its transaction back, so it "
+                "runs again")
 
 
 def job_type_of(job: ClaimedJob) -> str:

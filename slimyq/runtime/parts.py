@@ -86,8 +86,8 @@ def round_trip(db: Any, probes: int = PROBES) -> float:
     host look far away exactly when the worker is busiest: the interval is lowered while
     probing."""
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(PROBE_SWITCH_INTERVAL)
     try:
+        sys.setswitchinterval(PROBE_SWITCH_INTERVAL)
         best = float("inf")
         for _ in range(probes):
             cursor = db.cursor()
@@ -112,30 +112,36 @@ class Splitter:
         self.now = 1  # one batch per claim until the first measurement says otherwise
         self.latency: float | None = None
         self._due = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # asked whether this thread holds it (a timeout may land anywhere)
 
     def due(self) -> bool:
         return self.most > 1 and time.monotonic() >= self._due
 
-    def measure(self, database: Callable[[], Any]) -> None:
-        """Time the round trip on this thread's connection (``database()``) if a measurement is due
-        and the connection is open (a probe never connects: the thread's next job does); one
-        thread at a time does it."""
-        if not self.due() or not self._lock.acquire(blocking=False):
+    def measure(self, opened: Callable[[], Any]) -> None:
+        """Time the round trip on this thread's connection if a measurement is due and the
+        database is open on this thread (``opened()``: None if not; a probe never opens or
+        connects: the thread's next job does); one thread at a time does it. A timeout raised
+        into the thread (the watchdog's) goes through."""
+        from slimyq.jobs.base import Interrupted
+
+        if not self.due():
             return
         try:
-            if not self.due():  # another thread measured meanwhile
+            if not self._lock.acquire(blocking=False) or not self.due():  # another thread measures
                 return
-            db = database()
-            if db.is_closed():
+            db = opened()
+            if db is None or db.is_closed():
                 return
             self._due = time.monotonic() + PROBE_EVERY
             latency = round_trip(db)
+        except Interrupted:
+            raise
         except Exception as exc:  # the next job meets the same failure, classified as usual
             log.debug("could not time the database's round trip: %s", exc)
             return
         finally:
-            self._lock.release()
+            if self._lock._is_owned():  # type: ignore[attr-defined]
+                self._lock.release()
         now = self.most if latency >= SPLIT_LATENCY else 1 if latency < JOIN_LATENCY else self.now
         if now != self.now:
             log.info("database round trip %.2f ms: %s", latency * 1000,

@@ -279,13 +279,11 @@ class QueueWorker:
             item = self._todo.get()
             if item is None:
                 return
-            self.batches.measure()
             if isinstance(item, list):
                 self.batches.execute(item)
-                continue
-            if not self._begin(item):
-                continue
-            self._end(item, self._attempt(item))
+            elif self._begin(item):
+                self._end(item, self._attempt(item))
+            self.batches.measure()  # between two jobs, on the connection this thread just used
 
     def _begin(self, job: ClaimedJob) -> bool:
         """Mark the job running; False if it must not start (stopping, or taken over)."""

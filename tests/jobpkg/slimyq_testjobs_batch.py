@@ -1,8 +1,11 @@
-"""A batchable job type that can be made slow (named by the ``jobs`` setting in the batch tests):
-it writes a row with its effect-once marker, then works ``seconds`` inside its transaction."""
+"""Job types of the tests (named by the ``jobs`` setting): ``slow_write``, batchable, writes a row
+with its effect-once marker, then works ``seconds`` inside its transaction; ``swallow_conflict``
+meets a deadlock on its first run, catches it and returns as if fine (PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from typing import Any
 
@@ -39,3 +42,30 @@ def slow_write(p: SlowWrite, ctx: JobContext) -> dict[str, Any]:
         return {"key": p.key}
 
     return once(ctx, "slow_write", apply)
+
+
+class SwallowConflict(Payload):
+    key: str = Field(min_length=1, max_length=64)
+    marker: str = Field(min_length=1)  # a file: absent on the first run, which creates it
+
+
+@job_type("swallow_conflict", queue="database", payload=SwallowConflict,
+          help="Write an audit row; on the first run also meet a deadlock (40P01) and catch it.")
+def swallow_conflict(p: SwallowConflict, ctx: JobContext) -> dict[str, Any]:
+    import peewee
+
+    from slimyq.db.models import AuditLog, utcnow
+    from slimyq.jobs.base import write_transaction
+
+    first = not os.path.exists(p.marker)
+    db = ctx.db
+    with write_transaction(db):
+        AuditLog.insert(id=ctx.derived_id("swallow"), user_id="u1", action="swallow_conflict", resource_type="test",
+                        resource_id=p.key, details={}, timestamp=utcnow(), success=True).execute()
+        if first:
+            open(p.marker, "w").close()
+            # What the server sends a deadlock's victim, caught: the handler's mistake (its transaction
+            # is aborted, and the COMMIT rolls it back).
+            with contextlib.suppress(peewee.DatabaseError):
+                db.execute_sql("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+    return {"key": p.key, "first": first}

@@ -434,3 +434,23 @@ def dashboard_status(client: Any, job_id: str) -> str:
     reply = client.get(f"/0/data/job/{job_id}.json")
     assert reply.status_code == 200, reply.data
     return str(reply.get_json()["status"])
+
+
+JOBPKG = Path(__file__).resolve().parents[1] / "jobpkg"
+
+
+def with_test_jobs(env: Env, monkeypatch: Any, **queue: Any) -> None:
+    """The worker and this process know the test job types of tests/jobpkg (``slow_write``,
+    batchable; ``swallow_conflict``); ``queue``: the database queue's settings."""
+    import importlib
+
+    from slimyq.jobs import registry
+
+    monkeypatch.syspath_prepend(str(JOBPKG))
+    registry.all_types()  # slimyq's own types loaded first; the copies below are undone after the test
+    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
+    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    monkeypatch.delitem(sys.modules, "slimyq_testjobs_batch", raising=False)
+    importlib.import_module("slimyq_testjobs_batch")  # declares them into this test's registry
+    env.extra.update({"PYTHONPATH": str(JOBPKG), "SLIMYQ_JOBS": "slimyq_testjobs_batch"})
+    env.reconfigure(history=True, queues={"database": {"batch_transaction": True, **queue}})

@@ -3,16 +3,23 @@ ones, and each job's outcome is its own (see test_batch.py for the rules on ever
 
 from __future__ import annotations
 
-import importlib
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from harness import Env, WorkerProc, at, attempts, conversation_rows, conversations, enqueue, leftovers, tally
+from harness import (
+    Env,
+    WorkerProc,
+    at,
+    attempts,
+    conversation_rows,
+    conversations,
+    enqueue,
+    leftovers,
+    tally,
+    with_test_jobs,
+)
 
 
 def _effect_markers(database_url: str) -> int:
@@ -54,23 +61,6 @@ def test_without_batching_the_same_jobs_end_the_same(env: Env, conn: redis.Redis
     assert conversation_rows(env.db_url) == 30 and _effect_markers(env.db_url) == 30
 
 
-JOBPKG = Path(__file__).resolve().parents[1] / "jobpkg"
-
-
-def _slow_writes(env: Env, monkeypatch: pytest.MonkeyPatch, **queue: Any) -> None:
-    """The worker and this process know the batchable ``slow_write`` type (tests/jobpkg)."""
-    from slimyq.jobs import registry
-
-    monkeypatch.syspath_prepend(str(JOBPKG))
-    registry.all_types()  # slimyq's own types loaded first; the copies below are undone after the test
-    monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
-    monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
-    monkeypatch.delitem(sys.modules, "slimyq_testjobs_batch", raising=False)
-    importlib.import_module("slimyq_testjobs_batch")  # declares slow_write into this test's registry
-    env.extra.update({"PYTHONPATH": str(JOBPKG), "SLIMYQ_JOBS": "slimyq_testjobs_batch"})
-    env.reconfigure(history=True, queues={"database": {"batch_transaction": True, **queue}})
-
-
 def _history(database_url: str, job_id: str) -> list[tuple[int, str, str | None]]:
     from slimyq.db import connect_url
 
@@ -94,7 +84,7 @@ def test_batch_mates_of_a_timed_out_job_are_rerun_and_their_history_shows_the_re
     # The slow job's own timeout (RQ's ``timeout`` field) is 2 s, the queue's 30 s: the jobs handed to
     # other threads once the batch's 1 s budget is spent wait for the SQLite writer lock the slow job
     # holds until its timeout, and must not time out themselves on a loaded machine.
-    _slow_writes(env, monkeypatch, timeout=30, attempts=1)
+    with_test_jobs(env, monkeypatch, timeout=30, attempts=1)
     before = enqueue(env, "slow_write", [{"key": f"b{i}"} for i in range(3)])
     slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 60, "swallow": swallow}])
     conn.hset(f"rq:job:{slow[0]}", "timeout", 2)
@@ -125,7 +115,7 @@ def test_a_slow_job_does_not_hold_up_its_batch_mates_not_started_yet(
     """A claim's first job is slow: once the batch's budget (1 s: less than a tenth of the timeout)
     is spent, the jobs it had not started run on the worker's other threads and end while it still
     runs (before, they waited for it on its thread)."""
-    _slow_writes(env, monkeypatch, timeout=20)
+    with_test_jobs(env, monkeypatch, timeout=20)
     slow = enqueue(env, "slow_write", [{"key": "slow", "seconds": 8}])
     reads = enqueue(env, "get_conversations", [{"userId": f"u{i}"} for i in range(8)])
     worker = start("database", "--burst", "--concurrency", "10")

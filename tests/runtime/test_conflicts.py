@@ -20,7 +20,7 @@ from typing import Any
 
 import peewee
 import pytest
-from harness import Env, WorkerProc, attempts, enqueue, leftovers, wait_done, wait_until
+from harness import Env, WorkerProc, attempts, enqueue, leftovers, tally, wait_done, wait_until
 
 from slimyq.db.conflicts import conflict
 from slimyq.runtime.codec import BATCH_ROLLED_BACK, CONFLICT_ERROR, ClaimedJob
@@ -308,3 +308,26 @@ def test_the_workers_deadlocked_batch_runs_again_at_once_and_every_job_ends_once
     counts = dict(db.execute_sql("SELECT conversation_id, COUNT(*) FROM chat_messages GROUP BY conversation_id"))
     db.close()
     assert counts == {x: 1, y: 1}
+
+
+@pytest.mark.postgres
+def test_a_lone_job_that_catches_a_deadlock_runs_again_instead_of_counting_as_done(
+        tmp_path: Any, redis_url: str, private_pg_url: str, start: Callable[..., WorkerProc],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a batch too: the handler caught the deadlock and returned, but PostgreSQL turned its
+    COMMIT into a rollback, so its write never happened. The job is a conflict and runs again
+    (no attempt used), and its row is written once."""
+    from harness import with_test_jobs
+
+    env = Env.make(tmp_path / "rt", redis_url, private_pg_url)
+    with_test_jobs(env, monkeypatch, attempts=1)
+    conn = env.conn()
+    ids = enqueue(env, "swallow_conflict", [{"key": "k", "marker": str(tmp_path / "first-run")}])
+    worker = start("database", "--burst", on=env)
+    assert worker.wait(120) == 0, worker.log()[-3000:]
+    t = tally(conn, ids)
+    assert (t.finished, t.failed) == (1, 0), worker.log()[-3000:]
+    runs = attempts(conn, ids[0])
+    assert [(a["attempt"], a.get("errorType")) for a in runs] == [(1, CONFLICT_ERROR), (1, None)], runs
+    rows = Holder.rows(private_pg_url, "SELECT COUNT(*) FROM audit_logs WHERE action = 'swallow_conflict'")
+    assert rows == [(1,)]

@@ -84,8 +84,9 @@ def _due_again(splitter: Splitter) -> None:
 def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later() -> None:
     splitter = Splitter(10)
     assert splitter.now == 1  # one batch per claim until measured
+    splitter.measure(lambda: None)
     splitter.measure(lambda: _FakeDb(0.002, closed=True))
-    assert splitter.latency is None and splitter.due()  # a probe never opens a connection
+    assert splitter.latency is None and splitter.due()  # a probe never opens the database or connects
     far = _FakeDb(0.002)
     splitter.measure(lambda: far)
     assert splitter.now == 10 and far.calls == parts_mod.PROBES
