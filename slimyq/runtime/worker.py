@@ -46,6 +46,8 @@ EXIT_RESTART = 3  # asks the supervisor for a fresh process (threads stuck past 
 EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the jobs back
 EXIT_UNWRITTEN = 5  # job outcomes could not be written: the supervisor charges those jobs an attempt
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
+GATHER = 0.001  # seconds a claim waits for half the slots to be free while short jobs run...
+GATHER_UNDER = 0.002  # ...jobs that took less than this, on average (an exponential moving average)
 
 
 class QueueWorker:
@@ -87,6 +89,7 @@ class QueueWorker:
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
+        self._job_seconds = 1.0  # how long jobs take here, on average (see GATHER): long until measured
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.batches = BatchRunner(self)
@@ -176,6 +179,12 @@ class QueueWorker:
                 if free <= 0:
                     self.lock.wait(0.5)
                     continue
+                # A slot or two free while short jobs run: more free in a moment, and claiming them
+                # together costs one claim instead of several (long jobs: claim at once).
+                until = time.monotonic() + (GATHER if self._job_seconds < GATHER_UNDER else 0.0)
+                while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
+                    self.lock.wait(left)
+                    free = self.concurrency - self._busy
             if self.max_jobs is not None:
                 free = min(free, self.max_jobs - self._claimed)
             now = time.time()
@@ -325,6 +334,7 @@ class QueueWorker:
         with self.lock:
             handed: list[tuple[ClaimedJob, Result]] = []
             for job, result in outcomes:
+                self._job_seconds += (result.duration - self._job_seconds) / 16
                 member = job.member
                 self._running.pop(member, None)
                 self._uncommitted.discard(member)
