@@ -28,6 +28,7 @@ class _Count(threading.local):
     n = 0
     conflicts = 0
     lost: Any = None  # (database, its outermost transaction block) MySQL rolled back on a deadlock
+    lost_commits = 0  # COMMITs of a transaction the database had already rolled back (see commit)
 
 
 _count = _Count()
@@ -56,6 +57,28 @@ def _refuse_in_lost_transaction() -> None:
         raise TransactionLost("this transaction was rolled back by a deadlock; its statements are refused until "
                               "it ends (the job runs again)")
     _count.lost = None
+
+
+def lost_commits() -> int:
+    """How many of this thread's COMMITs ended a transaction the database had rolled back already:
+    on PostgreSQL one left in error (a failed statement caught, nothing rolled back to a savepoint
+    since: its COMMIT is a silent rollback), on MySQL one a deadlock rolled back. What was written
+    in it did not happen, whatever its handler returned. A running count: compare two readings."""
+    return _count.lost_commits
+
+
+def _rolled_back_already(db: Any, backend: str) -> bool:
+    if backend == "mysql":
+        lost = _count.lost
+        return lost is not None and lost[0] is db
+    if backend != "postgresql":
+        return False
+    info = getattr(getattr(db._state, "conn", None), "info", None)  # psycopg 3's connection info
+    if info is None:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return bool(info.transaction_status == TransactionStatus.INERROR)
 
 
 def forget_lost() -> None:
@@ -128,5 +151,14 @@ def install(db: peewee.Database) -> peewee.Database:
         finally:
             ops.connection_closed(backend)
 
-    vars(db).update(execute_sql=execute_sql, _connect=_connect, _close=_close, _slimyq_instrumented=True)
+    real_commit: Any = db.commit
+
+    def commit() -> Any:
+        if _rolled_back_already(db, backend):
+            _count.lost_commits += 1
+            _count.lost = None  # the transaction ends here
+        return real_commit()
+
+    vars(db).update(execute_sql=execute_sql, _connect=_connect, _close=_close, commit=commit,
+                    _slimyq_instrumented=True)
     return db

@@ -86,7 +86,7 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     result = Result(ok=False, job_type=job_type_of(job), user=user_of(job))
     span = trace.attempt_start(job, queue) if trace.enabled else None  # the attempt's span
     instrument.forget_lost()  # a refused transaction is never a later job's
-    conflicts = instrument.conflicts()
+    lost, conflicts = instrument.lost_commits(), instrument.conflicts()
     try:
         prepared = prepare(job, queue, max_size)
         result.job_type = prepared.job_type.name
@@ -96,11 +96,17 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
         ctx = make_context(job)
         ctx.rerunnable = prepared.job_type.batchable
         value = prepared.handler(prepared.payload, ctx)
-        if instrument.conflicts() != conflicts:
-            # It caught a deadlock and went on: the database rolled its transaction back (on
-            # PostgreSQL the COMMIT would), so what it reports done did not all happen. Run again.
-            _fill(result, _CaughtConflict(), CONFLICT_ERROR, permanent=False)
-            result.infra = True
+        if instrument.lost_commits() != lost:
+            # It caught a deadlock (or another database error) and went on, and committed a
+            # transaction the database had rolled back: what it reports done did not all happen.
+            # A deadlock's: run again at once; any other error's: the handler's bug, retried by the
+            # usual rules. (A handler that rolled back to a savepoint, or retried its transaction,
+            # committed for real: it is done.)
+            if instrument.conflicts() != conflicts:
+                _fill(result, _LostTransaction("a database deadlock"), CONFLICT_ERROR, permanent=False)
+                result.infra = True
+            else:
+                _fill(result, _LostTransaction("a database error"), "transaction_lost", permanent=False)
         else:
             result.ok, result.value = True, value
     except JobTimeout as exc:
@@ -122,10 +128,11 @@ def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobCon
     return result
 
 
-class _CaughtConflict(Exception):
+class _LostTransaction(Exception):
     def __str__(self) -> str:
-        return ("the job caught a database deadlock and went on; the database rolled its transaction back, so it "
-                "runs again")
+        return (f"the job caught {self.args[0]} and went on, but the database had rolled its transaction back "
+                "(on PostgreSQL a failed statement does, unless rolled back to a savepoint): what it wrote did not "
+                "happen")
 
 
 def job_type_of(job: ClaimedJob) -> str:

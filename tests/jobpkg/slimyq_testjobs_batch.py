@@ -47,6 +47,8 @@ def slow_write(p: SlowWrite, ctx: JobContext) -> dict[str, Any]:
 class SwallowConflict(Payload):
     key: str = Field(min_length=1, max_length=64)
     marker: str = Field(min_length=1)  # a file: absent on the first run, which creates it
+    savepoint: bool = False  # meet it in a savepoint of its own (rolled back: the transaction recovers)
+    error: str = "deadlock"  # or "other": a division by zero
 
 
 @job_type("swallow_conflict", queue="database", payload=SwallowConflict,
@@ -66,6 +68,8 @@ def swallow_conflict(p: SwallowConflict, ctx: JobContext) -> dict[str, Any]:
             open(p.marker, "w").close()
             # What the server sends a deadlock's victim, caught: the handler's mistake (its transaction
             # is aborted, and the COMMIT rolls it back).
-            with contextlib.suppress(peewee.DatabaseError):
-                db.execute_sql("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$")
+            statement = ("DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+                         if p.error == "deadlock" else "SELECT 1 / 0")
+            with contextlib.suppress(peewee.DatabaseError), db.atomic() if p.savepoint else contextlib.nullcontext():
+                db.execute_sql(statement)
     return {"key": p.key, "first": first}

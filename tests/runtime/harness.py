@@ -446,10 +446,13 @@ def with_test_jobs(env: Env, monkeypatch: Any, **queue: Any) -> None:
 
     from slimyq.jobs import registry
 
-    monkeypatch.syspath_prepend(str(JOBPKG))
-    registry.all_types()  # slimyq's own types loaded first; the copies below are undone after the test
+    # slimyq's own types loaded first, before tests/jobpkg is on the path (its package's entry
+    # point would register a team's types into the process's registry for good); the copies below
+    # are undone after the test.
+    registry.all_types()
     monkeypatch.setattr(registry, "JOBS", dict(registry.JOBS))
     monkeypatch.setattr(registry, "_BY_FUNC", dict(registry._BY_FUNC))
+    monkeypatch.syspath_prepend(str(JOBPKG))
     monkeypatch.delitem(sys.modules, "slimyq_testjobs_batch", raising=False)
     importlib.import_module("slimyq_testjobs_batch")  # declares them into this test's registry
     env.extra.update({"PYTHONPATH": str(JOBPKG), "SLIMYQ_JOBS": "slimyq_testjobs_batch"})

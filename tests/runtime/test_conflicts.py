@@ -311,23 +311,32 @@ def test_the_workers_deadlocked_batch_runs_again_at_once_and_every_job_ends_once
 
 
 @pytest.mark.postgres
-def test_a_lone_job_that_catches_a_deadlock_runs_again_instead_of_counting_as_done(
+@pytest.mark.parametrize(("caught", "first_error"), [
+    ({}, CONFLICT_ERROR),
+    ({"savepoint": True}, None),
+    ({"error": "other"}, "transaction_lost"),
+], ids=["deadlock-caught", "deadlock-rolled-back-to-a-savepoint", "other-error-caught"])
+def test_a_lone_job_that_commits_a_rolled_back_transaction_is_not_done(
         tmp_path: Any, redis_url: str, private_pg_url: str, start: Callable[..., WorkerProc],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Outside a batch too: the handler caught the deadlock and returned, but PostgreSQL turned its
-    COMMIT into a rollback, so its write never happened. The job is a conflict and runs again
-    (no attempt used), and its row is written once."""
+        monkeypatch: pytest.MonkeyPatch, caught: dict[str, Any], first_error: str | None) -> None:
+    """Outside a batch too: a handler that caught a database error in its transaction and returned
+    had PostgreSQL turn its COMMIT into a rollback, so its write never happened. After a deadlock
+    the job is a conflict and runs again (no attempt used); after another error it failed (the
+    handler's bug: the usual rules). A handler that rolled back to a savepoint of its own got its
+    transaction back: it is done, at the first run. The row is written once."""
     from harness import with_test_jobs
 
     env = Env.make(tmp_path / "rt", redis_url, private_pg_url)
-    with_test_jobs(env, monkeypatch, attempts=1)
+    with_test_jobs(env, monkeypatch, attempts=2)
     conn = env.conn()
-    ids = enqueue(env, "swallow_conflict", [{"key": "k", "marker": str(tmp_path / "first-run")}])
+    ids = enqueue(env, "swallow_conflict", [{"key": "k", "marker": str(tmp_path / "first-run"), **caught}])
     worker = start("database", "--burst", on=env)
     assert worker.wait(120) == 0, worker.log()[-3000:]
     t = tally(conn, ids)
     assert (t.finished, t.failed) == (1, 0), worker.log()[-3000:]
     runs = attempts(conn, ids[0])
-    assert [(a["attempt"], a.get("errorType")) for a in runs] == [(1, CONFLICT_ERROR), (1, None)], runs
+    expected = [(1, None)] if first_error is None else [(1, first_error), (1 if first_error == CONFLICT_ERROR else 2,
+                                                                            None)]
+    assert [(a["attempt"], a.get("errorType")) for a in runs] == expected, runs
     rows = Holder.rows(private_pg_url, "SELECT COUNT(*) FROM audit_logs WHERE action = 'swallow_conflict'")
     assert rows == [(1,)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,7 +80,8 @@ def _due_again(splitter: Splitter) -> None:
     splitter._due = 0.0
 
 
-def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later() -> None:
+def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     splitter = Splitter(10)
     assert splitter.now == 1  # one batch per claim until measured
     splitter.measure(lambda: None)
@@ -100,8 +100,9 @@ def test_the_splitter_splits_while_the_round_trip_is_long_and_measures_again_lat
     splitter.measure(down)  # a failed measurement changes nothing
     assert splitter.now == 10
     _due_again(splitter)
+    monkeypatch.setattr(parts_mod, "round_trip", lambda db: parts_mod.JOIN_LATENCY / 2)  # the database came close
     splitter.measure(lambda: _FakeDb(0.0))
-    assert splitter.now == 1 and splitter.latency is not None and splitter.latency < parts_mod.JOIN_LATENCY
+    assert splitter.now == 1 and splitter.latency == parts_mod.JOIN_LATENCY / 2
     never = Splitter(1)  # SQLite: nothing to measure
     assert not never.due()
     never.measure(down)
@@ -121,26 +122,30 @@ def test_between_the_two_thresholds_the_splitter_keeps_what_it_does(monkeypatch:
         assert (splitter.latency, splitter.now) == (latency, now)
 
 
-def test_a_busy_thread_in_the_process_does_not_make_the_database_look_far_away() -> None:
+def test_the_probe_lowers_the_switch_interval_while_it_waits_and_puts_it_back() -> None:
     """A thread that gets its reply must take the GIL back from a thread running Python code,
-    which by default can take 5 ms (the switch interval): the probe lowers it meanwhile."""
-    stop = threading.Event()
+    which by default can take 5 ms (the switch interval): a busy worker would see a database on
+    its own host 5 ms away. The probe lowers the interval while it runs, and puts it back even
+    when the database fails."""
+    seen: list[float] = []
 
-    def spin() -> None:
-        while not stop.is_set():
-            pass
+    class Recording(_FakeDb):
+        def execute(self, sql: str) -> None:
+            seen.append(sys.getswitchinterval())
+            super().execute(sql)
 
-    busy = threading.Thread(target=spin)
-    busy.start()
-    try:
-        time.sleep(0.05)
-        splitter = Splitter(10)
-        splitter.measure(lambda: _FakeDb(0.0))  # the reply "arrives" at once: only the GIL is waited for
-    finally:
-        stop.set()
-        busy.join()
-    assert splitter.latency is not None and splitter.latency < parts_mod.JOIN_LATENCY, splitter.latency
-    assert splitter.now == 1 and sys.getswitchinterval() == 0.005  # put back
+    default = sys.getswitchinterval()
+    parts_mod.round_trip(Recording(0.0))
+    assert seen == pytest.approx([parts_mod.PROBE_SWITCH_INTERVAL] * parts_mod.PROBES)  # (microsecond steps)
+    assert seen[0] <= default / 100 and sys.getswitchinterval() == default
+
+    class Failing(_FakeDb):
+        def execute(self, sql: str) -> None:
+            raise OSError("server closed the connection")
+
+    with pytest.raises(OSError):
+        parts_mod.round_trip(Failing(0.0))
+    assert sys.getswitchinterval() == default
 
 
 @pytest.fixture
