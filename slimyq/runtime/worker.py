@@ -174,17 +174,9 @@ class QueueWorker:
             if not self.completer.alive:  # it asked for the stop itself (see Completer._run)
                 self.exit_code = EXIT_UNWRITTEN
                 break
-            with self.lock:
-                free = self.concurrency - self._busy
-                if free <= 0:
-                    self.lock.wait(0.5)
-                    continue
-                # A slot or two free while short jobs run: more free in a moment, and claiming them
-                # together costs one claim instead of several (long jobs: claim at once).
-                until = time.monotonic() + (GATHER if self._job_seconds < GATHER_UNDER else 0.0)
-                while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
-                    self.lock.wait(left)
-                    free = self.concurrency - self._busy
+            free = self._free_slots()
+            if free <= 0:
+                continue
             if self.max_jobs is not None:
                 free = min(free, self.max_jobs - self._claimed)
             now = time.time()
@@ -218,6 +210,21 @@ class QueueWorker:
                 self._claim_unsure = True
                 errors += 1
                 self.wait_for_redis(exc, errors)
+
+    def _free_slots(self) -> int:
+        """The slots to claim for now (0: none free, after waiting up to 0.5 s for one). A slot or
+        two free while short jobs run: more free in a moment, and claiming them together costs one
+        claim instead of several, so wait up to ``GATHER`` for half of them (long jobs: at once)."""
+        with self.lock:
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self.lock.wait(0.5)
+                return 0
+            until = time.monotonic() + (GATHER if self._job_seconds < GATHER_UNDER else 0.0)
+            while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
+                self.lock.wait(left)
+                free = self.concurrency - self._busy
+            return free
 
     def _release_orphans(self) -> None:
         """Put back jobs Redis says we hold but we never received (a claim whose reply was lost)."""
