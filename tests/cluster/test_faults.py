@@ -8,6 +8,7 @@ doubled), one terminal result per job (late completions discarded) and nothing l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,8 +135,14 @@ def _clock_of(host: Host) -> tuple[float, float, float]:
     """(real time before, ``time.time()`` of a Python started in ``host`` with the environment of
     its running supervisor, real time after)."""
     supervisor = psutil.Process(host.procs[0].pid)
-    # Until ``ip netns exec`` has exec'd the worker, the pid shows the environment it was forked with.
-    wait_until(lambda: "slimyq" in supervisor.cmdline(), 30, 0.02, "the worker's supervisor started")
+
+    def execd() -> bool:
+        # Until ``ip netns exec`` has exec'd the worker, the pid is ``ip`` (whose command line names
+        # slimyq too), and its environment may read empty while the exec replaces it.
+        cmd = supervisor.cmdline()
+        return bool(cmd) and os.path.basename(cmd[0]) != "ip" and any("slimyq" in part for part in cmd)
+
+    wait_until(execd, 30, 0.02, "the worker's supervisor started")
     env = supervisor.environ()
     before = time.time()
     probe = "import time; print(repr(time.time()))"

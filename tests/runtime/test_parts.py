@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Env, WorkerProc, at, attempts, conversations, enqueue, leftovers, wait_done
+from harness import Env, WorkerProc, at, attempts, conversations, enqueue, leftovers, wait_done, wait_until
 
 from slimyq.runtime import parts as parts_mod
 from slimyq.runtime.codec import ClaimedJob
@@ -181,6 +181,8 @@ def test_with_the_database_far_away_a_claims_users_run_at_once(
     worker = start("database", "--concurrency", "10", on=env)
     first = conversations(env, 1, user="warm-up")  # its claim is one batch; the round trip is measured
     assert wait_done(conn, first, 60).finished == 1, worker.log()[-3000:]
+    # the round trip is timed right after that job, on its thread: once it is, claims are split
+    wait_until(lambda: "transactions at once" in worker.log(), 30, 0.05, "the round trip measured")
     conn.set("slimyq:paused:database", 1)  # enqueued while paused: the 8 jobs are one claim
     users = [f"user-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
     ids = enqueue(env, "create_conversation", [{"userId": user, "title": f"t{k}"} for k in range(2) for user in users])
@@ -190,11 +192,10 @@ def test_with_the_database_far_away_a_claims_users_run_at_once(
     assert "transactions at once" in worker.log(), worker.log()[-3000:]
     span = {i: (at(run["startedAt"]), at(run["endedAt"])) for i, run in ((i, attempts(conn, i)[-1]) for i in ids)}
 
-    def overlap(a: str, b: str) -> bool:
-        return span[a][0] < span[b][1] and span[b][0] < span[a][1]
-
     firsts, seconds = ids[:4], ids[4:]  # user n's two jobs: firsts[n], then seconds[n]
-    assert any(overlap(a, b) for a in firsts for b in firsts if a != b), span  # users' transactions at once
+    users_runs = [(span[first][0], span[second][1]) for first, second in zip(firsts, seconds, strict=True)]
+    overlapping = [(a, b) for i, a in enumerate(users_runs) for b in users_runs[i + 1:] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, users_runs  # users' transactions at once (their threads connect one at a time)
     for first, second in zip(firsts, seconds, strict=True):  # a user's jobs: one transaction, in claim order
         assert span[first][1] <= span[second][0], (span[first], span[second])
     worker.stop()
