@@ -71,14 +71,9 @@ def _rolled_back_already(db: Any, backend: str) -> bool:
     if backend == "mysql":
         lost = _count.lost
         return lost is not None and lost[0] is db
-    if backend != "postgresql":
-        return False
-    info = getattr(getattr(db._state, "conn", None), "info", None)  # psycopg 3's connection info
-    if info is None:
-        return False
-    from psycopg.pq import TransactionStatus
+    from slimyq.db.savepoints import aborted  # (it imports this module)
 
-    return bool(info.transaction_status == TransactionStatus.INERROR)
+    return aborted(db)  # PostgreSQL's transaction in error; False elsewhere
 
 
 def forget_lost() -> None:

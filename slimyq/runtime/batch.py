@@ -99,6 +99,12 @@ def abandon(db: Any) -> None:
         log.debug("releasing the SQLite writer lock after a batch: %s", exc)
 
 
+def claim_order(jobs: list[ClaimedJob]) -> Callable[[ClaimedJob], int]:
+    """A sort key: a job's place in ``jobs`` (a job not in it goes last)."""
+    position = {id(job): i for i, job in enumerate(jobs)}
+    return lambda job: position.get(id(job), len(jobs))
+
+
 def split(jobs: list[ClaimedJob], queue: str) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
     """The jobs to run alone and the batch (empty unless at least two jobs share it): only jobs of
     the queue's own types declared ``batchable`` are batched. The type is read from the job's
@@ -219,8 +225,8 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
             kind = codec.INFRA_ERROR if database_unavailable(exc) else codec.BATCH_ROLLED_BACK
             outcomes = ended + [(j, rolled_back(r, why, kind)) for j, r in pending]
             # In claim order: the jobs run again from the front of the queue in the order they came.
-            position = {id(j): i for i, j in enumerate(ran)}
-            outcomes.sort(key=lambda outcome: position.get(id(outcome[0]), len(ran)))
+            position = claim_order(ran)
+            outcomes.sort(key=lambda outcome: position(outcome[0]))
             emit(outcomes)
             if unstarted is not None:
                 _one_by_one(unstarted, queue, run, emit)

@@ -73,8 +73,10 @@ def parts(batch: list[ClaimedJob], most: int) -> list[list[ClaimedJob]]:
     out: list[list[ClaimedJob]] = [[] for _ in range(min(most, len(groups)))]
     for group in groups.values():
         min(out, key=len).extend(group)
-    position = {id(job): i for i, job in enumerate(batch)}
-    return [sorted(part, key=lambda job: position[id(job)]) for part in out]
+    from slimyq.runtime.batch import claim_order
+
+    position = claim_order(batch)
+    return [sorted(part, key=position) for part in out]
 
 
 def round_trip(db: Any, probes: int = PROBES) -> float:
