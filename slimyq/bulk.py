@@ -23,7 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,7 +82,8 @@ class LineParser:
             raise ValidationFailed([f"queue: {str(found).removeprefix('--queue: ')}"])
         return found
 
-    def parse(self, raw: bytes) -> EnqueueRequest:
+    def parse(self, raw: bytes, default_id: str | None = None) -> EnqueueRequest:
+        """``default_id``: the job id of a line without ``jobId``."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -121,7 +122,7 @@ class LineParser:
             problems.extend(problems_of(exc, jt.payload))
         if problems:
             raise ValidationFailed(problems)
-        return EnqueueRequest(jt, payload, queue, job_id)
+        return EnqueueRequest(jt, payload, queue, job_id or default_id)
 
     def _type(self, name: Any, problems: list[str]) -> JobType | None:
         if name is None:
@@ -288,11 +289,11 @@ def enqueue_file(
                 continue
             last = number
             try:
-                req = parser.parse(raw)
+                req = parser.parse(raw, line_job_id(run, number))
             except ValidationFailed:
                 result.invalid += 1
                 continue
-            batch.append((number, req if req.job_id else replace(req, job_id=line_job_id(run, number))))
+            batch.append((number, req))
             if len(batch) >= chunk:
                 sender.send(batch, stop)
                 batch = []

@@ -104,6 +104,16 @@ def test_users_are_counted_apart_and_a_chunk_is_all_or_nothing(r: redis.Redis) -
     assert count(r, "c") == 0 and r.llen(keys.queue("chat")) == 2
 
 
+def test_a_chunk_of_more_jobs_than_one_script_call_takes_is_still_all_or_nothing(r: redis.Redis) -> None:
+    s = settings(requests=producer.CALL_JOBS * 2)
+    users = [chat(f"u{i}") for i in range(producer.CALL_JOBS * 3)]  # others' jobs: split if unlimited
+    with pytest.raises(RateLimited):
+        enqueue(r, s, *users, *[chat("heavy") for _ in range(producer.CALL_JOBS * 2 + 1)])
+    assert r.llen(keys.queue("chat")) == 0 and count(r, "u0") == 0
+    done = enqueue(r, s, *users)  # the same jobs alone: written, one slot each
+    assert len(done) == producer.CALL_JOBS * 3 and r.llen(keys.queue("chat")) == len(done) and count(r, "u0") == 1
+
+
 def test_job_types_without_the_flag_are_not_counted(r: redis.Redis) -> None:
     s = settings(requests=1)
     jt = registry.get("create_conversation")

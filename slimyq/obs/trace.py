@@ -111,10 +111,14 @@ def _tracer() -> Any:
 # ---------------------------------------------------------------- enqueue
 
 
+def stamping() -> bool:
+    """New jobs get a ``traceparent`` (:func:`stamp`): this process or its application traces."""
+    return enabled or _api_in_use()
+
+
 def stamp(mapping: dict[str, Any], queue: str, job_id: str) -> None:
-    """Put a ``create <queue>`` span's ``traceparent`` into the job hash's ``meta`` (when tracing)."""
-    if not (enabled or _api_in_use()):
-        return
+    """Put a ``create <queue>`` span's ``traceparent`` into the job hash's ``meta``; for a process
+    that is :func:`stamping`."""
     from opentelemetry import propagate, trace
 
     parent = _env_parent()

@@ -28,12 +28,19 @@ class Payload(BaseModel):
         optional is the same as none); a required field keeps its null (a cleared title), so the
         worker validates exactly what was enqueued."""
         data = self.model_dump(mode="json", by_alias=True)
-        fields = type(self).model_fields
-        return {
-            (info.alias or name): data[info.alias or name]
-            for name, info in fields.items()
-            if data[info.alias or name] is not None or info.is_required()
-        }
+        return {key: data[key] for key, required in _wire_keys(type(self)) if required or data[key] is not None}
+
+
+_WIRE_KEYS: dict[type[Payload], list[tuple[str, bool]]] = {}
+
+
+def _wire_keys(model: type[Payload]) -> list[tuple[str, bool]]:
+    """``(camelCase key, required)`` of each field of ``model``, built once per class."""
+    keys = _WIRE_KEYS.get(model)
+    if keys is None:
+        fields = model.model_fields.items()
+        keys = _WIRE_KEYS[model] = [(info.alias or name, info.is_required()) for name, info in fields]
+    return keys
 
 
 def problems_of(exc: ValidationError, model: type[BaseModel]) -> list[str]:

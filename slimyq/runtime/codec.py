@@ -89,6 +89,15 @@ def encode_data(func_name: str, kwargs: dict[str, Any]) -> bytes:
     return zlib.compress(compact([func_name, None, [], kwargs]).encode())
 
 
+@functools.lru_cache(maxsize=4096)
+def _meta_json(job_type: str, user: str | None) -> str:
+    """A new job's ``meta``: its type and user (a bulk file has many jobs of each user)."""
+    meta: dict[str, Any] = {"type": job_type}
+    if user is not None:
+        meta["user"] = user
+    return compact(meta)
+
+
 @functools.lru_cache(maxsize=64)
 def _intervals_json(intervals: tuple[float, ...]) -> str:
     return json.dumps([int(i) if float(i).is_integer() else i for i in intervals])  # RQ's spacing
@@ -108,9 +117,6 @@ def build_job_hash(
 ) -> dict[str, Any]:
     """The hash RQ's ``Job.to_dict`` would write for ``func_name(**payload)``."""
     now = now or rq_now()
-    meta: dict[str, Any] = {"type": job_type}
-    if user is not None:
-        meta["user"] = user
     return {
         "created_at": now,
         "enqueued_at": now if status == "queued" else "",
@@ -129,7 +135,7 @@ def build_job_hash(
         "timeout": int(timeout),
         "result_ttl": DEFAULT_RESULT_TTL,
         "failure_ttl": DEFAULT_FAILURE_TTL,
-        "meta": compact(meta),
+        "meta": _meta_json(job_type, user),
         "retries_left": len(retry_intervals),
         "retry_intervals": _intervals_json(tuple(retry_intervals)),
     }

@@ -20,9 +20,9 @@ from slimyq.runtime.liveness_scripts import HEARTBEAT, RECOVER, TRIMMED
 
 _HMGET_FIELDS = ", ".join(f"'{f}'" for f in CLAIM_FIELDS)
 
-# KEYS: none. ARGV: 1 queue, 2 mode, 3 n, 4 rate limit (requests per window), 5 window (ms), then
-# per job: id, score, rate-limit counter key ('' when the job is not rate limited), nfields, field,
-# value, ...
+# KEYS: none. ARGV: 1 queue, 2 mode, 3 n, 4 rate limit (requests per window), 5 window (ms), 6 nf,
+# the nf field names of every job's hash, then per job: id, score, rate-limit counter key ('' when
+# the job is not rate limited), its nf values in that order.
 # Returns a list with 1 for each job written, 0 for an id that already existed (nothing written);
 # or {-1, i, ttl_ms} when job i would take its user over the rate limit: then nothing at all is
 # written or counted. Only jobs actually written are counted, in the same atomic step.
@@ -32,12 +32,15 @@ local mode = ARGV[2]          -- 'queue' | 'front' | 'schedule'
 local n = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
-local pos = 6
+local nf = tonumber(ARGV[6])
+local kv = {}
+for f = 1, nf do kv[2 * f - 1] = ARGV[6 + f] end
+local pos = 7 + nf
 local jobs = {}
 local seen = {}
 local counts = {}
 for i = 1, n do
-  local id, rk, nf = ARGV[pos], ARGV[pos + 2], tonumber(ARGV[pos + 3])
+  local id, rk = ARGV[pos], ARGV[pos + 2]
   local new = not seen[id] and redis.call('EXISTS', 'rq:job:' .. id) == 0
   seen[id] = true
   jobs[i] = {new, pos}
@@ -49,16 +52,17 @@ for i = 1, n do
       return {-1, i, ttl}
     end
   end
-  pos = pos + 4 + nf * 2
+  pos = pos + 3 + nf
 end
 local out = {}
 redis.call('SADD', 'rq:queues', 'rq:queue:' .. q)
 for i = 1, n do
   local new, p = jobs[i][1], jobs[i][2]
   if new then
-    local id, score, nf = ARGV[p], ARGV[p + 1], tonumber(ARGV[p + 3])
+    local id, score = ARGV[p], ARGV[p + 1]
     local jk = 'rq:job:' .. id
-    redis.call('HSET', jk, unpack(ARGV, p + 4, p + 3 + nf * 2))
+    for f = 1, nf do kv[2 * f] = ARGV[p + 2 + f] end
+    redis.call('HSET', jk, unpack(kv))
     if mode == 'schedule' then
       redis.call('ZADD', 'rq:scheduled:' .. q, score, id)
     elseif mode == 'front' then
