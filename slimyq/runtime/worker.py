@@ -34,6 +34,7 @@ from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.commands import Commands
 from slimyq.runtime.completer import Completer
 from slimyq.runtime.dbhandle import JobDatabase
+from slimyq.runtime.durations import Durations, InARow
 from slimyq.runtime.execute import JobStopped, JobTimeout, Result
 from slimyq.runtime.presence import Presence, record_ttl, release, release_members
 from slimyq.runtime.scripts import Scripts
@@ -47,7 +48,7 @@ EXIT_HARD = 4  # stopped at once on a second signal: the supervisor puts the job
 EXIT_UNWRITTEN = 5  # job outcomes could not be written: the supervisor charges those jobs an attempt
 RECONCILE_EVERY = 5.0  # seconds between checks for claims whose reply was lost
 GATHER = 0.001  # seconds a claim waits for half the slots to be free while short jobs run...
-GATHER_UNDER = 0.002  # ...jobs that took less than this, on average (an exponential moving average)
+GATHER_UNDER = 0.002  # ...jobs that took less than this, on average (Durations.overall)
 
 
 class QueueWorker:
@@ -80,7 +81,7 @@ class QueueWorker:
         self._busy = 0
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
-        self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | None] = queue_mod.Queue()
+        self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | InARow | None] = queue_mod.Queue()
         self._running: dict[str, int] = {}  # members whose handler runs right now -> watch token (0: none yet)
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
@@ -89,7 +90,8 @@ class QueueWorker:
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
         self._claim_list = True  # our claim list may hold ids (a BLMOVE since the last claim, a process before us)
-        self._job_seconds = 1.0  # how long jobs take here, on average (see GATHER): long until measured
+        self.durations = Durations()  # how long jobs take here (see GATHER and InARow)
+        self._wake_free = 1  # free slots the fetch thread waits for: a job's end below that wakes no one
         self.db = JobDatabase(settings)
         self.watchdog = Watchdog()
         self.batches = BatchRunner(self)
@@ -220,10 +222,12 @@ class QueueWorker:
             if free <= 0:
                 self.lock.wait(0.5)
                 return 0
-            until = time.monotonic() + (GATHER if self._job_seconds < GATHER_UNDER else 0.0)
+            until = time.monotonic() + (GATHER if self.durations.overall < GATHER_UNDER else 0.0)
+            self._wake_free = self.concurrency // 2
             while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
                 self.lock.wait(left)
                 free = self.concurrency - self._busy
+            self._wake_free = 1
             return free
 
     def _release_orphans(self) -> None:
@@ -283,10 +287,12 @@ class QueueWorker:
             for job in jobs:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
-        if self.qs.batch_transaction and not self.fork:
-            jobs = self.batches.dispatch(jobs)
-        for job in jobs:
-            self._todo.put(job)
+        if self.fork:
+            items: list[ClaimedJob | InARow] = list(jobs)
+        else:
+            items = self.durations.arrange(self.batches.dispatch(jobs) if self.qs.batch_transaction else jobs)
+        for item in items:
+            self._todo.put(item)
 
     # ------------------------------------------------------------------ executing
 
@@ -297,9 +303,16 @@ class QueueWorker:
                 return
             if isinstance(item, list):
                 self.batches.execute(item)
-            elif self._begin(item):
-                self._end(item, self._attempt(item))
+            elif isinstance(item, InARow):
+                for job in item.jobs:
+                    self._run_alone(job)
+            else:
+                self._run_alone(item)
             self.batches.measure()  # between two jobs, on the connection this thread just used
+
+    def _run_alone(self, job: ClaimedJob) -> None:
+        if self._begin(job):
+            self._end(job, self._attempt(job))
 
     def _begin(self, job: ClaimedJob) -> bool:
         """Mark the job running; False if it must not start (stopping, or taken over)."""
@@ -341,7 +354,7 @@ class QueueWorker:
         with self.lock:
             handed: list[tuple[ClaimedJob, Result]] = []
             for job, result in outcomes:
-                self._job_seconds += (result.duration - self._job_seconds) / 16
+                self.durations.ended(execute.job_type_of(job), result.duration)
                 member = job.member
                 self._running.pop(member, None)
                 self._uncommitted.discard(member)
@@ -355,7 +368,8 @@ class QueueWorker:
                 self._busy -= 1
             if handed:
                 self.completer.put(handed)
-            self.lock.notify_all()
+            if self.concurrency - self._busy >= self._wake_free or not self._busy or self.stopping.is_set():
+                self.lock.notify_all()  # only the fetch thread waits on it (_free_slots, _drain)
 
     def restart(self, why: str) -> None:
         """Something this process runs ignored its timeout and cannot be stopped from here: ask

@@ -1,0 +1,101 @@
+"""Job durations by type, and the jobs of short types that one job thread runs in a row."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import redis
+from harness import Env, canaries, enqueue, leftovers, tally
+
+from slimyq.runtime.codec import ClaimedJob
+from slimyq.runtime.durations import SHORT, Durations, InARow
+from slimyq.runtime.execute import Result
+from slimyq.runtime.worker import QueueWorker
+
+
+def _job(i: int, job_type: str) -> ClaimedJob:
+    return ClaimedJob(f"j{i}", f"e{i}", {"meta": f'{{"type": "{job_type}"}}'.encode()})
+
+
+def _short(d: Durations, *job_types: str) -> None:
+    for _ in range(200):  # from "unmeasured" (1 s) to well under SHORT
+        for job_type in job_types:
+            d.ended(job_type, 0.0)
+
+
+def test_unmeasured_types_run_alone() -> None:
+    d = Durations()
+    jobs = [_job(i, "canary") for i in range(4)]
+    assert d.of("canary") >= SHORT and d.overall >= SHORT
+    assert d.arrange(jobs) == jobs
+
+
+def test_short_types_run_in_a_row_in_claim_order_and_the_others_alone() -> None:
+    d = Durations()
+    _short(d, "canary", "message_validation")
+    d.ended("chat_bot_interaction", 0.05)
+    jobs = [_job(0, "canary"), _job(1, "chat_bot_interaction"), _job(2, "message_validation"), _job(3, "canary")]
+    assert d.arrange(jobs) == [jobs[1], InARow([jobs[0], jobs[2], jobs[3]])]
+    assert d.arrange([jobs[0], jobs[1]]) == [jobs[0], jobs[1]]  # one short job: no row
+
+
+def test_a_type_that_slows_down_leaves_the_row() -> None:
+    d = Durations()
+    _short(d, "canary")
+    assert d.of("canary") < SHORT
+    for _ in range(5):
+        d.ended("canary", 0.1)  # a few slow ones (a lock wait) weigh in at once
+    assert d.of("canary") >= SHORT
+    jobs = [_job(0, "canary"), _job(1, "canary")]
+    assert d.arrange(jobs) == jobs
+
+
+class _Seen:
+    """Which thread ran which job (and, optionally, a hook before the first one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, first: Any = None) -> None:
+        self.ran: list[tuple[int, str]] = []
+        self.first = first
+        real = QueueWorker._attempt
+
+        def attempt(worker: QueueWorker, job: ClaimedJob) -> Result:
+            if not self.ran and self.first is not None:
+                self.first(worker)
+            self.ran.append((threading.get_ident(), job.id))
+            return real(worker, job)
+
+        monkeypatch.setattr(QueueWorker, "_attempt", attempt)
+
+
+def _worker(env: Env, concurrency: int = 10) -> QueueWorker:
+    worker = QueueWorker(env.settings(), "database", concurrency=concurrency, burst=True)
+    _short(worker.durations, "canary")
+    return worker
+
+
+def test_a_claims_short_jobs_run_on_one_thread_each_with_its_own_outcome(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = canaries(env, 6, "database", sleep=0.05)  # each would take a thread of its own
+    alone = enqueue(env, "create_conversation", [{"userId": "u1", "title": f"t{i}"} for i in range(3)])
+    seen = _Seen(monkeypatch)
+    assert _worker(env).run() == 0
+    threads = {job_id: ident for ident, job_id in seen.ran}
+    assert len({threads[job_id] for job_id in row}) == 1  # the canaries: one thread, in claim order
+    assert [job_id for _, job_id in seen.ran if job_id in row] == row
+    t = tally(conn, row + alone)
+    assert t.finished == 9 and t.duplicated == 0 and leftovers(conn) == {}
+
+
+def test_a_stop_during_a_row_puts_its_jobs_not_started_back(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = canaries(env, 5, "database", sleep=0.2)
+    seen = _Seen(monkeypatch, first=lambda worker: worker.request_stop())
+    worker = _worker(env)
+    worker.burst = False
+    assert worker.run() == 0
+    assert [job_id for _, job_id in seen.ran] == row[:1]  # the first ran; the rest never started
+    t = tally(conn, row)
+    assert t.finished == 1 and t.duplicated == 0
+    assert [i.decode() for i in conn.lrange("rq:queue:database", 0, -1)] == row[1:]  # type: ignore[union-attr]
