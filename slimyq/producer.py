@@ -145,7 +145,11 @@ def _acknowledged(conn: redis.Redis, settings: Settings, done: list[Enqueued]) -
 def _evalsha_all(conn: redis.Redis, script: Any, calls: list[list[Any]]) -> list[Any]:
     """One pipeline of EVALSHAs, without the ``SCRIPT EXISTS`` round trip redis-py sends before
     every pipeline: the script is loaded only when the server answers NOSCRIPT, and only the
-    calls that got that answer (they did not run) are sent again."""
+    calls that got that answer (they did not run) are sent again. The calls are not one
+    transaction (a MULTI/EXEC around a chunk's calls cost Valkey a third more per job, as one big
+    call did): a connection lost on the way can leave some of them written. The job ids are
+    chosen before sending, so a retry of the chunk (redis-py's, or resuming ``--file``) finds
+    those and writes nothing twice."""
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     for attempt in range(2):

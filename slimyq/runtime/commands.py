@@ -78,9 +78,11 @@ class Commands:
             log.info("ignored RQ command %r", command)
 
     def stop_job(self, job_id: str, execution_id: str | None = None) -> list[str]:
-        """Stop the running executions of ``job_id`` (only ``execution_id``'s, if given)."""
+        """Stop the running executions of ``job_id`` (only ``execution_id``'s, if given), and those
+        claimed here that wait for their thread (in a row or a batch): they end as stopped without
+        running (:meth:`QueueWorker._run_one`)."""
         with self.w.lock:
-            members = [m for m in self.w.running_members()
+            members = [m for m in [*self.w.running_members(), *self.w.waiting_members()]
                        if m.rpartition(":")[0] == job_id and execution_id in (None, m.rpartition(":")[2])]
             self.stopped.update(members)
             targets = [(m, self.w.thread_of(m), self.children.get(m)) for m in members]

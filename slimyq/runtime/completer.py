@@ -252,7 +252,8 @@ class Completer:
             for job, _ in batch:
                 self.w.inflight.pop(job.member, None)
                 self.unwritten.discard(job.member)
-            self.w.lock.notify_all()
+            if self.w.stopping.is_set():  # what the lock's waiters wait for is the slots (QueueWorker._end_all)
+                self.w.lock.notify_all()
 
     def _record(self, batch: list[Item], completions: list[Completion], applied: list[Any]) -> None:
         """Hand each applied attempt to the job history (stale ones were someone else's to write)."""

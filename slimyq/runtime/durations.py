@@ -5,13 +5,17 @@ measured. The overall one decides whether a claim waits a moment for more free s
 in :mod:`slimyq.runtime.worker`); the one by type decides how a claim's jobs reach the job threads.
 
 A job normally gets a job thread of its own. Jobs of types that took under :data:`SHORT` on
-average here run one after another on one thread instead (:class:`InARow`): handing a job to a
-sleeping thread costs a wake-up and a hand-over of the GIL, more than such a job itself (trivial
-jobs at concurrency 10, measured on the benchmark's 2-core VM: about 20% more jobs per second in a
-row). The slots stay as they were: each job of a row holds one until it ends, and a stop, a
+average here run one after another on one thread instead (:class:`InARow`), as many as fit in
+:data:`ROW_BUDGET` by their types' averages: handing a job to a sleeping thread costs a wake-up and
+a hand-over of the GIL, more than such a job itself (trivial jobs at concurrency 10, measured on the
+benchmark's 2-core VM: about 20% more jobs per second in rows). The budget bounds what a row costs
+the jobs at its end, a job that waits on a round trip included (it waits in turn, not beside the
+others). The slots stay as they were: each job of a row holds one until it ends, and a stop, a
 stop-job, a takeover or a timeout applies to each job as it would on a thread of its own. The cost,
 as for the jobs of a database batch: a job of a short type that turns out slow (a lock wait) delays
-the ones after it in its row, up to its timeout; the claim's other jobs are not held up.
+the ones after it in its row, up to its timeout; the claim's other jobs are not held up. Batches
+(``batch_transaction``) and ``--fork`` keep their own rules, and jobs whose type is not known (a
+plain RQ client's) always run alone.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimyq.runtime.codec import ClaimedJob
-from slimyq.runtime.execute import job_type_of
+from slimyq.runtime.execute import Result, job_type_of
 
-SHORT = 0.002  # seconds: types faster than this on average run in a row
+ROW_BUDGET = 0.001  # seconds: a row holds jobs whose averages add up to at most this...
+SHORT = ROW_BUDGET / 2  # ...of types faster than this on average (two of them at least fit)
 UNMEASURED = 1.0  # what a type or the worker is taken to need before any job of it ended
 WEIGHT = 1 / 16  # of each job in the averages
+UNKNOWN = "unknown"  # the type of a job without one in its meta (execute.job_type_of)
 
 
 @dataclass(frozen=True)
@@ -40,19 +46,32 @@ class Durations:
         self.overall = UNMEASURED
         self._by_type: dict[str, float] = {}
 
-    def ended(self, job_type: str, seconds: float) -> None:
+    def ended(self, job_type: str, result: Result) -> None:
+        """A job's attempt ended; one stopped or refused before it ran says nothing of its type."""
+        seconds = result.duration
         self.overall += (seconds - self.overall) * WEIGHT
+        if job_type == UNKNOWN or result.stopped or result.error_type in ("stopped", "refused"):
+            return
         mean = self._by_type.get(job_type, UNMEASURED)
         self._by_type[job_type] = mean + (seconds - mean) * WEIGHT
 
     def of(self, job_type: str) -> float:
-        return self._by_type.get(job_type, UNMEASURED)
+        return UNMEASURED if job_type == UNKNOWN else self._by_type.get(job_type, UNMEASURED)
 
     def arrange(self, jobs: list[ClaimedJob]) -> list[ClaimedJob | InARow]:
-        """``jobs`` as the job threads take them: each alone, but those of short types in a row
-        (when there are two or more)."""
-        short = [job for job in jobs if self.of(job_type_of(job)) < SHORT]
-        if len(short) < 2:
-            return list(jobs)
-        quick = {id(job) for job in short}
-        return [*(job for job in jobs if id(job) not in quick), InARow(short)]
+        """``jobs`` as the job threads take them, in claim order: each alone, but those of short
+        types in rows of two or more (a row where its first job was), each within :data:`ROW_BUDGET`."""
+        items: list[ClaimedJob | list[ClaimedJob]] = []
+        row: list[ClaimedJob] = []
+        spent = ROW_BUDGET
+        for job in jobs:
+            mean = self.of(job_type_of(job))
+            if mean >= SHORT:
+                items.append(job)
+                continue
+            if spent + mean > ROW_BUDGET:
+                row, spent = [], 0.0
+                items.append(row)
+            row.append(job)
+            spent += mean
+        return [item if not isinstance(item, list) else InARow(item) if len(item) > 1 else item[0] for item in items]

@@ -224,10 +224,12 @@ class QueueWorker:
                 return 0
             until = time.monotonic() + (GATHER if self.durations.overall < GATHER_UNDER else 0.0)
             self._wake_free = self.concurrency // 2
-            while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
-                self.lock.wait(left)
-                free = self.concurrency - self._busy
-            self._wake_free = 1
+            try:
+                while free < self.concurrency // 2 and self._busy and (left := until - time.monotonic()) > 0:
+                    self.lock.wait(left)
+                    free = self.concurrency - self._busy
+            finally:
+                self._wake_free = 1
             return free
 
     def _release_orphans(self) -> None:
@@ -287,10 +289,10 @@ class QueueWorker:
             for job in jobs:
                 self.inflight[job.member] = job
                 self._queued.add(job.member)
-        if self.fork:
-            items: list[ClaimedJob | InARow] = list(jobs)
+        if self.qs.batch_transaction and not self.fork:
+            items: list[ClaimedJob | InARow] = list(self.batches.dispatch(jobs))  # batches: their own rules
         else:
-            items = self.durations.arrange(self.batches.dispatch(jobs) if self.qs.batch_transaction else jobs)
+            items = list(jobs) if self.fork else self.durations.arrange(jobs)
         for item in items:
             self._todo.put(item)
 
@@ -354,7 +356,7 @@ class QueueWorker:
         with self.lock:
             handed: list[tuple[ClaimedJob, Result]] = []
             for job, result in outcomes:
-                self.durations.ended(execute.job_type_of(job), result.duration)
+                self.durations.ended(execute.job_type_of(job), result)
                 member = job.member
                 self._running.pop(member, None)
                 self._uncommitted.discard(member)
@@ -439,6 +441,10 @@ class QueueWorker:
 
     def running_members(self) -> list[str]:
         return list(self._running)
+
+    def waiting_members(self) -> list[str]:
+        """Claimed here, not started yet (waiting for a job thread, in a row or a batch)."""
+        return list(self._queued)
 
     def thread_of(self, member: str) -> int | None:
         """The watch token of the member's running attempt (None: not running, or not watched yet)."""

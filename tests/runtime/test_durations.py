@@ -10,7 +10,7 @@ import redis
 from harness import Env, canaries, enqueue, leftovers, tally
 
 from slimyq.runtime.codec import ClaimedJob
-from slimyq.runtime.durations import SHORT, Durations, InARow
+from slimyq.runtime.durations import ROW_BUDGET, SHORT, Durations, InARow
 from slimyq.runtime.execute import Result
 from slimyq.runtime.worker import QueueWorker
 
@@ -19,10 +19,14 @@ def _job(i: int, job_type: str) -> ClaimedJob:
     return ClaimedJob(f"j{i}", f"e{i}", {"meta": f'{{"type": "{job_type}"}}'.encode()})
 
 
-def _short(d: Durations, *job_types: str) -> None:
-    for _ in range(200):  # from "unmeasured" (1 s) to well under SHORT
+def _took(seconds: float, **kw: Any) -> Result:
+    return Result(ok=True, started=100.0, ended=100.0 + seconds, **kw)
+
+
+def _short(d: Durations, *job_types: str, seconds: float = 0.0) -> None:
+    for _ in range(300):  # from "unmeasured" (1 s) to about ``seconds``
         for job_type in job_types:
-            d.ended(job_type, 0.0)
+            d.ended(job_type, _took(seconds))
 
 
 def test_unmeasured_types_run_alone() -> None:
@@ -35,9 +39,9 @@ def test_unmeasured_types_run_alone() -> None:
 def test_short_types_run_in_a_row_in_claim_order_and_the_others_alone() -> None:
     d = Durations()
     _short(d, "canary", "message_validation")
-    d.ended("chat_bot_interaction", 0.05)
+    d.ended("chat_bot_interaction", _took(0.05))
     jobs = [_job(0, "canary"), _job(1, "chat_bot_interaction"), _job(2, "message_validation"), _job(3, "canary")]
-    assert d.arrange(jobs) == [jobs[1], InARow([jobs[0], jobs[2], jobs[3]])]
+    assert d.arrange(jobs) == [InARow([jobs[0], jobs[2], jobs[3]]), jobs[1]]
     assert d.arrange([jobs[0], jobs[1]]) == [jobs[0], jobs[1]]  # one short job: no row
 
 
@@ -46,10 +50,29 @@ def test_a_type_that_slows_down_leaves_the_row() -> None:
     _short(d, "canary")
     assert d.of("canary") < SHORT
     for _ in range(5):
-        d.ended("canary", 0.1)  # a few slow ones (a lock wait) weigh in at once
+        d.ended("canary", _took(0.1))  # a few slow ones (a lock wait) weigh in at once
     assert d.of("canary") >= SHORT
     jobs = [_job(0, "canary"), _job(1, "canary")]
     assert d.arrange(jobs) == jobs
+
+
+def test_a_row_holds_what_fits_in_its_budget() -> None:
+    d = Durations()
+    _short(d, "canary", seconds=ROW_BUDGET * 0.4)  # short, but only two fit in a row
+    jobs = [_job(i, "canary") for i in range(5)]
+    assert d.arrange(jobs) == [InARow(jobs[0:2]), InARow(jobs[2:4]), jobs[4]]
+
+
+def test_jobs_without_a_type_and_attempts_that_did_not_run_do_not_count() -> None:
+    d = Durations()
+    _short(d, "unknown")  # a plain RQ client's jobs: no type in their meta
+    assert d.of("unknown") >= SHORT
+    plain = [ClaimedJob(f"p{i}", f"e{i}", {}) for i in range(3)]
+    assert d.arrange(plain) == plain
+    for _ in range(300):
+        d.ended("canary", _took(0.0, stopped=True))
+        d.ended("canary", Result(ok=False, error_type="refused", started=100.0, ended=100.0))
+    assert d.of("canary") >= SHORT
 
 
 class _Seen:
@@ -70,15 +93,15 @@ class _Seen:
 
 
 def _worker(env: Env, concurrency: int = 10) -> QueueWorker:
-    worker = QueueWorker(env.settings(), "database", concurrency=concurrency, burst=True)
+    worker = QueueWorker(env.settings(), "chat", concurrency=concurrency, burst=True)  # not batched
     _short(worker.durations, "canary")
     return worker
 
 
 def test_a_claims_short_jobs_run_on_one_thread_each_with_its_own_outcome(
         env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    row = canaries(env, 6, "database", sleep=0.05)  # each would take a thread of its own
-    alone = enqueue(env, "create_conversation", [{"userId": "u1", "title": f"t{i}"} for i in range(3)])
+    row = canaries(env, 6, "chat", sleep=0.05)  # each would take a thread of its own
+    alone = enqueue(env, "message_validation", [{"message": {"role": "user", "content": "hi"}}] * 3)
     seen = _Seen(monkeypatch)
     assert _worker(env).run() == 0
     threads = {job_id: ident for ident, job_id in seen.ran}
@@ -90,7 +113,7 @@ def test_a_claims_short_jobs_run_on_one_thread_each_with_its_own_outcome(
 
 def test_a_stop_during_a_row_puts_its_jobs_not_started_back(
         env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    row = canaries(env, 5, "database", sleep=0.2)
+    row = canaries(env, 5, "chat", sleep=0.2)
     seen = _Seen(monkeypatch, first=lambda worker: worker.request_stop())
     worker = _worker(env)
     worker.burst = False
@@ -98,4 +121,15 @@ def test_a_stop_during_a_row_puts_its_jobs_not_started_back(
     assert [job_id for _, job_id in seen.ran] == row[:1]  # the first ran; the rest never started
     t = tally(conn, row)
     assert t.finished == 1 and t.duplicated == 0
-    assert [i.decode() for i in conn.lrange("rq:queue:database", 0, -1)] == row[1:]  # type: ignore[union-attr]
+    assert [i.decode() for i in conn.lrange("rq:queue:chat", 0, -1)] == row[1:]  # type: ignore[union-attr]
+
+
+def test_a_stop_job_for_a_job_waiting_in_a_row_stops_it_before_it_runs(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = canaries(env, 3, "chat", sleep=0.1)
+    stopped: list[list[str]] = []
+    seen = _Seen(monkeypatch, first=lambda worker: stopped.append(worker.commands.stop_job(row[2])))
+    assert _worker(env).run() == 0
+    assert stopped == [[m for m in stopped[0] if m.startswith(f"{row[2]}:")]] and len(stopped[0]) == 1
+    assert [job_id for _, job_id in seen.ran] == row
+    assert [conn.hget(f"rq:job:{job_id}", "status") for job_id in row] == [b"finished", b"finished", b"stopped"]
