@@ -121,11 +121,17 @@ class AsyncClient:
         chunk = producer.encode_chunk(self.settings, batch)
         if len(chunk.calls) == 1:
             replies = [await self._script(args=chunk.calls[0])]
-        else:
-            pipe = conn.pipeline(transaction=False)
-            for args in chunk.calls:
-                await self._script(args=args, client=pipe)
-            replies = await pipe.execute()
+        else:  # as producer._evalsha_all: no SCRIPT EXISTS first (redis.asyncio's pipelines send one)
+            replies = [None] * len(chunk.calls)
+            todo = list(range(len(chunk.calls)))
+            for attempt in range(2):
+                pipe = conn.pipeline(transaction=False)
+                for i in todo:
+                    pipe.evalsha(self._script.sha, 0, *chunk.calls[i])
+                todo = producer.sort_replies(todo, await pipe.execute(raise_on_error=False), replies, attempt == 0)
+                if not todo:
+                    break
+                self._script.sha = await conn.script_load(ENQUEUE)
         decoded = producer.decode_chunk(chunk, replies)
         done = decoded.done
         if decoded.limited is not None:

@@ -149,27 +149,32 @@ def _evalsha_all(conn: redis.Redis, script: Any, calls: list[list[Any]]) -> list
     transaction (a MULTI/EXEC around a chunk's calls cost Valkey a third more per job, as one big
     call did): a connection lost on the way can leave some of them written. The job ids are
     chosen before sending, so a retry of the chunk (redis-py's, or resuming ``--file``) finds
-    those and writes nothing twice."""
+    those and writes nothing twice. :class:`slimyq.AsyncClient` does the same with asyncio."""
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     for attempt in range(2):
         pipe = conn.pipeline(transaction=False)
         for i in todo:
             pipe.evalsha(script.sha, 0, *calls[i])
-        answers = pipe.execute(raise_on_error=False)
-        missing = []
-        for i, answer in zip(todo, answers, strict=True):
-            if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
-                missing.append(i)
-            elif isinstance(answer, Exception):
-                raise answer
-            else:
-                replies[i] = answer
-        if not missing:
+        todo = sort_replies(todo, pipe.execute(raise_on_error=False), replies, attempt == 0)
+        if not todo:
             break
         script.sha = conn.script_load(script.script)
-        todo = missing
     return replies
+
+
+def sort_replies(todo: list[int], answers: list[Any], replies: list[Any], first: bool) -> list[int]:
+    """Put each call's answer in ``replies``; returns the calls to send again once the script is
+    loaded (NOSCRIPT on the ``first`` try: they did not run); raises any other error."""
+    missing = []
+    for i, answer in zip(todo, answers, strict=True):
+        if isinstance(answer, redis.exceptions.NoScriptError) and first:
+            missing.append(i)
+        elif isinstance(answer, Exception):
+            raise answer
+        else:
+            replies[i] = answer
+    return missing
 
 
 def check_replicas(settings: Settings, acked: int, count: int) -> None:

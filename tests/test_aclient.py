@@ -83,6 +83,21 @@ def test_enqueue_many_and_scheduling(run: Any, r: redis_lib.Redis) -> None:
     assert r.llen("rq:queue:database") == 0
 
 
+def test_enqueue_many_sends_a_chunks_calls_without_script_exists(run: Any, r: redis_lib.Redis) -> None:
+    from slimyq.producer import CALL_JOBS
+
+    items: list[Any] = [("log_event", {"action": "a", "resourceType": "t", "resourceId": str(i)})
+                        for i in range(CALL_JOBS * 2 + 1)]
+    r.script_flush()
+    r.config_resetstat()
+    done = run(lambda c: c.enqueue_many(items))
+    stats: Any = r.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    assert "script|exists" not in calls and calls["script|load"] == 1
+    assert calls["evalsha"] == 3 + 3  # refused while the script was unknown, then sent again
+    assert [d.status for d in done] == ["queued"] * len(items) and r.llen("rq:queue:audit") == len(items)
+
+
 def test_wait_result_failure_timeout_and_stats(run: Any) -> None:
     ids: dict[str, str] = {}
 

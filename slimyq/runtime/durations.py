@@ -10,10 +10,12 @@ average here run one after another on one thread instead (:class:`InARow`), as m
 a hand-over of the GIL, more than such a job itself (trivial jobs at concurrency 10, measured on the
 benchmark's 2-core VM: about 20% more jobs per second in rows). The budget bounds what a row costs
 the jobs at its end, a job that waits on a round trip included (it waits in turn, not beside the
-others). The slots stay as they were: each job of a row holds one until it ends, and a stop, a
+others). Each job of a row holds its slot until the row ends, and its outcome is handed over with
+the row's (as a batch's are after its commit: one hand-over instead of one per job); a stop, a
 stop-job, a takeover or a timeout applies to each job as it would on a thread of its own. The cost,
 as for the jobs of a database batch: a job of a short type that turns out slow (a lock wait) delays
-the ones after it in its row, up to its timeout; the claim's other jobs are not held up. Batches
+the ones after it in its row, and the report of the ones before it, up to its timeout; the claim's
+other jobs are not held up. Batches
 (``batch_transaction``) and ``--fork`` keep their own rules, and jobs whose type is not known (a
 plain RQ client's) always run alone.
 """

@@ -306,15 +306,18 @@ class QueueWorker:
             if isinstance(item, list):
                 self.batches.execute(item)
             elif isinstance(item, InARow):
-                for job in item.jobs:
-                    self._run_alone(job)
-            else:
-                self._run_alone(item)
+                self._run_row(item.jobs)
+            elif self._begin(item):
+                self._end(item, self._attempt(item))
             self.batches.measure()  # between two jobs, on the connection this thread just used
 
-    def _run_alone(self, job: ClaimedJob) -> None:
-        if self._begin(job):
-            self._end(job, self._attempt(job))
+    def _run_row(self, jobs: list[ClaimedJob]) -> None:
+        """Jobs of short types one after the other (:mod:`slimyq.runtime.durations`); their outcomes
+        are handed over together when the row ends, as a batch's are after its commit (one lock,
+        one hand-over, one wake-up of the claim for the row instead of one per job)."""
+        done = [(job, self._attempt(job)) for job in jobs if self._begin(job)]
+        if done:
+            self._end_all(done)
 
     def _begin(self, job: ClaimedJob) -> bool:
         """Mark the job running; False if it must not start (stopping, or taken over)."""

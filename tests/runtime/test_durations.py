@@ -103,7 +103,13 @@ def test_a_claims_short_jobs_run_on_one_thread_each_with_its_own_outcome(
     row = canaries(env, 6, "chat", sleep=0.05)  # each would take a thread of its own
     alone = enqueue(env, "message_validation", [{"message": {"role": "user", "content": "hi"}}] * 3)
     seen = _Seen(monkeypatch)
-    assert _worker(env).run() == 0
+    worker = _worker(env)
+    handed: list[list[str]] = []
+    real_end_all = worker._end_all
+    monkeypatch.setattr(worker, "_end_all", lambda outcomes: (handed.append([j.id for j, _ in outcomes]),
+                                                              real_end_all(outcomes))[1])
+    assert worker.run() == 0
+    assert row in handed  # the row's outcomes, handed over together in claim order
     threads = {job_id: ident for ident, job_id in seen.ran}
     assert len({threads[job_id] for job_id in row}) == 1  # the canaries: one thread, in claim order
     assert [job_id for _, job_id in seen.ran if job_id in row] == row
