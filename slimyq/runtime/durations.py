@@ -65,13 +65,13 @@ class Durations:
         types in rows of two or more (a row where its first job was), each within :data:`ROW_BUDGET`."""
         items: list[ClaimedJob | list[ClaimedJob]] = []
         row: list[ClaimedJob] = []
-        spent = ROW_BUDGET
+        spent = 0.0
         for job in jobs:
             mean = self.of(job_type_of(job))
             if mean >= SHORT:
                 items.append(job)
                 continue
-            if spent + mean > ROW_BUDGET:
+            if not row or spent + mean > ROW_BUDGET:
                 row, spent = [], 0.0
                 items.append(row)
             row.append(job)

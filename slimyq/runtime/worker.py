@@ -85,7 +85,8 @@ class QueueWorker:
         self._running: dict[str, int] = {}  # members whose handler runs right now -> watch token (0: none yet)
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
-        self._uncommitted: set[str] = set()  # ran in a batch whose transaction has not ended yet
+        self._uncommitted: set[str] = set()  # ran in a batch whose transaction has not ended yet, or in a row
+        self._row_ended: dict[int, list[tuple[ClaimedJob, Result]]] = {}  # a row's thread -> ended, not handed over
         self._taken: set[str] = set()  # members a recovery took from us while we lapsed: not ours to run
         self._seq = itertools.count(time.time_ns() // 1000)  # execution ids sort in claim order
         self._claim_unsure = False  # a claim's reply was lost: Redis may hold claims we don't know
@@ -313,11 +314,28 @@ class QueueWorker:
 
     def _run_row(self, jobs: list[ClaimedJob]) -> None:
         """Jobs of short types one after the other (:mod:`slimyq.runtime.durations`); their outcomes
-        are handed over together when the row ends, as a batch's are after its commit (one lock,
-        one hand-over, one wake-up of the claim for the row instead of one per job)."""
-        done = [(job, self._attempt(job)) for job in jobs if self._begin(job)]
-        if done:
-            self._end_all(done)
+        are handed over together when the row ends (one lock, one hand-over, one wake-up of the
+        claim for the row instead of one per job), or sooner by :meth:`_drain`. A job that ended
+        waits for that as a batch's job waits for the commit: no longer running (a stop-job does
+        not reach it), not to be put back."""
+        me = threading.get_ident()
+        for job in jobs:
+            if self._begin(job):
+                result = self._attempt(job)
+                with self.lock:
+                    self._running.pop(job.member, None)
+                    self._uncommitted.add(job.member)
+                    self._row_ended.setdefault(me, []).append((job, result))
+        self._hand_over_rows(me)
+
+    def _hand_over_rows(self, thread: int | None = None) -> None:
+        """Hand over what ended in ``thread``'s row, or (None) in every row: while the worker
+        stops, a job still running (or stuck) later in its row must not hold them back."""
+        with self.lock:
+            threads = list(self._row_ended) if thread is None else [thread]
+            done = [item for t in threads for item in self._row_ended.pop(t, [])]
+            if done:
+                self._end_all(done)
 
     def _begin(self, job: ClaimedJob) -> bool:
         """Mark the job running; False if it must not start (stopping, or taken over)."""
@@ -484,7 +502,10 @@ class QueueWorker:
         self.stopping.set()
         grace = self.settings.worker.shutdown_grace
         with self.lock:
-            while self._busy > len(self._stuck):
+            while True:
+                self._hand_over_rows()
+                if self._busy <= len(self._stuck):
+                    break
                 asked = self.stop_requested_at
                 if asked is not None and time.monotonic() >= asked + grace:
                     break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -61,6 +62,13 @@ def test_a_row_holds_what_fits_in_its_budget() -> None:
     _short(d, "canary", seconds=ROW_BUDGET * 0.4)  # short, but only two fit in a row
     jobs = [_job(i, "canary") for i in range(5)]
     assert d.arrange(jobs) == [InARow(jobs[0:2]), InARow(jobs[2:4]), jobs[4]]
+
+
+def test_a_type_that_takes_no_time_at_all_still_runs() -> None:
+    d = Durations()
+    d._by_type["canary"] = 0.0  # below any clock's resolution
+    jobs = [_job(i, "canary") for i in range(3)]
+    assert d.arrange(jobs[:1]) == jobs[:1] and d.arrange(jobs) == [InARow(jobs)]
 
 
 def test_jobs_without_a_type_and_attempts_that_did_not_run_do_not_count() -> None:
@@ -139,3 +147,51 @@ def test_a_stop_job_for_a_job_waiting_in_a_row_stops_it_before_it_runs(
     assert stopped == [[m for m in stopped[0] if m.startswith(f"{row[2]}:")]] and len(stopped[0]) == 1
     assert [job_id for _, job_id in seen.ran] == row
     assert [conn.hget(f"rq:job:{job_id}", "status") for job_id in row] == [b"finished", b"finished", b"stopped"]
+
+
+def test_a_stopping_worker_hands_over_what_ended_in_a_row_while_a_later_job_still_runs(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = canaries(env, 3, "chat")
+    written = threading.Event()
+
+    def second_waits_for_the_first_to_be_written(worker: QueueWorker) -> None:
+        worker.request_stop()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not written.is_set():
+            if conn.hget(f"rq:job:{row[0]}", "status") == b"finished":
+                written.set()
+            time.sleep(0.01)
+
+    real = QueueWorker._attempt
+
+    def attempt(worker: QueueWorker, job: ClaimedJob) -> Result:
+        if job.id == row[1]:
+            second_waits_for_the_first_to_be_written(worker)
+        return real(worker, job)
+
+    monkeypatch.setattr(QueueWorker, "_attempt", attempt)
+    worker = _worker(env)
+    worker.burst = False
+    assert worker.run() == 0
+    assert written.is_set()  # the first job's outcome was written while the second still ran
+    assert [conn.hget(f"rq:job:{job_id}", "status") for job_id in row[:2]] == [b"finished", b"finished"]
+    assert [i.decode() for i in conn.lrange("rq:queue:chat", 0, -1)] == row[2:]  # type: ignore[union-attr]
+
+
+def test_a_stop_job_for_a_job_that_ended_in_a_row_leaves_its_outcome_alone(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    row = canaries(env, 2, "chat", fail=1)  # each fails once (a retry), then succeeds
+    asked: list[list[str]] = []
+    real = QueueWorker._attempt
+
+    def attempt(worker: QueueWorker, job: ClaimedJob) -> Result:
+        if job.id == row[1] and not asked:
+            asked.append(worker.commands.stop_job(row[0]))  # the first has ended, not handed over yet
+        return real(worker, job)
+
+    monkeypatch.setattr(QueueWorker, "_attempt", attempt)
+    worker = _worker(env)
+    worker.max_jobs = 2
+    assert worker.run() == 0
+    assert asked == [[]]  # neither running nor waiting: nothing to stop
+    assert conn.hget(f"rq:job:{row[0]}", "status") != b"stopped"  # its failure stays a retry
