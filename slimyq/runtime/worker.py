@@ -504,13 +504,16 @@ class QueueWorker:
         with self.lock:
             while True:
                 self._hand_over_rows()
-                if self._busy <= len(self._stuck):
+                # Once stopping, a job that has not started does not keep us (one waiting in a row
+                # behind a stuck job would never start): it goes back below.
+                waiting = len(self._queued) if self.stop_requested_at is not None else 0
+                if self._busy - waiting <= len(self._stuck):
                     break
                 asked = self.stop_requested_at
                 if asked is not None and time.monotonic() >= asked + grace:
                     break
                 self.lock.wait(0.2)
-            running = self._busy
+            running = self._busy - waiting
         # The completer writes everything handed over, then stops; the job history is flushed.
         self.completer.close(timeout=5.0 + (grace if self.stop_requested_at is not None else 60.0))
         for _ in range(self.concurrency):
@@ -535,7 +538,8 @@ class QueueWorker:
             # supervisor puts them back once it is gone. Jobs that never started go back now.
             log.warning("%d job(s) still running after %gs; the supervisor puts them back", running, grace)
             with self.lock:  # the completer has written (and forgotten) what ended
-                unstarted = [m for m in self.inflight if m not in self._running and m not in self._uncommitted]
+                unstarted = [m for m in self.inflight if m not in self._running and m not in self._uncommitted
+                             and m not in self.completer.unwritten]  # ran: ended after the close
             with contextlib.suppress(redis.RedisError):  # else the supervisor puts them back too
                 release_members(self.conn, self.settings, self.queue, self.name, unstarted)
         else:

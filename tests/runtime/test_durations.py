@@ -195,3 +195,30 @@ def test_a_stop_job_for_a_job_that_ended_in_a_row_leaves_its_outcome_alone(
     assert worker.run() == 0
     assert asked == [[]]  # neither running nor waiting: nothing to stop
     assert conn.hget(f"rq:job:{row[0]}", "status") != b"stopped"  # its failure stays a retry
+
+
+def test_jobs_waiting_in_a_row_behind_a_stuck_job_go_back_without_waiting_for_the_grace(
+        env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.reconfigure(worker={"shutdown_grace": 120})  # far longer than this test may wait
+    row = canaries(env, 3, "chat")
+    back = threading.Event()
+    real = QueueWorker._attempt
+
+    def attempt(worker: QueueWorker, job: ClaimedJob) -> Result:
+        if job.id == row[1]:  # stuck, as _on_stuck finds it: the process restarts
+            with worker.lock:
+                worker._stuck.add(job.member)
+            worker.restart("a job that does not stop")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not back.is_set():
+                if conn.lrange("rq:queue:chat", 0, -1) == [row[2].encode()]:
+                    back.set()
+                time.sleep(0.02)
+        return real(worker, job)
+
+    monkeypatch.setattr(QueueWorker, "_attempt", attempt)
+    worker = _worker(env)
+    worker.burst = False
+    worker.run()
+    assert back.wait(20)  # the third went back while the second was still "stuck"
+    assert conn.hget(f"rq:job:{row[0]}", "status") == b"finished"  # the first's outcome was written
