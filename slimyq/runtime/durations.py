@@ -32,6 +32,7 @@ SHORT = ROW_BUDGET / 2  # ...of types faster than this on average (two of them a
 UNMEASURED = 1.0  # what a type or the worker is taken to need before any job of it ended
 WEIGHT = 1 / 16  # of each job in the averages
 UNKNOWN = "unknown"  # the type of a job without one in its meta (execute.job_type_of)
+MAX_TYPES = 1024  # averages kept by type
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Durations:
         if job_type == UNKNOWN or result.stopped or result.error_type in ("stopped", "refused"):
             return
         mean = self._by_type.get(job_type, UNMEASURED)
+        if job_type not in self._by_type and len(self._by_type) >= MAX_TYPES:
+            self._by_type.clear()  # types named in jobs' meta by a client gone wild: start over
         self._by_type[job_type] = mean + (seconds - mean) * WEIGHT
 
     def of(self, job_type: str) -> float:

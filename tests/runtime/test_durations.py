@@ -11,7 +11,7 @@ import redis
 from harness import Env, canaries, enqueue, leftovers, tally
 
 from slimyq.runtime.codec import ClaimedJob
-from slimyq.runtime.durations import ROW_BUDGET, SHORT, Durations, InARow
+from slimyq.runtime.durations import ROW_BUDGET, SHORT, UNMEASURED, Durations, InARow
 from slimyq.runtime.execute import Result
 from slimyq.runtime.worker import QueueWorker
 
@@ -81,6 +81,16 @@ def test_jobs_without_a_type_and_attempts_that_did_not_run_do_not_count() -> Non
         d.ended("canary", _took(0.0, stopped=True))
         d.ended("canary", Result(ok=False, error_type="refused", started=100.0, ended=100.0))
     assert d.of("canary") >= SHORT
+
+
+def test_the_averages_by_type_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimyq.runtime import durations
+
+    monkeypatch.setattr(durations, "MAX_TYPES", 3)
+    d = Durations()
+    for name in ("a", "b", "c", "d"):
+        d.ended(name, _took(0.0))
+    assert d.of("d") < UNMEASURED and d.of("a") == durations.UNMEASURED  # forgotten, not grown
 
 
 class _Seen:
