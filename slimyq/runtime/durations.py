@@ -25,13 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimyq.runtime.codec import ClaimedJob
-from slimyq.runtime.execute import Result, job_type_of
+from slimyq.runtime.execute import UNKNOWN_TYPE, Result, job_type_of
 
 ROW_BUDGET = 0.001  # seconds: a row holds jobs whose averages add up to at most this...
 SHORT = ROW_BUDGET / 2  # ...of types faster than this on average (two of them at least fit)
 UNMEASURED = 1.0  # what a type or the worker is taken to need before any job of it ended
 WEIGHT = 1 / 16  # of each job in the averages
-UNKNOWN = "unknown"  # the type of a job without one in its meta (execute.job_type_of)
 MAX_TYPES = 1024  # averages kept by type
 
 
@@ -53,7 +52,7 @@ class Durations:
         """A job's attempt ended; one stopped or refused before it ran says nothing of its type."""
         seconds = result.duration
         self.overall += (seconds - self.overall) * WEIGHT
-        if job_type == UNKNOWN or result.stopped or result.error_type in ("stopped", "refused"):
+        if job_type == UNKNOWN_TYPE or result.stopped or result.error_type in ("stopped", "refused"):
             return
         mean = self._by_type.get(job_type, UNMEASURED)
         if job_type not in self._by_type and len(self._by_type) >= MAX_TYPES:
@@ -61,7 +60,7 @@ class Durations:
         self._by_type[job_type] = mean + (seconds - mean) * WEIGHT
 
     def of(self, job_type: str) -> float:
-        return UNMEASURED if job_type == UNKNOWN else self._by_type.get(job_type, UNMEASURED)
+        return UNMEASURED if job_type == UNKNOWN_TYPE else self._by_type.get(job_type, UNMEASURED)
 
     def arrange(self, jobs: list[ClaimedJob]) -> list[ClaimedJob | InARow]:
         """``jobs`` as the job threads take them, in claim order: each alone, but those of short

@@ -34,6 +34,9 @@ class JobStopped(JobTimeout):
     that ends the job as ``stopped``, never retried)."""
 
 
+UNKNOWN_TYPE = "unknown"  # the job type of a job whose meta names none (and of a result not yet known)
+
+
 @dataclass
 class Result:
     ok: bool
@@ -46,7 +49,7 @@ class Result:
     stopped: bool = False  # stopped on request (RQ's stop-job command): never retried
     interrupted: bool = False  # the watchdog raised into the thread (a timeout, a stop), whatever it then raised
     retry_after: float | None = None
-    job_type: str = "unknown"
+    job_type: str = UNKNOWN_TYPE
     user: str | None = None
     request_id: str | None = None  # the payload's requestId, for the job's log lines
     started: float = field(default_factory=time.time)
@@ -136,7 +139,7 @@ class _LostTransaction(Exception):
 
 
 def job_type_of(job: ClaimedJob) -> str:
-    return str(job.meta.get("type", "unknown"))
+    return str(job.meta.get("type", UNKNOWN_TYPE))
 
 
 def user_of(job: ClaimedJob) -> str | None:

@@ -361,7 +361,7 @@ class QueueWorker:
         except BaseException as exc:
             result = Result(ok=False, error_type="crashed", error=f"worker error: {exc!r}", started=started,
                             ended=time.time())
-        if result.job_type == "unknown":  # timed out or crashed outside execute.run (fork mode)
+        if result.job_type == execute.UNKNOWN_TYPE:  # timed out or crashed outside execute.run (fork mode)
             result.job_type = execute.job_type_of(job)
             result.user = result.user or execute.user_of(job)
         return result
