@@ -134,6 +134,11 @@ class Jobs:
         with self._lock:
             return self._jobs.popleft() if self._jobs else None
 
+    def waiting(self) -> list[str]:
+        """The ids of the jobs not started yet."""
+        with self._lock:
+            return [job.id for job in self._jobs]
+
     def take_rest(self) -> list[ClaimedJob]:
         with self._lock:
             rest = list(self._jobs)
@@ -152,6 +157,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
     from slimyq.db import instrument
     from slimyq.db.savepoints import JobSavepoint, aborted
     from slimyq.jobs.base import write_transaction
+    from slimyq.jobs.effects import Deferred
 
     queue = jobs if isinstance(jobs, Jobs) else Jobs(jobs)
     out: list[tuple[ClaimedJob, Result]] = []
@@ -178,38 +184,50 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
         ran: list[ClaimedJob] = []  # this transaction's jobs, in claim order
         conflicts = instrument.conflicts()
         try:
-            while job is not None:
-                sp = JobSavepoint(db)
-                try:
-                    sp.__enter__()
-                except Exception as exc:  # the job has not run: it goes on job by job
-                    unstarted = job
-                    raise _NoSavepoint(str(exc)) from exc
-                ran.append(job)
-                result = run(job)
-                if result is None:
-                    sp.rollback()
-                elif interrupted(result):
-                    ended.append((job, result))
-                    raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
-                                       f"({result.error_type})")
-                elif result.error_type == codec.CONFLICT_ERROR or instrument.conflicts() != conflicts:
-                    # A deadlock's victim (or a job that caught the deadlock and went on): MySQL has
-                    # rolled back the whole transaction already (its savepoints are gone, later
-                    # statements would commit on their own); on PostgreSQL the batch's locks are what
-                    # the other transaction waits for. Either way the batch ends here and runs again.
-                    (pending if result.ok else ended).append((job, result))
-                    raise BatchAborted(f"job {codec.printable(job.id)} of the batch met a deadlock")
-                elif result.ok:
-                    pending.append((job, result))
-                    sp.keep()
-                    if aborted(db):  # its commit would silently roll back the whole batch
-                        raise BatchAborted(f"job {codec.printable(job.id)} of the batch left the transaction "
-                                           "aborted (a database error it caught without a savepoint of its own)")
-                else:
-                    ended.append((job, result))
-                    sp.rollback()
-                job = queue.next()
+            try:  # (bounded like the commit: it may wait on a lock of job_effects)
+                with guard() if guard is not None else contextlib.nullcontext():
+                    markers = Deferred(db, [i for i in (job.id, *queue.waiting()) if codec.JOB_ID.match(i)])
+            except Exception as exc:  # no job has run: they go on job by job
+                unstarted = job
+                raise _Unusable(str(exc)) from exc
+            with markers:
+                while job is not None:
+                    sp = JobSavepoint(db)
+                    try:
+                        sp.__enter__()
+                    except Exception as exc:  # the job has not run: it goes on job by job
+                        unstarted = job
+                        raise _Unusable(str(exc)) from exc
+                    markers.job()
+                    ran.append(job)
+                    result = run(job)
+                    if result is None:
+                        sp.rollback()
+                        markers.job_failed()
+                    elif interrupted(result):
+                        ended.append((job, result))
+                        raise BatchAborted(f"job {codec.printable(job.id)} of the batch was interrupted "
+                                           f"({result.error_type})")
+                    elif result.error_type == codec.CONFLICT_ERROR or instrument.conflicts() != conflicts:
+                        # A deadlock's victim (or a job that caught the deadlock and went on): MySQL has
+                        # rolled back the whole transaction already (its savepoints are gone, later
+                        # statements would commit on their own); on PostgreSQL the batch's locks are what
+                        # the other transaction waits for. Either way the batch ends here and runs again.
+                        (pending if result.ok else ended).append((job, result))
+                        raise BatchAborted(f"job {codec.printable(job.id)} of the batch met a deadlock")
+                    elif result.ok:
+                        pending.append((job, result))
+                        sp.keep()
+                        if aborted(db):  # its commit would silently roll back the whole batch
+                            raise BatchAborted(f"job {codec.printable(job.id)} of the batch left the transaction "
+                                               "aborted (a database error it caught without a savepoint of its own)")
+                    else:
+                        ended.append((job, result))
+                        sp.rollback()
+                        markers.job_failed()
+                    job = queue.next()
+            with guard() if guard is not None else contextlib.nullcontext():
+                markers.flush()  # another run's marker since the lookup fails it: all run again
             lost = taken([j for j, _ in pending]) if taken is not None and pending else []
             if lost:
                 raise BatchAborted(f"{len(lost)} job(s) of the batch were taken over by another worker")
@@ -237,8 +255,9 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
     return out
 
 
-class _NoSavepoint(BatchAborted):
-    """A savepoint could not be set: the connection is not usable for batching."""
+class _Unusable(BatchAborted):
+    """A statement of the batch's own (the markers' lookup, a savepoint) failed before its job ran:
+    the connection is not usable for batching."""
 
 
 def _one_by_one(first: ClaimedJob, queue: Jobs, run: Run, emit: Callable[[list[tuple[ClaimedJob, Result]]], None]

@@ -114,16 +114,18 @@ class BatchRunner:
 
     @contextlib.contextmanager
     def _commit_guard(self) -> Iterator[None]:
-        """A batch's commit is bounded by the queue's timeout, like a job."""
+        """A batch's own statements (its effect-once markers' lookup and write, its commit) are
+        bounded by the queue's timeout, like a job."""
         w = self.w
         timeout = float(w.qs.timeout)
         token = w.watchdog.watch(timeout, lambda: w.restart(
-            f"a database batch's commit ran past {timeout:g} s and its thread does not stop (its jobs are "
+            f"a database batch's own statements (its markers' lookup or write, its commit) ran past {timeout:g} s "
+            "and its thread does not stop (its jobs are "
             "retried once this process is gone)"))
         try:
             yield
         except JobTimeout as exc:
-            raise RuntimeError(f"the commit exceeded {timeout:g} s") from exc
+            raise RuntimeError(f"the batch's own statements (markers, commit) exceeded {timeout:g} s") from exc
         finally:
             if w.watchdog.release(token):
                 from slimyq.db.sqlite import release_thread_locks

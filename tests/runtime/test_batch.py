@@ -263,7 +263,7 @@ def test_only_job_types_declared_batchable_are_batched(monkeypatch: pytest.Monke
 
 def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, Result]]]:
     """A QueueWorker whose executor methods are called directly; returns it and the outcomes it hands over."""
-    from slimyq.db import connect_url
+    from slimyq.db import connect_url, migrate
     from slimyq.runtime.worker import QueueWorker
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
@@ -282,6 +282,7 @@ def _bare_worker(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, l
             return result
 
     database = connect_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    migrate(database)  # as the worker's start does: a batch looks its jobs' effect-once markers up
     monkeypatch.setattr(worker, "database", lambda: database)
     worker.completer = Completer()  # type: ignore[assignment]
     worker.commands = Commands()  # type: ignore[assignment]
@@ -453,7 +454,7 @@ def test_a_commit_that_runs_past_the_timeout_is_stopped_and_its_jobs_are_rerun(
     assert sorted(job_id for job_id, _ in handed) == ["a", "b"]
     for _, result in handed:
         assert not result.ok and result.infra and result.error_type == "batch_rolled_back"
-        assert "the commit exceeded 1 s" in result.error
+        assert "the batch's own statements (markers, commit) exceeded 1 s" in result.error
     assert worker.busy == 0 and not worker._uncommitted and worker.exit_code == 0
     _no_transaction_left(database)
 
@@ -478,3 +479,224 @@ def test_a_deadlocked_batch_is_reported_in_claim_order_and_the_rest_goes_on(db: 
         ("a", BATCH_ROLLED_BACK), ("b", "ValueError"), ("c", BATCH_ROLLED_BACK), ("v", CONFLICT_ERROR), ("d", "ok")]
     _no_transaction_left(db)
     assert _titles(db) == ["d"] and _markers() == {"d"}
+
+
+# ----------------------------------------------------------------------------- effect-once markers
+
+
+def _marker_statements(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements sent on ``job_effects``, as 'SELECT' or 'INSERT'."""
+    seen: list[str] = []
+    real = db.execute_sql
+
+    def execute_sql(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if "job_effects" in sql:
+            seen.append(sql.lstrip().split(None, 1)[0].upper())
+        return real(sql, params, *args, **kwargs)
+
+    monkeypatch.setitem(vars(db), "execute_sql", execute_sql)
+    return seen
+
+
+def test_a_batch_looks_its_markers_up_in_one_statement_and_writes_them_in_one(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = Runner(db, {"a": _create("a"), "b": _write_then_fail, "c": _create("c"), "d": _create("d")})
+    seen = _marker_statements(db, monkeypatch)
+    results = runner.batch(["a", "b", "c", "d"])
+    assert [job_id for job_id in "abcd" if results[job_id].ok] == ["a", "c", "d"]
+    # Not one marker statement per job: one lookup for the batch, one for the failing job (another
+    # run of it may have committed since: its result would be the answer), one write.
+    assert seen == ["SELECT", "SELECT", "INSERT"]
+    assert _markers() == {"a", "c", "d"} and _titles(db) == ["a", "c", "d"]
+
+
+def test_a_rerun_in_a_batch_returns_its_first_result_and_writes_nothing(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = Runner(db, {"a": _create("first"), "b": _create("b")})
+    runner.batch(["a", "b"])
+    runner.handlers.update({"a": _create("second"), "b": _create("b again"), "c": _create("c")})
+    seen = _marker_statements(db, monkeypatch)
+    again = runner.batch(["a", "b", "c"])
+    assert again["a"].value == {"title": "first"} and again["b"].value == {"title": "b"}
+    assert again["c"].value == {"title": "c"}
+    assert seen == ["SELECT", "INSERT"]
+    assert _titles(db) == ["b", "c", "first"]
+    assert JobEffect.select().where(JobEffect.job_id.in_(["a", "b"])).count() == 2
+
+
+def _once_then_fail(ctx: JobContext) -> Any:
+    """Its effect-once block succeeds, then the job fails: the block's writes and marker go too."""
+    _create("once then fail")(ctx)
+    raise ValueError("failed after its block")
+
+
+def _block_rolled_back_by_the_handler(ctx: JobContext) -> Any:
+    """Its effect-once block is inside a transaction block of its own that it rolls back and goes
+    on: the job succeeds, but its effect did not happen, so no marker may say it did."""
+    try:
+        with ctx.db.atomic():
+            _create("rolled back by the handler")(ctx)
+            raise ValueError("changed its mind")
+    except ValueError:
+        return "went on"
+
+
+def _twice(ctx: JobContext) -> Any:
+    """One job, the same effect twice: the second block returns the first's result."""
+    first = _create("twice")(ctx)
+    return first, _create("not written")(ctx)
+
+
+def test_markers_of_a_batch_follow_their_jobs_rollbacks(db: Any) -> None:
+    runner = Runner(db, {"a": _create("a"), "f": _once_then_fail, "h": _block_rolled_back_by_the_handler,
+                         "t": _twice, "z": _create("z")})
+    results = runner.batch(["a", "f", "h", "t", "z"])
+    assert results["f"].error == "failed after its block"
+    assert results["h"].ok and results["h"].value == "went on"
+    assert results["t"].value == ({"title": "twice"}, {"title": "twice"})
+    assert _titles(db) == ["a", "twice", "z"] and _markers() == {"a", "t", "z"}
+    # Their retries run for real: nothing says they happened.
+    runner.handlers.update({"f": _create("f"), "h": _create("h")})
+    again = runner.batch(["f", "h"])
+    assert again["f"].value == {"title": "f"} and again["h"].value == {"title": "h"}
+    assert _titles(db) == ["a", "f", "h", "twice", "z"]
+
+
+def test_a_marker_another_run_commits_during_the_batch_rolls_it_back_and_the_retry_finds_it(
+        db: Any, database_url: str) -> None:
+    """Two runs of one job at once (a takeover): the other run commits "b"'s marker after this
+    batch looked its markers up. The marker's primary key fails this batch's write of them: no job
+    of it is done, each is retried without using up an attempt, and the retry returns the other
+    run's result for "b" and runs the rest for real."""
+    from slimyq.db import connect_url
+    from slimyq.runtime.codec import BATCH_ROLLED_BACK
+
+    def other_run_commits_b(ctx: JobContext) -> Any:
+        other = connect_url(database_url)  # another worker's connection
+        try:
+            with other.bind_ctx([JobEffect]), other.atomic():
+                JobEffect.insert(job_id="b", effect="create", result={"title": "elsewhere"},
+                                 created_at=utcnow()).execute()
+        finally:
+            other.close()
+        return _create("a")(ctx)
+
+    if isinstance(db, peewee.SqliteDatabase):
+        pytest.skip("SQLite's batch holds the writer lock: no other run can commit during it")
+    runner = Runner(db, {"a": other_run_commits_b, "b": _create("b here"), "c": _create("c")})
+    results = runner.batch(["a", "b", "c"])
+    for job_id in "abc":
+        assert not results[job_id].ok and results[job_id].infra and results[job_id].error_type == BATCH_ROLLED_BACK
+    _no_transaction_left(db)
+    assert _titles(db) == [] and _markers() == {"b"}
+    runner.handlers["a"] = _create("a")
+    again = runner.batch(["a", "b", "c"])
+    assert again["b"].value == {"title": "elsewhere"}
+    assert again["a"].ok and again["c"].ok
+    assert _titles(db) == ["a", "c"] and _markers() == {"a", "b", "c"}
+
+
+def _returning(value: Any, title: str) -> Handler:
+    def handler(ctx: JobContext) -> Any:
+        def apply() -> Any:
+            now = utcnow()
+            Conversation.insert(id=ctx.derived_id("c"), user_id="u1", title=title, personality_mode="helpful",
+                                created_at=now, updated_at=now).execute()
+            return value
+
+        return once(ctx, "create", apply)
+
+    return handler
+
+
+def test_a_result_that_cannot_be_stored_fails_its_own_job_only(db: Any) -> None:
+    import datetime as dt
+
+    runner = Runner(db, {"a": _create("a"), "bad": _returning(dt.datetime(2026, 1, 1), "bad"), "c": _create("c")})
+    results = runner.batch(["a", "bad", "c"])
+    assert results["a"].ok and results["c"].ok
+    assert not results["bad"].ok and results["bad"].error_type == "TypeError"
+    assert _titles(db) == ["a", "c"] and _markers() == {"a", "c"}
+
+
+def test_an_unusual_job_id_writes_its_marker_at_once_and_the_batch_commits(db: Any) -> None:
+    odd = "odd.id with spaces"  # not an id RQ makes (a plain client may): its marker is not deferred
+    runner = Runner(db, {"a": _create("a"), odd: _create("odd"), "c": _create("c")})
+    results = runner.batch(["a", odd, "c"])
+    assert all(r.ok for r in results.values())
+    assert _markers() == {"a", odd, "c"}
+    runner.handlers[odd] = _create("odd again")
+    assert runner.batch([odd, "a"])[odd].value == {"title": "odd"}
+
+
+def test_the_stored_result_is_the_one_once_returned(db: Any) -> None:
+    def changes_it_after(ctx: JobContext) -> Any:
+        out = _create("x")(ctx)
+        out["changed"] = "after the block"
+        return out
+
+    runner = Runner(db, {"a": changes_it_after, "b": _create("b")})
+    runner.batch(["a", "b"])
+    assert JobEffect.get(JobEffect.job_id == "a").result == {"title": "x"}
+
+
+def test_a_none_result_fails_its_own_job_and_a_rerun_of_a_repeated_effect_writes_nothing(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result of None is not stored (the column refuses NULL: its job fails, as outside a batch),
+    never deferred into the batch's write of the others' markers; a rerun of a job with the same
+    effect twice gets the first result both times and applies nothing (whose marker would fail the
+    batch, again and again)."""
+    runner = Runner(db, {"n": _returning(None, "none"), "t": _twice, "z": _create("z")})
+    first = runner.batch(["n", "t", "z"])
+    assert not first["n"].ok and first["t"].ok and first["z"].ok
+    runner.handlers["z"] = _create("z2")
+    seen = _marker_statements(db, monkeypatch)
+    again = runner.batch(["t", "z"])
+    assert again["t"].value == ({"title": "twice"}, {"title": "twice"}) and again["z"].value == {"title": "z"}
+    assert seen == ["SELECT"]  # nothing new to write, nothing rolled back
+    assert _titles(db) == ["twice", "z"] and _markers() == {"t", "z"}
+
+
+def test_more_markers_than_a_statement_takes_go_in_several(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimyq.jobs.effects import ROWS
+
+    ids = [f"j{i}" for i in range(ROWS * 2 + 5)]
+    runner = Runner(db, {i: _create(i) for i in ids})
+    seen = _marker_statements(db, monkeypatch)
+    results = runner.batch(ids)
+    assert all(r.ok for r in results.values())
+    assert seen == ["SELECT"] * 3 + ["INSERT"] * 3
+    assert _markers() == set(ids)
+
+
+def test_when_the_markers_cannot_be_looked_up_the_jobs_run_one_by_one(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimyq.jobs.effects import _deferred
+
+    real = db.execute_sql
+    state = {"fail": True}
+
+    def execute_sql(sql: str, params: Any = None) -> Any:
+        if "job_effects" in sql and " IN " in sql.upper() and state.pop("fail", False):
+            raise peewee.OperationalError("canceling statement due to lock timeout")
+        return real(sql, params)
+
+    monkeypatch.setitem(vars(db), "execute_sql", execute_sql)
+    runner = Runner(db, {"a": _create("a"), "b": _create("b")})
+    results = runner.batch(["a", "b"])
+    assert results["a"].ok and results["b"].ok and runner.ran == ["a", "b"]
+    _no_transaction_left(db)
+    assert _titles(db) == ["a", "b"] and _markers() == {"a", "b"} and _deferred.now is None
+
+
+def test_no_batch_is_left_deferring_after_an_interrupted_one(db: Any) -> None:
+    from slimyq.jobs.effects import _deferred
+
+    def interrupted(ctx: JobContext) -> Any:
+        _create("interrupted")(ctx)
+        raise TimeoutSignal
+
+    Runner(db, {"a": _create("a"), "b": interrupted}).batch(["a", "b"])
+    assert _deferred.now is None
+    assert Runner(db, {"c": _create("c")}).batch(["c"])["c"].ok  # alone: its marker at once
+    assert _markers() == {"c"}
