@@ -29,6 +29,8 @@ import peewee
 
 from slimyq.db import instrument
 
+JOB_SAVEPOINT = "slimyq_job"
+
 
 class _Fresh(threading.local):
     # (database, transaction depth, statement count, savepoint) while the job's savepoint is unused
@@ -53,7 +55,11 @@ class JobSavepoint:
 
     def __init__(self, db: Any) -> None:
         self.db = db
-        self.sp = db.savepoint()
+        # One name for every job's savepoint (not peewee's random one per savepoint: a uuid4 per
+        # job for nothing): setting it again inside a kept one shadows it (PostgreSQL, SQLite) or
+        # replaces it (MySQL), and a rollback to the name goes to the newest, this job's. The
+        # savepoints a handler opens keep peewee's random names.
+        self.sp = peewee._savepoint(db, JOB_SAVEPOINT)  # what db.savepoint() returns, named
         self.release = isinstance(db, peewee.SqliteDatabase)
 
     def __enter__(self) -> JobSavepoint:
@@ -73,6 +79,9 @@ class JobSavepoint:
         self.sp.rollback(begin=False)
 
 
+_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR (libpq's PQTRANS_INERROR; checked in the tests)
+
+
 def aborted(db: Any) -> bool:
     """PostgreSQL's transaction is in error: a statement failed and nothing was rolled back to a
     savepoint since (a handler caught a database error without a savepoint of its own). Every
@@ -85,9 +94,7 @@ def aborted(db: Any) -> bool:
     info = getattr(conn, "info", None)  # psycopg 3's (the driver slimyq uses)
     if info is None:
         return False
-    from psycopg.pq import TransactionStatus
-
-    return bool(info.transaction_status == TransactionStatus.INERROR)
+    return bool(info.transaction_status == _INERROR)
 
 
 def forget() -> None:
@@ -105,6 +112,11 @@ class _Adopted:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.sp.rollback(begin=False)  # the savepoint stays set: the batch ends it after the job
+
+
+def adopted(block: object) -> bool:
+    """``block`` (from ``write_transaction``) is the job's own savepoint."""
+    return isinstance(block, _Adopted)
 
 
 def adopt(db: Any) -> _Adopted | None:

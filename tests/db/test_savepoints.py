@@ -188,3 +188,11 @@ def test_outside_a_batch_the_block_is_a_transaction_of_its_own(db: Any, sent: li
         _insert(ctx, "alone")
     assert "SAVEPOINT" not in sent
     assert _titles() == ["alone"]
+
+
+def test_the_aborted_state_read_is_libpqs() -> None:
+    from psycopg.pq import TransactionStatus
+
+    from slimyq.db import savepoints
+
+    assert savepoints._INERROR == TransactionStatus.INERROR
