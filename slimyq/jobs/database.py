@@ -44,20 +44,15 @@ def _owned(conversation_id: str, user_id: str) -> Conversation:
           help="Create a conversation for a user.")
 def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any]:
     from slimyq.db.models import Conversation, utcnow
+    from slimyq.db.statements import insert_ignore
     from slimyq.jobs.effects import once
 
     conv_id = ctx.derived_id("conversation")
 
     def apply() -> dict[str, Any]:
         now = utcnow()
-        inserted = Conversation.insert(
-            id=conv_id,
-            user_id=p.user_id,
-            title=p.title,
-            personality_mode=p.personality_mode,
-            created_at=now,
-            updated_at=now,
-        ).on_conflict_ignore().as_rowcount().execute()
+        inserted = insert_ignore(Conversation, id=conv_id, user_id=p.user_id, title=p.title,
+                                 personality_mode=p.personality_mode, created_at=now, updated_at=now)
         # The row as written: ours, or (a run from before job_effects) the one already there.
         created = now if inserted else Conversation.get_by_id(conv_id).created_at
         return {"success": True, "conversationId": conv_id, "createdAt": iso(created)}
@@ -69,6 +64,7 @@ def create_conversation(p: CreateConversation, ctx: JobContext) -> dict[str, Any
           help="Save a message in a conversation (bumps its updated_at).")
 def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     from slimyq.db.models import Conversation, Message, utcnow
+    from slimyq.db.statements import insert_ignore
     from slimyq.jobs.effects import once
 
     conversation_id = str(p.conversation_id)
@@ -76,15 +72,8 @@ def save_message(p: SaveMessage, ctx: JobContext) -> dict[str, Any]:
     def apply() -> dict[str, Any]:
         _owned(conversation_id, p.user_id)
         now = utcnow()
-        Message.insert(
-            id=ctx.derived_id("message"),
-            conversation=conversation_id,
-            user_id=p.user_id,
-            role=p.role,
-            content=p.content,
-            personality_mode=p.personality_mode,
-            created_at=now,
-        ).on_conflict_ignore().execute()
+        insert_ignore(Message, id=ctx.derived_id("message"), conversation=conversation_id, user_id=p.user_id,
+                      role=p.role, content=p.content, personality_mode=p.personality_mode, created_at=now)
         Conversation.update(updated_at=now).where(Conversation.id == conversation_id).execute()
         return {"success": True, "savedAt": iso(now)}
 
