@@ -51,11 +51,21 @@ def label(text: str) -> str:
     return text.replace(SEP, "_")[:100] or "unknown"
 
 
+_fields: dict[str, tuple[tuple[str, ...], str, str]] = {}  # a histogram's field names: its buckets', count, sum
+
+
 def _observe(head: str, bounds: tuple[str, ...], buckets: tuple[float, ...], seconds: float) -> None:
-    """One duration into histogram ``head`` (the caller holds the lock)."""
-    _ints[f"{head}|le|{bounds[bisect.bisect_left(buckets, seconds)]}"] += 1
-    _ints[f"{head}|count"] += 1
-    _floats[f"{head}|sum"] = _floats.get(f"{head}|sum", 0.0) + seconds
+    """One duration into histogram ``head`` (the caller holds the lock). Its field names are built
+    once (a database's histograms take one duration per statement)."""
+    fields = _fields.get(head)
+    if fields is None:
+        fields = (tuple(f"{head}|le|{b}" for b in bounds), f"{head}|count", f"{head}|sum")
+        if len(_fields) < 1024:  # bounded, whatever the model names a job asks for
+            _fields[head] = fields
+    le, count, total = fields
+    _ints[le[bisect.bisect_left(buckets, seconds)]] += 1
+    _ints[count] += 1
+    _floats[total] = _floats.get(total, 0.0) + seconds
 
 
 def db_query(backend: str, op: str, seconds: float, error: bool) -> None:
