@@ -4,8 +4,11 @@ And the failure text users see (``codec.failure_text``): the last line, no modul
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slimyq.runtime import codec
 from slimyq.runtime.codec import ClaimedJob, UndecodableJob
@@ -109,3 +112,23 @@ def test_rq_times_parse_fast_and_strictly() -> None:
     for text in ("2026-11-23T14:21:30.1+05:00Z", "2026-W47-1T14:21:30.123456Z", "2026-13-23T14:21:30.123456Z",
                  "2026-11-23 14:21:30.123456Z", ""):
         assert parse_rq_time(text) is None, text
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+                     max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(), _JSON, max_size=5), st.integers(min_value=0, max_value=40_000))
+def test_job_data_is_what_rqs_own_reader_decodes(kwargs: dict[str, Any], padding: int) -> None:
+    """``data`` is compressed with a small window (cheaper to set up): RQ's own path, a plain
+    ``zlib.decompress`` and its JSON serializer, reads it back exactly, short or long."""
+    import zlib
+
+    from rq.serializers import JSONSerializer
+
+    kwargs = {**kwargs, "pad": "x y z " * padding}
+    data = codec.encode_data("slimyq.jobs.chat.f", kwargs)
+    assert JSONSerializer.loads(zlib.decompress(data)) == ["slimyq.jobs.chat.f", None, [], kwargs]
+    assert ClaimedJob("j", "e", {"data": data}).call(10**7)[3] == kwargs
