@@ -70,7 +70,7 @@ def _apply_first(ctx: JobContext, db: Any, effect: str, apply: Callable[[], R]) 
             result = apply()
             # As stored now: a result that cannot be fails its own job here, as the insert would.
             stored = JobEffect.result.db_value(result) if later is not None else None
-            if stored is None:  # not deferred, or a result stored as NULL (which the insert refuses)
+            if not _storable(stored):  # not deferred, or a result the insert might refuse
                 later = None
                 _record(db, ctx.job_id, effect, result)
         if later is not None:
@@ -164,6 +164,22 @@ def _lookup_many(db: Any, job_ids: list[str]) -> dict[tuple[str, str], str | Non
     return found
 
 
+STORED_MOST = 16 * 1024  # characters of a deferred marker's result (MySQL's TEXT holds 65,535 bytes)
+
+
+def _storable(stored: str | None) -> bool:
+    """A result every database stores as it is: not NULL (the column refuses it), valid UTF-8 (a
+    lone surrogate is not), and short; anything else is written at once, where a refusal fails
+    its own job only."""
+    if stored is None or len(stored) > STORED_MOST:
+        return False
+    try:
+        stored.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Now(threading.local):
     now: Deferred | None = None
 
@@ -184,9 +200,12 @@ class Deferred:
     roll that block back, and the job's failure drops its markers with it (:meth:`job_failed`). A
     later block, or one inside a transaction block of the handler's own (which the handler could
     roll back and go on), writes its marker at once as usual. So do jobs whose ids are not RQ's
-    usual ones (``job_ids`` leaves them out) and effects with unusual names: what the insert could
-    refuse fails its own job there, never the batch's write of the others' markers. The result is
-    stored as it was when the block ended (a handler that changes it afterwards changes nothing)."""
+    usual ones (``job_ids`` leaves them out), effects with unusual names and results that a
+    database might refuse (:func:`_storable`): what the insert could refuse fails its own job
+    there, never the batch's write of the others' markers (and should the write fail after all,
+    the batch's jobs are not deferred again in this process: :mod:`slimyq.runtime.batch`). The
+    result is stored as it was when the block ended (a handler that changes it afterwards changes
+    nothing)."""
 
     def __init__(self, db: Any, job_ids: list[str]) -> None:
         self.db = db

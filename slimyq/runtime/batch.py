@@ -57,6 +57,32 @@ Taken = Callable[[list[ClaimedJob]], list[ClaimedJob]]  # of these, the jobs ano
 Report = Callable[[list[tuple[ClaimedJob, Result]]], None]  # a transaction's outcomes, once it has ended
 
 
+class _Undeferred:
+    """The jobs of batches whose write of effect-once markers failed other than by an outage (a
+    takeover's marker, or something a database refused that :class:`slimyq.jobs.effects.Deferred`
+    did not foresee): in this process their markers are not deferred again, so a marker that
+    cannot be stored fails its own job at once instead of rolling its batch-mates back again and
+    again. Bounded: the oldest are forgotten first."""
+
+    MOST = 10_000
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def add(self, ids: set[str]) -> None:
+        with self._lock:
+            self._ids.update(dict.fromkeys(ids))
+            while len(self._ids) > self.MOST:
+                del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._ids
+
+
+_undeferred = _Undeferred()
+
+
 class BatchAborted(Exception):
     """The batch's transaction is gone (a failed statement of our own, a commit that failed)."""
 
@@ -186,7 +212,8 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
         try:
             try:  # (bounded like the commit: it may wait on a lock of job_effects)
                 with guard() if guard is not None else contextlib.nullcontext():
-                    markers = Deferred(db, [i for i in (job.id, *queue.waiting()) if codec.JOB_ID.match(i)])
+                    markers = Deferred(db, [i for i in (job.id, *queue.waiting())
+                                            if codec.JOB_ID.match(i) and i not in _undeferred])
             except Exception as exc:  # no job has run: they go on job by job
                 unstarted = job
                 raise _Unusable(str(exc)) from exc
@@ -227,7 +254,14 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                         markers.job_failed()
                     job = queue.next()
             with guard() if guard is not None else contextlib.nullcontext():
-                markers.flush()  # another run's marker since the lookup fails it: all run again
+                try:
+                    markers.flush()  # another run's marker since the lookup fails it: all run again
+                except Exception as exc:
+                    from slimyq.runtime.execute import database_unavailable
+
+                    if not database_unavailable(exc):  # whatever it was, not again for these jobs
+                        _undeferred.add(markers.ids)
+                    raise
             lost = taken([j for j, _ in pending]) if taken is not None and pending else []
             if lost:
                 raise BatchAborted(f"{len(lost)} job(s) of the batch were taken over by another worker")

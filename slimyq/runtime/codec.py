@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,128}\Z")  # (not ^...$: "$" matches before a trailing newline)
 
 # Fields the claim script returns, in this order.
 CLAIM_FIELDS = (

@@ -700,3 +700,45 @@ def test_no_batch_is_left_deferring_after_an_interrupted_one(db: Any) -> None:
     assert _deferred.now is None
     assert Runner(db, {"c": _create("c")}).batch(["c"])["c"].ok  # alone: its marker at once
     assert _markers() == {"c"}
+
+
+def test_results_a_database_might_refuse_are_written_at_once_and_fail_their_own_job_only(db: Any) -> None:
+    from slimyq.jobs.effects import STORED_MOST
+
+    big = "x" * (70 * 1024)  # over MySQL's TEXT: refused there (strict mode), stored elsewhere
+    runner = Runner(db, {"a": _create("a"), "surrogate": _returning({"t": "\ud800"}, "s"),
+                         "big": _returning({"t": big}, "big"), "c": _create("c")})
+    results = runner.batch(["a", "surrogate", "big", "c"])
+    assert results["a"].ok and results["c"].ok  # never rolled back for a batch-mate's marker
+    assert not results["surrogate"].ok
+    assert results["big"].ok == (not isinstance(db, peewee.MySQLDatabase)) and len(big) > STORED_MOST
+    assert _markers() == {"a", "c"} | ({"big"} if results["big"].ok else set())
+
+
+def test_after_a_failed_write_of_markers_the_batchs_jobs_are_not_deferred_again(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Something the database refused that nothing foresaw: the batch is rolled back (retried, no
+    attempt used) and its jobs' next batch writes each marker at once (a refusal would fail its
+    own job, not its batch-mates again and again)."""
+    from slimyq.jobs.effects import Deferred
+    from slimyq.runtime import batch as batch_mod
+    from slimyq.runtime.codec import BATCH_ROLLED_BACK
+
+    monkeypatch.setattr(batch_mod, "_undeferred", batch_mod._Undeferred())  # this test's own
+    real = Deferred.flush
+    calls: list[int] = []
+
+    def refused(self: Deferred) -> None:
+        calls.append(1)
+        raise peewee.DataError("value too long for type character varying(128)")
+
+    monkeypatch.setattr(Deferred, "flush", refused)
+    runner = Runner(db, {"u1": _create("u1"), "u2": _create("u2")})
+    first = runner.batch(["u1", "u2"])
+    assert all(r.error_type == BATCH_ROLLED_BACK for r in first.values()) and calls == [1]
+    monkeypatch.setattr(Deferred, "flush", real)
+    seen = _marker_statements(db, monkeypatch)
+    again = runner.batch(["u1", "u2"])
+    assert all(r.ok for r in again.values()) and calls == [1]
+    assert seen.count("INSERT") == 2  # one per job, at once
+    assert _markers() == {"u1", "u2"}

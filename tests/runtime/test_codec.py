@@ -132,3 +132,8 @@ def test_job_data_is_what_rqs_own_reader_decodes(kwargs: dict[str, Any], padding
     data = codec.encode_data("slimyq.jobs.chat.f", kwargs)
     assert JSONSerializer.loads(zlib.decompress(data)) == ["slimyq.jobs.chat.f", None, [], kwargs]
     assert ClaimedJob("j", "e", {"data": data}).call(10**7)[3] == kwargs
+
+
+def test_a_job_id_is_whole_no_trailing_newline() -> None:
+    assert codec.JOB_ID.match("A" * 128) and not codec.JOB_ID.match("A" * 128 + "\n")
+    assert not codec.JOB_ID.match("ok\n") and not codec.JOB_ID.match("A" * 129)
