@@ -40,6 +40,10 @@ def no_nul(value: str) -> str:
 
 def check_identifier(value: str) -> str:
     """An identifier exactly as given, or ``ValueError`` saying why it cannot be one."""
+    if value.isprintable() and value and value[0] != " " and value[-1] != " ":
+        # The usual id, decided in C: a printable string holds no control character, and the only
+        # whitespace it can hold is the ASCII space (so neither blank nor untrimmed unless one ends it).
+        return value
     if not value:
         raise ValueError("must not be empty")
     if is_blank(value):

@@ -113,3 +113,23 @@ def test_a_title_is_null_when_blank_and_otherwise_as_given(title: str | None) ->
     expected = None if title is None or not title.strip() else title
     assert p.title == expected  # type: ignore[attr-defined]
     assert validate_payload(model, p.wire()) == p
+
+
+def _identifier_by_the_rules(value: str) -> bool:
+    """The rules, spelled out the slow way (the fast path must decide every string the same)."""
+    return bool(value) and bool(value.strip()) and value == value.strip() and not any(
+        ord(ch) < 32 or ch == "\x7f" for ch in value)
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(codec=None), max_size=12)
+       | st.text(alphabet=" \t\n\x00\x1f\x7f\u00a0\u2028\u3000\u200bab", max_size=6))
+def test_the_identifier_check_decides_every_string_by_the_rules(value: str) -> None:
+    from slimyq.payloads.fields import check_identifier
+
+    try:
+        check_identifier(value)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == _identifier_by_the_rules(value)
