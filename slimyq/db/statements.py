@@ -37,8 +37,18 @@ def insert_ignore(model: type[peewee.Model], **values: Any) -> int:
     return int(db.rows_affected(cursor))
 
 
-def _compiled(db: Any, model: type[peewee.Model], query: Any, values: dict[str, Any]) -> tuple[str, list[Any]] | None:
+def sql_as_executed(db: Any, query: Any) -> tuple[str, list[Any]]:
+    """``query``'s SQL and parameters as peewee sends them when it runs an ``as_rowcount()`` insert:
+    a model's insert gets ``RETURNING`` its primary key when it is made, and peewee's
+    ``Insert._execute`` strips that again before it runs (a row count does not want the rows)."""
+    if getattr(query, "_as_rowcount", False) and not getattr(query, "_return_cursor", False):
+        query._returning = None
     sql, params = db.get_sql_context().sql(query).query()
+    return sql, list(params)
+
+
+def _compiled(db: Any, model: type[peewee.Model], query: Any, values: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    sql, params = sql_as_executed(db, query)
     head, found, _ = sql.partition(") VALUES (")
     if not found or "(" not in head:
         return None

@@ -10,8 +10,8 @@ have been deleted since) and not a row that maintenance deletes (audit entries, 
 retry runs for real. A job type declared ``batchable`` (its writes are database work only) applies
 first and looks the marker up only when the marker's insert (or the work) fails: see
 :func:`_apply_first`. Inside a batch transaction (:mod:`slimyq.runtime.batch`) the markers of all
-its jobs are looked up in one statement when it begins and written in one statement before it
-commits (:class:`Deferred`). Two runs of one job at once (which the runtime never starts) could
+its jobs are looked up together when it begins and written together before it commits, in
+statements of up to ``ROWS`` (:class:`Deferred`). Two runs of one job at once (which the runtime never starts) could
 not both commit: the marker's primary key refuses the second.
 """
 
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 from slimyq.db.models import JobEffect, utcnow
+from slimyq.db.statements import sql_as_executed
 from slimyq.jobs.base import Interrupted, JobContext, write_transaction
 
 R = TypeVar("R")
@@ -51,7 +52,10 @@ def _apply_first(ctx: JobContext, db: Any, effect: str, apply: Callable[[], R]) 
     the first run (its conversation is gone, a row it reads was deleted); either way its writes
     are rolled back with the block and the first result is returned: the same outcome as looking
     first. A failure that says nothing about the data (the job's timeout or stop, the database
-    gone) is raised as it is, and so is any error of the lookup itself: the job is retried."""
+    gone) is raised as it is, and so is any error of the lookup itself: the job is retried.
+
+    Inside a batch transaction that covers the job (:class:`Deferred`), the lookup is the batch's,
+    made when it began, and the marker of a deferrable first block is written with the batch's."""
     import peewee
 
     from slimyq.db.savepoints import adopted
@@ -115,8 +119,8 @@ def _statement(db: Any, kind: str, n: int = 1) -> str | None:
                                            for j, e, r in zip(jobs, effects, results, strict=True)]).as_rowcount()
             expected = [v for j, e, r in zip(jobs, effects, results, strict=True)
                         for v in (j, e, JobEffect.result.db_value(r), JobEffect.created_at.db_value(stamp))]
-        sql, params = db.get_sql_context().sql(query).query()
-        _SQL[key] = sql if list(params) == expected else None
+        sql, params = sql_as_executed(db, query)
+        _SQL[key] = sql if params == expected else None
     return _SQL[key]
 
 
@@ -164,7 +168,9 @@ def _lookup_many(db: Any, job_ids: list[str]) -> dict[tuple[str, str], str | Non
     return found
 
 
-STORED_MOST = 16 * 1024  # characters of a deferred marker's result (MySQL's TEXT holds 65,535 bytes)
+# Characters of a deferred marker's result: MySQL's TEXT holds 65,535 bytes, and a JSON text of 16,384
+# characters is at most 65,530 bytes of UTF-8 (only the characters inside its strings take 4).
+STORED_MOST = 16 * 1024
 
 
 def _storable(stored: str | None) -> bool:
@@ -234,7 +240,7 @@ class Deferred:
         transaction), and its first result."""
         key = (job_id, effect)
         for markers in (self.known, self._added):
-            if key in markers:  # (its result may be None: stored as NULL)
+            if key in markers:
                 return True, JobEffect.result.python_value(markers[key])  # a value of its own each time
         return False, None
 

@@ -91,7 +91,7 @@ class BatchRunner:
             return
         alarm = w.watchdog.alarm(min(BATCH_BUDGET, w.qs.timeout / 10), lambda: self._give_back(batch.take_rest()))
         try:
-            run_batch(db, batch, run, self._commit_guard, self._taken_of, report)
+            run_batch(db, batch, run, self._own_statements_guard, self._taken_of, report)
         except Exception as exc:  # a bug, not a job's failure: nothing of the batch is done
             log.exception("a database batch failed; its jobs are retried")
             abandon(db)
@@ -113,7 +113,7 @@ class BatchRunner:
             return [job for job in jobs if job.member in self.w._taken]
 
     @contextlib.contextmanager
-    def _commit_guard(self) -> Iterator[None]:
+    def _own_statements_guard(self) -> Iterator[None]:
         """A batch's own statements (its effect-once markers' lookup and write, its commit) are
         bounded by the queue's timeout, like a job."""
         w = self.w

@@ -39,8 +39,9 @@ def test_it_sends_what_peewee_would_and_inserts_once(db: Any, monkeypatch: pytes
     assert insert_ignore(Conversation, **_conversation("c1", "first", now)) == 1  # built by peewee
     assert insert_ignore(Conversation, **_conversation("c2", "second", now)) == 1  # the kept SQL
     assert insert_ignore(Conversation, **_conversation("c1", "again", now)) == 0  # its key is there
-    built = Conversation.insert(**_conversation("c2", "second", now)).on_conflict_ignore().as_rowcount()
-    assert sent[1] == db.get_sql_context().sql(built).query()  # the same statement, the same parameters
+    assert sent[1][0] == sent[0][0]  # the statement peewee itself sent (no RETURNING on PostgreSQL)
+    assert "RETURNING" not in sent[1][0].upper()
+    assert sent[1][1] == ["c2", "u1", "second", "helpful", now, now]
     assert sorted((c.id, c.title) for c in Conversation.select()) == [("c1", "first"), ("c2", "second")]
     assert statements._SQL[(type(db), Conversation, tuple(_conversation("x", "", now)))] is not None
 

@@ -56,3 +56,12 @@ def private_valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Valkey]
     server.start()
     yield server
     server.stop(kill=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_undeferred(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The jobs a failed write of markers left undeferred are this process's memory: each test
+    starts without another test's."""
+    from slimyq.runtime import batch
+
+    monkeypatch.setattr(batch, "_undeferred", batch._Undeferred())
