@@ -62,4 +62,4 @@ def _compiled(db: Any, model: type[peewee.Model], query: Any, values: dict[str, 
     if sorted(field.name for field in fields) != sorted(values) or sql.count(db.param) != len(fields):
         return None
     expected = [field.db_value(values[field.name]) for field in fields]
-    return (sql, fields) if list(params) == expected else None
+    return (sql, fields) if params == expected else None

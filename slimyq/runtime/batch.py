@@ -187,6 +187,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
 
     queue = jobs if isinstance(jobs, Jobs) else Jobs(jobs)
     out: list[tuple[ClaimedJob, Result]] = []
+    bounded: Guard = guard or contextlib.nullcontext  # the batch's own statements: lookup, write, commit
 
     def emit(outcomes: list[tuple[ClaimedJob, Result]]) -> None:
         if report is None:
@@ -211,7 +212,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
         conflicts = instrument.conflicts()
         try:
             try:  # (bounded like the commit: it may wait on a lock of job_effects)
-                with guard() if guard is not None else contextlib.nullcontext():
+                with bounded():
                     markers = Deferred(db, [i for i in (job.id, *queue.waiting())
                                             if codec.JOB_ID.match(i) and i not in _undeferred])
             except Exception as exc:  # no job has run: they go on job by job
@@ -253,7 +254,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
                         sp.rollback()
                         markers.job_failed()
                     job = queue.next()
-            with guard() if guard is not None else contextlib.nullcontext():
+            with bounded():
                 try:
                     markers.flush()  # another run's marker since the lookup fails it: all run again
                 except Exception as exc:
@@ -265,7 +266,7 @@ def run_batch(db: Any, jobs: Jobs | list[ClaimedJob], run: Run, guard: Guard | N
             lost = taken([j for j, _ in pending]) if taken is not None and pending else []
             if lost:
                 raise BatchAborted(f"{len(lost)} job(s) of the batch were taken over by another worker")
-            with guard() if guard is not None else contextlib.nullcontext():
+            with bounded():
                 tx.__exit__(None, None, None)
         except Exception as exc:
             # Not committed: nothing that succeeded in this transaction happened.
