@@ -21,6 +21,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from slimyq.stamps import rq_time
+
 RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,128}\Z")  # (not ^...$: "$" matches before a trailing newline)
 
@@ -47,18 +49,15 @@ DEFAULT_FAILURE_TTL = 7 * 86_400
 
 
 def rq_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime(RQ_TIME)
-
-
-def rq_time(ts: float) -> str:
-    """An epoch time in RQ's format (``started_at``, ``ended_at``)."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(RQ_TIME)
+    return rq_time(time.time())
 
 
 _RQ_TIME_SHAPE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
 
 
-def parse_rq_time(value: str | bytes | None) -> dt.datetime | None:
+def parse_rq_time(value: str | bytes | None, *, aware: bool = True) -> dt.datetime | None:
+    """RQ's timestamp as a UTC datetime (``aware=False``: without the time zone, as the database
+    columns hold it; a ``replace(tzinfo=...)`` less, which is most of the cost)."""
     if not value:
         return None
     text = value.decode() if isinstance(value, bytes) else value
@@ -66,14 +65,16 @@ def parse_rq_time(value: str | bytes | None) -> dt.datetime | None:
         # RQ's own shape (``2026-11-23T14:21:30.123456Z``), what every job has: several times
         # cheaper than strptime; anything else takes the strict path below.
         try:
-            return dt.datetime.fromisoformat(text[:26]).replace(tzinfo=dt.UTC)
+            naive = dt.datetime.fromisoformat(text[:26])
         except ValueError:  # digits out of range (month 13)
             return None
+        return naive.replace(tzinfo=dt.UTC) if aware else naive
     for fmt in (RQ_TIME, "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.UTC)
+            naive = dt.datetime.strptime(text, fmt)
         except ValueError:
             continue
+        return naive.replace(tzinfo=dt.UTC) if aware else naive
     return None
 
 
@@ -209,8 +210,9 @@ class ClaimedJob:
 
     @property
     def enqueued_at(self) -> dt.datetime | None:
+        """When the job was enqueued, naive UTC (for its history row)."""
         value = self.raw.get("enqueued_at")
-        return parse_rq_time(value) if self.problem is None else None
+        return parse_rq_time(value, aware=False) if self.problem is None else None
 
     @property
     def attempt(self) -> int:
@@ -240,8 +242,7 @@ class ClaimedJob:
                 if -_INT_RANGE < number < _INT_RANGE:
                     return number
         try:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            parsed = parse(text)
+            parsed = _shared(parse, value) if parse in _SHARED else parse(_text(value))
         except UnicodeDecodeError:
             problem = "is not valid UTF-8"
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -304,6 +305,17 @@ class ClaimedJob:
     def failure_ttl(self) -> int:
         """The same for a failed job (unset: a week)."""
         return _rq_ttl(self._failure_ttl, DEFAULT_FAILURE_TTL)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared(parse: Any, value: bytes | str) -> Any:
+    """A field most jobs share the bytes of (``meta``: a job type and user; ``retry_intervals``),
+    parsed once: the value is shared between jobs, read-only. (What raises is not cached.)"""
+    return parse(_text(value))
 
 
 def _rq_ttl(value: int | None, default: int) -> int:
@@ -375,6 +387,9 @@ def _intervals(text: str) -> list[float] | None:
     return out or None
 
 
+_SHARED = (_meta, _intervals)
+
+
 def retry_delay(intervals: list[float], retries_left: int) -> float:
     """RQ's rule: ``intervals[max(len - retries_left, 0)]``, taken before the decrement."""
     if not intervals:
@@ -383,8 +398,11 @@ def retry_delay(intervals: list[float], retries_left: int) -> float:
     return float(intervals[min(index, len(intervals) - 1)])
 
 
+_result_json = json.JSONEncoder(separators=(",", ":"), default=str).encode  # built once, not per call
+
+
 def encode_return_value(value: Any) -> str:
-    return base64.b64encode(json.dumps(value, separators=(",", ":"), default=str).encode()).decode()
+    return base64.b64encode(_result_json(value).encode()).decode()
 
 
 def encode_exc_string(text: str) -> str:

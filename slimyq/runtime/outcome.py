@@ -7,7 +7,6 @@ errors (validation, ownership, refused jobs) fail at once.
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from slimyq.runtime import codec
 from slimyq.runtime.codec import ClaimedJob
 from slimyq.runtime.execute import Result
 from slimyq.runtime.metrics import Ended
+from slimyq.stamps import iso_ms, rq_time
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,11 @@ class Completion:
     counted: bool = True  # an attempt of its own in the metrics (not a batch-mate's rollback)
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def attempt_record(attempt: int, result: Result, outcome: str, worker: str) -> dict[str, Any]:
     record: dict[str, Any] = {
         "attempt": attempt,
-        "startedAt": _iso(result.started),
-        "endedAt": _iso(result.ended or result.started),
+        "startedAt": iso_ms(result.started),
+        "endedAt": iso_ms(result.ended or result.started),
         "durationMs": round(result.duration * 1000, 3),
         "outcome": outcome,
         "worker": worker,
@@ -115,8 +111,8 @@ def decide(job: ClaimedJob, result: Result, qs: QueueSettings, worker: str) -> C
         max(retries_left, 0),
         f"{result.started:.6f}",
         f"{(result.ended or result.started):.6f}",
-        codec.rq_time(result.started),
-        codec.rq_time(result.ended or result.started),
+        rq_time(result.started),
+        rq_time(result.ended or result.started),
     ]
     return Completion(args, Ended(result.job_type, kind, result.duration), label, attempt, rerun=infra,
                       counted=not (infra and result.error_type == codec.BATCH_ROLLED_BACK))

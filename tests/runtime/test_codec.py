@@ -3,6 +3,7 @@ And the failure text users see (``codec.failure_text``): the last line, no modul
 
 from __future__ import annotations
 
+import datetime as dt
 import zlib
 from typing import Any
 
@@ -24,7 +25,8 @@ def test_plain_rq_fields_parse_and_missing_ones_take_defaults() -> None:
     assert job.problem is None
     read = (job.retries_left(9), job.timeout(9), job.retry_intervals([7.0]), job.result_ttl())
     assert read == (2, 30, [1.0, 2.5], 100)
-    assert job.meta == {"type": "canary", "user": "u1"} and job.enqueued_at is not None
+    assert job.meta == {"type": "canary", "user": "u1"}
+    assert job.enqueued_at == dt.datetime(2026, 1, 2, 3, 4, 5, 6)  # naive UTC, as the history column holds it
     empty = ClaimedJob("j2", "e2", {"retries_left": b"", "timeout": None})
     assert empty.problem is None
     assert (empty.retries_left(2), empty.timeout(30), empty.failure_ttl()) == (2, 30, codec.DEFAULT_FAILURE_TTL)
@@ -102,12 +104,14 @@ def test_failure_text_drops_the_module_path_only(text, shown):
 
 
 def test_rq_times_parse_fast_and_strictly() -> None:
-    import datetime as dt
-
     from slimyq.runtime.codec import parse_rq_time
 
     assert parse_rq_time(b"2026-11-23T14:21:30.123456Z") == dt.datetime(2026, 11, 23, 14, 21, 30, 123456, dt.UTC)
     assert parse_rq_time("2026-11-23T14:21:30Z") == dt.datetime(2026, 11, 23, 14, 21, 30, tzinfo=dt.UTC)
+    for text in ("2026-11-23T14:21:30.123456Z", "2026-11-23T14:21:30Z"):
+        aware, naive = parse_rq_time(text), parse_rq_time(text, aware=False)
+        assert aware is not None and naive is not None and naive.tzinfo is None
+        assert naive == aware.replace(tzinfo=None)
     # Shapes the fast path must not let through (ISO forms strptime rejects), and bad digits.
     for text in ("2026-11-23T14:21:30.1+05:00Z", "2026-W47-1T14:21:30.123456Z", "2026-13-23T14:21:30.123456Z",
                  "2026-11-23 14:21:30.123456Z", ""):
