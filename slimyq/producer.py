@@ -22,7 +22,7 @@ from slimyq.errors import NotFound, SlimyqError, Unreachable, UsageError, Valida
 from slimyq.jobs import registry
 from slimyq.jobs.registry import JobType
 from slimyq.obs import ops, trace
-from slimyq.payloads.common import Payload, validate_payload
+from slimyq.payloads.common import Payload, payload_user, validate_payload
 from slimyq.runtime import codec, keys
 from slimyq.runtime.scripts import Scripts
 
@@ -59,7 +59,7 @@ def _encode(req: EnqueueRequest, settings: Settings, now: str, stamps: bool) -> 
         payload=req.payload.wire(),
         queue=req.queue,
         job_type=req.job_type.name,
-        user=ratelimit.user_of(req.payload),
+        user=payload_user(req.payload),
         timeout=qs.timeout,
         retry_intervals=qs.retry_delays(),
         status="scheduled" if req.run_at else "queued",
@@ -246,7 +246,7 @@ def decode_chunk(chunk: Chunk, replies: list[Any]) -> Decoded:
     refused: list[EnqueueRequest] = []
     for written, pairs in zip(replies, chunk.order, strict=True):
         if written and int(written[0]) == -1:  # over the rate limit: this group wrote nothing
-            user = ratelimit.user_of(batch[pairs[int(written[1]) - 1][0]].payload) or ""
+            user = payload_user(batch[pairs[int(written[1]) - 1][0]].payload) or ""
             limited = limited or ratelimit.refused(int(written[2]), user)
             refused += [batch[index] for index, _ in pairs]
             continue

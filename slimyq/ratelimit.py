@@ -24,7 +24,7 @@ import redis
 from slimyq.config import Settings
 from slimyq.errors import RateLimited, ValidationFailed
 from slimyq.jobs.registry import JobType
-from slimyq.payloads.common import Payload
+from slimyq.payloads.common import Payload, payload_user
 
 PREFIX = "slimyq:rl:"
 
@@ -64,17 +64,12 @@ def _seconds(ttl_ms: int) -> int:
     return max(math.ceil(ttl_ms / 1000), 1)
 
 
-def user_of(payload: Payload) -> str | None:
-    user = getattr(payload, "user_id", None)
-    return str(user) if user is not None else None
-
-
 def counter_key(job_type: JobType, payload: Payload) -> str:
     """The counter a job of ``job_type`` takes a slot of ('' for types that are not rate limited
     and payloads without a user): what the ENQUEUE script is given per job."""
     if not job_type.rate_limited:
         return ""
-    user = user_of(payload)
+    user = payload_user(payload)
     return key(user) if user is not None else ""
 
 
@@ -91,7 +86,7 @@ def turned_away(requests: Iterable[Any], user: str) -> Counter[tuple[str, str]]:
     """What a refusal of ``user`` turned away, per (queue, job type): that user's requests of
     rate-limited types (the metric's count; other jobs of the same batch are not rejections)."""
     return Counter((r.queue, r.job_type.name) for r in requests
-                   if r.job_type.rate_limited and user_of(r.payload) == user)
+                   if r.job_type.rate_limited and payload_user(r.payload) == user)
 
 
 def precheck(conn: redis.Redis, settings: Settings, counts: Mapping[str, int]) -> None:
@@ -110,7 +105,7 @@ def batch_counts(requests: Iterable[tuple[JobType, Payload]]) -> dict[str, int]:
     """Rate-limited requests per user in a batch of (job type, payload)."""
     counts: dict[str, int] = {}
     for job_type, payload in requests:
-        user = user_of(payload)
+        user = payload_user(payload)
         if job_type.rate_limited and user is not None:
             counts[user] = counts.get(user, 0) + 1
     return counts

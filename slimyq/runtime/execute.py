@@ -19,6 +19,7 @@ from slimyq.jobs import registry
 from slimyq.jobs.base import Interrupted, JobContext, PermanentError, Refused
 from slimyq.jobs.calls import check_call
 from slimyq.obs import trace
+from slimyq.payloads.common import payload_user
 from slimyq.runtime import joblog
 from slimyq.runtime.codec import CONFLICT_ERROR, INFRA_ERROR, MAX_JOB_SIZE, ClaimedJob, UndecodableJob
 
@@ -79,8 +80,7 @@ def prepare(job: ClaimedJob, queue: str, max_size: int = MAX_JOB_SIZE) -> Prepar
     except UndecodableJob as exc:
         raise Refused(str(exc)) from None
     job_type, payload = check_call(func_name, instance, args, kwargs, queue)
-    user = getattr(payload, "user_id", None)
-    return Prepared(job_type, payload, job_type.handler(), str(user) if user is not None else None)
+    return Prepared(job_type, payload, job_type.handler(), payload_user(payload))
 
 
 def run(job: ClaimedJob, queue: str, make_context: Callable[[ClaimedJob], JobContext],

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from slimyq.logs import event
+from slimyq.payloads.common import field_value
 from slimyq.runtime import codec
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def bind(worker: str, queue: str, concurrency: int, secrets: Sequence[str] = ())
 
 
 def request_id(payload: Any) -> str | None:
-    rid = getattr(payload, "request_id", None)
+    rid = field_value(payload, "request_id")
     return None if rid is None else str(rid)
 
 

@@ -4,6 +4,7 @@ And the failure text users see (``codec.failure_text``): the last line, no modul
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zlib
 from typing import Any
 
@@ -141,3 +142,31 @@ def test_job_data_is_what_rqs_own_reader_decodes(kwargs: dict[str, Any], padding
 def test_a_job_id_is_whole_no_trailing_newline() -> None:
     assert codec.JOB_ID.match("A" * 128) and not codec.JOB_ID.match("A" * 128 + "\n")
     assert not codec.JOB_ID.match("ok\n") and not codec.JOB_ID.match("A" * 129)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=40).map(lambda b: b"[" + b),
+    st.binary(max_size=40),
+    st.lists(_JSON, max_size=4).map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+))
+def test_job_data_reads_as_json_loads_reads_its_bytes(data: bytes) -> None:
+    """The call's bytes are decoded before json.loads when it would read them as UTF-8: the same
+    value, or the same refusal, as json.loads given the bytes themselves."""
+    raw = zlib.compress(data)
+    try:
+        expected: Any = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        expected = None
+    job = ClaimedJob("j1", "e1", {"data": raw})
+    try:
+        got: Any = list(job.call())
+    except UndecodableJob as exc:
+        got = None if "not JSON" in str(exc) else "shape"
+    if expected is None:
+        assert got is None
+    elif isinstance(expected, list) and len(expected) == 4 and isinstance(expected[0], str) \
+            and isinstance(expected[2], list | type(None)) and isinstance(expected[3], dict | type(None)):
+        assert got == [expected[0], expected[1], list(expected[2] or []), dict(expected[3] or {})]
+    else:
+        assert got == "shape"
