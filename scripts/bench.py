@@ -11,7 +11,8 @@ Prints a Markdown table (the README quotes it). Rows:
                dropped per system): `slimyq worker` vs the SimpleWorker pool
   postgres-net the same, every database connection through scripts/tcpproxy.py adding 1 ms per
                round trip (what a network hop to a database host costs)
-  trivial      message validation at concurrency 10 (slimyq vs the SimpleWorker pool and BullMQ)
+  trivial      message validation at concurrency 10: slimyq vs the SimpleWorker pool, then vs
+               BullMQ in 3 alternating pairs of 10,000-job drains (medians, each pair's ratio)
   sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
@@ -444,21 +445,47 @@ def row_postgres(env: Env, n: int, delay_ms: float = 0.0) -> list[Row]:
                 drop()
 
 
-def row_trivial(env: Env, n: int) -> list[Row]:
-    msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(n)]
+def row_trivial(env: Env, n: int, n_pair: int, rounds: int) -> list[Row]:
+    """slimyq beside RQ's SimpleWorker pool (``n`` jobs), then beside BullMQ: ``rounds`` pairs of
+    drains of ``n_pair`` jobs, alternating which goes first; the medians are shown, and the ratio
+    of each pair in the note (a 1-2 s drain on a shared machine varies by a third run to run)."""
+    msgs = [{"message": {"role": "user", "content": f"  hello {i}  "}} for i in range(max(n, n_pair))]
+    what = "trivial jobs (message validation)"
+    cmd = [str(BIN / "slimyq"), "worker", "chat", "--burst", "--concurrency", "10", "--log-level", "warning"]
     rows = _worker_rows(
-        env, "trivial jobs (message validation)", n, n, "chat",
+        env, what, n, n, "chat",
         lambda k: slimyq_enqueue(env, "message_validation", msgs[:k]) and None,
         lambda k: rq_enqueue(env, "bench_jobs.validate_message", "chat", msgs[:k], bulk=True) and None,
         10, False,
     )
-    if not bullmq_missing():
-        row = bullmq_drain(env, n, 10)
-        row.what = rows[0].what
-        if row.rate and rows[0].rate:
-            rows[0].note = rows[0].note.rstrip("; ") + f"; {rows[0].rate / row.rate:.2f}x BullMQ"
-        rows.append(row)
-    return rows
+    if bullmq_missing():
+        return rows
+    ours: list[Row] = []
+    theirs: list[Row] = []
+
+    def slimyq_round() -> None:
+        penv = env.fresh()
+        slimyq_enqueue(env, "message_validation", msgs[:n_pair])
+        ours.append(drain(env, cmd, penv, "chat", n_pair))
+
+    def bullmq_round() -> None:
+        theirs.append(bullmq_drain(env, n_pair, 10))
+
+    for r in range(rounds):
+        for step in (slimyq_round, bullmq_round) if r % 2 else (bullmq_round, slimyq_round):
+            step()
+    pairs = sorted((a.rate or 0) / (b.rate or 1) for a, b in zip(ours, theirs, strict=True))
+    mine, bull = _median_row(ours), _median_row(theirs)
+    mine.what, mine.system = what, f"slimyq worker (threads, c=10, median of {rounds})"
+    bull.what, bull.system = what, f"BullMQ Worker (concurrency 10, median of {rounds})"
+    ratio = (mine.rate or 0) / (bull.rate or 1)
+    mine.note = f"{ratio:.2f}x BullMQ (pairs: {', '.join(f'{x:.2f}' for x in pairs)}x)"
+    return [*rows, mine, bull]
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """The run with the median rate (its own CPU, commands and memory beside it)."""
+    return sorted(rows, key=lambda r: r.rate or 0)[len(rows) // 2]
 
 
 def row_sleep(env: Env, n: int) -> list[Row]:
@@ -600,7 +627,7 @@ def main() -> int:
         ("postgres-net", lambda: row_postgres(env, 300 if q else 2000, delay_ms=1.0)),
         ("bulk", lambda: row_bulk(env, 20_000 if q else 1_000_000)),
         ("history", lambda: row_history(env, 300 if q else 2000, 1 if q else 3)),
-        ("trivial", lambda: row_trivial(env, 500 if q else 5000)),
+        ("trivial", lambda: row_trivial(env, 500 if q else 5000, 500 if q else 10_000, 1 if q else 3)),
         ("sleep", lambda: row_sleep(env, 300 if q else 2000)),
         ("chat", lambda: row_chat(env, 100 if q else 500)),
         ("inspect", lambda: None if q else inspect_rows()),

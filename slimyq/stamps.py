@@ -19,6 +19,11 @@ Fields = tuple[int, int, int, int, int, int]  # year, month, day, hour, minute, 
 _second: tuple[int, str, Fields] = (-1, "", (1970, 1, 1, 0, 0, 0))  # the last second formatted (any thread's)
 
 
+def _fast(ts: float) -> bool:
+    """A float from 1970 to 9999; anything else (an int, a Decimal, NaN) takes datetime's path."""
+    return type(ts) is float and _FIRST <= ts < _END
+
+
 def _split(ts: float) -> tuple[str, Fields, int]:
     """``ts``'s second (as text and as fields) and its microseconds, as ``datetime`` rounds them."""
     global _second
@@ -30,14 +35,16 @@ def _split(ts: float) -> tuple[str, Fields, int]:
     cached = _second
     if cached[0] != sec:
         utc = time.gmtime(sec)
-        fields = (utc.tm_year, utc.tm_mon, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec)
+        # (a leap second of a "right/" time zone is 59, as datetime has it)
+        fields = (utc.tm_year, utc.tm_mon, utc.tm_mday, utc.tm_hour, utc.tm_min, min(utc.tm_sec, 59))
+        utc = time.struct_time((*fields, utc.tm_wday, utc.tm_yday, 0))
         cached = _second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", utc), fields)
     return cached[1], cached[2], us
 
 
 def rq_time(ts: float) -> str:
     """``2026-11-23T14:21:30.123456Z``: RQ's format (``started_at``, ``ended_at``)."""
-    if not _FIRST <= ts < _END:
+    if not _fast(ts):
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     text, _, us = _split(ts)
     return f"{text}.{us:06d}Z"
@@ -45,7 +52,7 @@ def rq_time(ts: float) -> str:
 
 def iso_ms(ts: float) -> str:
     """``2026-11-23T14:21:30.123Z``: JavaScript's ``toISOString()`` (an attempt's record)."""
-    if not _FIRST <= ts < _END:
+    if not _fast(ts):
         return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     text, _, us = _split(ts)
     return f"{text}.{us // 1000:03d}Z"
@@ -53,7 +60,7 @@ def iso_ms(ts: float) -> str:
 
 def naive_utc(ts: float) -> dt.datetime:
     """The UTC datetime of ``ts`` without a time zone (what the database columns hold)."""
-    if not _FIRST <= ts < _END:
+    if not _fast(ts):
         return dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None)
     _, (year, month, day, hour, minute, second), us = _split(ts)
     return dt.datetime(year, month, day, hour, minute, second, us)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -23,10 +25,12 @@ def _datetime(ts: float) -> dt.datetime | None:
 
 @given(TIMES)
 @example(1_764_000_000.9999996)  # microseconds round up into the next second
-@example(1_764_000_000.0000005)  # half a microsecond: rounded to even
+@example(1_764_000_000.0078125)  # exactly half a microsecond (a binary fraction): to even, .007812
+@example(1_764_000_000.0234375)  # ... and .023438
 @example(0.0)
-@example(253_402_300_798.9999996)  # the last fast second, rounded up out of it
-@example(253_402_300_799.5)  # 9999-12-31T23:59:59.5: datetime's path
+@example(253_402_300_798.99999)  # the last second of the fast path
+@example(253_402_300_799.0)  # the first of datetime's path
+@example(253_402_300_799.5)  # 9999-12-31T23:59:59.5
 def test_stamps_match_datetime(ts: float) -> None:
     expected = _datetime(ts)
     if expected is None:  # out of datetime's range: stamps refuses it too, with datetime's error
@@ -49,6 +53,33 @@ def test_the_cached_second_never_leaks_into_another(times: list[float]) -> None:
     for ts in times:
         expected = dt.datetime.fromtimestamp(ts, dt.UTC)
         assert stamps.rq_time(ts) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_what_is_not_a_float_takes_datetimes_path() -> None:
+    from decimal import Decimal
+
+    assert stamps.rq_time(5) == "1970-01-01T00:00:05.000000Z"  # type: ignore[arg-type]
+    try:
+        stamps.rq_time(Decimal("5.5"))  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a Decimal was formatted (datetime refuses it)")
+
+
+def test_a_leap_second_reads_as_datetime_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a "right/" time zone gmtime reports second 60; datetime (and RQ) have 59."""
+    real = time.gmtime
+    leap = 1_483_228_826  # 2016-12-31T23:59:60 in right/UTC
+
+    def gmtime(sec: float | None = None) -> time.struct_time:
+        if sec == leap:
+            return time.struct_time((2016, 12, 31, 23, 59, 60, 5, 366, 0))
+        return real(sec)
+
+    monkeypatch.setattr(stamps.time, "gmtime", gmtime)
+    assert stamps.rq_time(leap + 0.5) == "2016-12-31T23:59:59.500000Z"
+    assert stamps.naive_utc(leap + 0.5) == dt.datetime(2016, 12, 31, 23, 59, 59, 500000)
 
 
 def test_threads_formatting_different_seconds_each_get_their_own() -> None:

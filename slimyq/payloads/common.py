@@ -62,11 +62,21 @@ def problems_of(exc: ValidationError, model: type[BaseModel]) -> list[str]:
 
 
 def field_value(payload: Any, name: str) -> Any:
-    """``payload.<name>``, or None for a type without that field. Pydantic keeps the field values
-    in ``__dict__``; ``getattr`` of a name a model lacks goes through ``BaseModel.__getattr__``
-    and its AttributeError, several microseconds per job."""
+    """``getattr(payload, name, None)``, without its cost for a name the type lacks: pydantic keeps
+    field values in ``__dict__``, and ``getattr`` of a missing name goes through
+    ``BaseModel.__getattr__`` and its AttributeError (several microseconds per job). A name the
+    class itself has (a property) is read with ``getattr``."""
     values = getattr(payload, "__dict__", None)
-    return values.get(name) if isinstance(values, dict) else getattr(payload, name, None)
+    if isinstance(values, dict) and name in values:
+        return values[name]
+    key = (type(payload), name)
+    on_class = _ON_CLASS.get(key)
+    if on_class is None:
+        on_class = _ON_CLASS[key] = not isinstance(values, dict) or any(name in vars(k) for k in type(payload).__mro__)
+    return getattr(payload, name, None) if on_class else None
+
+
+_ON_CLASS: dict[tuple[type, str], bool] = {}  # (type, name): read with getattr (no __dict__, or a class attribute)
 
 
 def payload_user(payload: Any) -> str | None:

@@ -18,7 +18,9 @@ import re
 import time
 import uuid
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from slimyq.stamps import rq_time
@@ -196,13 +198,16 @@ class ClaimedJob:
     problem: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        # The execution's member in the started registry and the worker's executions set (read
+        # about ten times per job: made once).
+        self.member = f"{self.id}:{self.execution_id}"
         if max(self.id, default="") >= "\udc80" and _undecodable(self.id):
             self.problem = "refused: the job id is not valid UTF-8; delete the job"
-        self.meta: dict[str, Any] = self._parse("meta", _meta, {})
+        self.meta: Mapping[str, Any] = self._parse("meta", _meta, _NO_META)
         self.attempts: list[dict[str, Any]] = self._parse("slimyq_attempts", _json_objects, [])
         self._timeout: int | None = self._parse("timeout", _integer, None)
         self._retries_left: int | None = self._parse("retries_left", _integer, None)
-        self._retry_intervals: list[float] | None = self._parse("retry_intervals", _intervals, None)
+        self._retry_intervals: tuple[float, ...] | None = self._parse("retry_intervals", _intervals, None)
         self._result_ttl: int | None = self._parse("result_ttl", _integer, None)
         self._failure_ttl: int | None = self._parse("failure_ttl", _integer, None)
         self._parse("enqueued_at", str, None)  # text: parsed only when asked for (history)
@@ -220,10 +225,6 @@ class ClaimedJob:
         database (they use up no attempt and share one record, the one with ``tries``)."""
         return 1 + sum(1 for a in self.attempts if "tries" not in a)
 
-    @property
-    def member(self) -> str:
-        """The execution's member in the started registry and the worker's executions set."""
-        return f"{self.id}:{self.execution_id}"
 
     @property
     def key_id(self) -> bytes:
@@ -242,7 +243,8 @@ class ClaimedJob:
                 if -_INT_RANGE < number < _INT_RANGE:
                     return number
         try:
-            parsed = _shared(parse, value) if parse in _SHARED else parse(_text(value))
+            shared = parse in _SHARED and len(value) <= _SHARED_SIZE
+            parsed = _shared(parse, value) if shared else parse(_text(value))
         except UnicodeDecodeError:
             problem = "is not valid UTF-8"
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -296,7 +298,7 @@ class ClaimedJob:
         return default if value is None else max(value, 0)
 
     def retry_intervals(self, default: list[float]) -> list[float]:
-        return self._retry_intervals or default
+        return list(self._retry_intervals) if self._retry_intervals else default
 
     def result_ttl(self) -> int:
         """RQ's meaning: -1 keeps the finished job forever, 0 not at all, N for N seconds."""
@@ -319,10 +321,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_SHARED_SIZE = 256  # longer values (a traceparent in meta, a hostile megabyte) are parsed per job
+
+
 @functools.lru_cache(maxsize=1024)
 def _shared(parse: Any, value: bytes | str) -> Any:
     """A field most jobs share the bytes of (``meta``: a job type and user; ``retry_intervals``),
-    parsed once: the value is shared between jobs, read-only. (What raises is not cached.)"""
+    parsed once: the value (read-only: a mapping proxy, a tuple) is shared between jobs. What
+    raises is not cached: the next job with those bytes is refused again."""
     return parse(_text(value))
 
 
@@ -368,12 +374,12 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _meta(text: str) -> dict[str, Any]:
+def _meta(text: str) -> Mapping[str, Any]:
     value = _json_object(text)
     for key in ("type", "user"):
         if key in value and not isinstance(value[key], str | int):
             raise ValueError(f"has a {key!r} that is not a string")
-    return value
+    return MappingProxyType(value)
 
 
 def _json_objects(text: str) -> list[dict[str, Any]]:
@@ -383,7 +389,7 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     return value
 
 
-def _intervals(text: str) -> list[float] | None:
+def _intervals(text: str) -> tuple[float, ...] | None:
     value = _json(text)
     if not isinstance(value, list):
         raise ValueError("is not a JSON array of seconds")
@@ -392,10 +398,13 @@ def _intervals(text: str) -> list[float] | None:
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < _INT_RANGE:
             raise ValueError("is not a JSON array of seconds (numbers from 0)")
         out.append(float(v))
-    return out or None
+    return tuple(out) or None
 
 
 _SHARED = (_meta, _intervals)
+
+
+_NO_META: Mapping[str, Any] = MappingProxyType({})
 
 
 def retry_delay(intervals: list[float], retries_left: int) -> float:

@@ -43,3 +43,22 @@ def test_a_plain_object_falls_back_to_getattr() -> None:
 
     assert field_value(Plain(), "user_id") == 7 and field_value(Plain(), "other") is None
     assert payload_user(Plain()) == "7"
+
+
+def test_a_property_or_class_attribute_is_read_as_getattr_reads_it() -> None:
+    class WithProperty:
+        def __init__(self) -> None:
+            self.other = 1
+
+        @property
+        def user_id(self) -> str:
+            return "from-property"
+
+    class Subclass(WithProperty):
+        request_id = "class-attribute"
+
+    obj = Subclass()
+    assert field_value(obj, "user_id") == "from-property" and payload_user(obj) == "from-property"
+    assert field_value(obj, "request_id") == "class-attribute"
+    assert field_value(obj, "other") == 1 and field_value(obj, "missing") is None
+

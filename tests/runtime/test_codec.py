@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_an_unreadable_field_makes_the_job_refused_naming_it(name: str, value: b
     assert repr(name) in job.problem and says in job.problem
     # The other accessors still answer (with defaults) so the refusal itself can be written.
     assert job.retries_left(2) >= 0 and job.timeout(5) > 0 and job.result_ttl() > 0 and job.failure_ttl() > 0
-    assert isinstance(job.meta, dict) and isinstance(job.attempts, list)
+    assert isinstance(job.meta, Mapping) and isinstance(job.attempts, list)
 
 
 def test_an_id_that_is_not_utf8_is_refused_and_kept_as_its_bytes() -> None:
@@ -170,3 +171,19 @@ def test_job_data_reads_as_json_loads_reads_its_bytes(data: bytes) -> None:
         assert got == [expected[0], expected[1], list(expected[2] or []), dict(expected[3] or {})]
     else:
         assert got == "shape"
+
+
+def test_shared_fields_are_read_only_and_a_bad_one_is_refused_every_time() -> None:
+    meta = b'{"type": "canary", "user": "u-shared"}'
+    first, second = _job(meta=meta, retry_intervals=b"[1, 2]"), _job(meta=meta, retry_intervals=b"[1, 2]")
+    assert first.meta == second.meta == {"type": "canary", "user": "u-shared"}
+    with pytest.raises(TypeError):
+        first.meta["user"] = "someone else"  # type: ignore[index]
+    intervals = first.retry_intervals([9.0])
+    intervals.append(99.0)  # the caller's own copy
+    assert second.retry_intervals([9.0]) == [1.0, 2.0]
+    bad = b'{"type": ["not", "a", "string"]}'
+    for _ in range(2):  # a refusal is not cached as a value: the second job is refused too
+        assert _job(meta=bad).problem is not None
+    long_meta = b'{"type": "canary", "traceparent": "' + b"0" * 400 + b'"}'  # parsed per job, same result
+    assert _job(meta=long_meta).meta["type"] == _job(meta=long_meta).meta["type"] == "canary"
