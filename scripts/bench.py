@@ -14,7 +14,8 @@ Prints a Markdown table (the README quotes it). Rows:
   trivial      message validation at concurrency 10: slimyq vs the SimpleWorker pool, then vs
                BullMQ in 3 alternating pairs of 10,000-job drains (medians, each pair's ratio)
   sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
-  chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5
+  chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5,
+               beside the openai SDK alone calling that stub from 5 threads (the ceiling)
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
   history      database jobs with the job history on vs off (alternating runs, medians)
   inspect      `slimyq stats` / `slimyq jobs` vs `rq info` with 10k and 1M jobs in the server
@@ -589,10 +590,52 @@ def row_chat(env: Env, n: int) -> list[Row]:
             row.what, row.system = "chat jobs (50 ms LLM)", f"slimyq worker (c=5, {procs} process{'es' * (procs > 1)})"
             row.note = "limit 100 jobs/s"
             rows.append(row)
+        bare = _bare_sdk(url, n, 5)
+        for row in rows:
+            row.note += f"; {(row.rate or 0) / (bare.rate or 1):.2f}x the bare SDK"
+        rows.append(bare)
     finally:
         stub.kill()
         stub.wait()
     return rows
+
+
+def _bare_sdk(url: str, n: int, threads: int) -> Row:
+    """The ceiling of the chat rows: the openai SDK alone, ``threads`` threads calling the same stub
+    with the same request (system and user message, max_tokens, temperature), no queue at all."""
+    import threading
+
+    from openai import OpenAI
+
+    client = OpenAI(api_key="sk-bench", base_url=url, max_retries=0)
+    left = list(range(n))
+    lock = threading.Lock()
+
+    def call() -> None:
+        client.chat.completions.create(
+            model="gpt-4o-mini", max_tokens=180, temperature=0.7,
+            messages=[{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "hi"}])
+
+    def run() -> None:
+        while True:
+            with lock:
+                if not left:
+                    return
+                left.pop()
+            call()
+
+    call()  # connect once, outside the timing
+    cpu = time.process_time()
+    started = time.perf_counter()
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    seconds = time.perf_counter() - started
+    client.close()
+    return Row("chat jobs (50 ms LLM)", f"openai SDK alone ({threads} threads, no queue)", n, seconds, n / seconds,
+               cpu_ms=(time.process_time() - cpu) * 1000 / n, note="the ceiling at concurrency 5 against this stub")
 
 
 def main() -> int:

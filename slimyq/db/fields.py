@@ -44,11 +44,13 @@ def _is_mysql(field: peewee.Field, ctx: peewee.Context) -> bool:
 
 
 class JSONTextField(peewee.TextField):
-    """JSON kept as text: dumped on save, loaded on read. Portable where native JSON types differ."""
+    """JSON kept as text: dumped on save, loaded on read. Portable where native JSON types differ.
+    None is NULL in a nullable column and JSON ``null`` in a NOT NULL one (an effect's result:
+    a ``once()`` block that returns nothing)."""
 
     def db_value(self, value: Any) -> Any:
         if value is None:
-            return None
+            return None if self.null else "null"
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def python_value(self, value: Any) -> Any:

@@ -85,3 +85,24 @@ def test_a_real_access_denied_is_still_one(db: Any, rerunnable: bool) -> None:
     payload = _deleted(db, rerunnable)
     with pytest.raises(AccessDenied):
         handlers.delete_conversation(payload, _ctx(db, "d2", rerunnable))  # never ran: no first result
+
+
+def test_a_block_that_returns_nothing_is_done_once(db: Any, rerunnable: bool) -> None:
+    """None is a result like any other (stored as JSON null, the column is NOT NULL): the rerun
+    returns it and its block's writes happen once (applied first, they are rolled back)."""
+    import uuid
+
+    from slimyq.db.models import JobEffect
+
+    def handler(ctx: JobContext) -> Any:
+        def apply() -> None:
+            now = utcnow()
+            Conversation.insert(id=uuid.uuid4().hex, user_id="u-none", title="t", personality_mode="helpful",
+                                created_at=now, updated_at=now).execute()
+
+        return once(ctx, "notify", apply)
+
+    assert handler(_ctx(db, "n1", rerunnable)) is None
+    assert handler(_ctx(db, "n1", rerunnable)) is None
+    assert Conversation.select().where(Conversation.user_id == "u-none").count() == 1
+    assert JobEffect.get(JobEffect.job_id == "n1").result is None

@@ -619,6 +619,15 @@ def test_a_result_that_cannot_be_stored_fails_its_own_job_only(db: Any) -> None:
     assert _titles(db) == ["a", "c"] and _markers() == {"a", "c"}
 
 
+def test_a_block_that_returns_nothing_is_deferred_and_done_once(db: Any) -> None:
+    runner = Runner(db, {"a": _create("a"), "none": _returning(None, "none"), "c": _create("c")})
+    results = runner.batch(["a", "none", "c"])
+    assert all(r.ok for r in results.values()) and results["none"].value is None
+    assert _markers() == {"a", "none", "c"}
+    assert runner.batch(["none", "a"])["none"].value is None  # the rerun: the first result, nothing applied
+    assert _titles(db) == ["a", "c", "none"]
+
+
 def test_an_unusual_job_id_writes_its_marker_at_once_and_the_batch_commits(db: Any) -> None:
     odd = "odd.id with spaces"  # not an id RQ makes (a plain client may): its marker is not deferred
     runner = Runner(db, {"a": _create("a"), odd: _create("odd"), "c": _create("c")})
@@ -640,15 +649,12 @@ def test_the_stored_result_is_the_one_once_returned(db: Any) -> None:
     assert JobEffect.get(JobEffect.job_id == "a").result == {"title": "x"}
 
 
-def test_a_none_result_fails_its_own_job_and_a_rerun_of_a_repeated_effect_writes_nothing(
-        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A result of None is not stored (the column refuses NULL: its job fails, as outside a batch),
-    never deferred into the batch's write of the others' markers; a rerun of a job with the same
-    effect twice gets the first result both times and applies nothing (whose marker would fail the
-    batch, again and again)."""
-    runner = Runner(db, {"n": _returning(None, "none"), "t": _twice, "z": _create("z")})
-    first = runner.batch(["n", "t", "z"])
-    assert not first["n"].ok and first["t"].ok and first["z"].ok
+def test_a_rerun_of_a_repeated_effect_writes_nothing(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun of a job with the same effect twice gets the first result both times and applies
+    nothing (whose marker would fail the batch, again and again)."""
+    runner = Runner(db, {"t": _twice, "z": _create("z")})
+    first = runner.batch(["t", "z"])
+    assert first["t"].ok and first["z"].ok
     runner.handlers["z"] = _create("z2")
     seen = _marker_statements(db, monkeypatch)
     again = runner.batch(["t", "z"])
