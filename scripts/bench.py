@@ -472,7 +472,7 @@ def row_trivial(env: Env, n: int, n_pair: int, rounds: int) -> list[Row]:
     def bullmq_round() -> None:
         theirs.append(bullmq_drain(env, n_pair, 10))
 
-    for r in range(rounds):
+    for r in range(rounds):  # (an odd number of rounds: BullMQ goes first once more than slimyq)
         for step in (slimyq_round, bullmq_round) if r % 2 else (bullmq_round, slimyq_round):
             step()
     pairs = sorted((a.rate or 0) / (b.rate or 1) for a, b in zip(ours, theirs, strict=True))
@@ -602,29 +602,35 @@ def row_chat(env: Env, n: int) -> list[Row]:
 
 def _bare_sdk(url: str, n: int, threads: int) -> Row:
     """The ceiling of the chat rows: the openai SDK alone, ``threads`` threads calling the same stub
-    with the same request (system and user message, max_tokens, temperature), no queue at all."""
+    with the request slimyq's chat jobs send (prompts, model, max_tokens, temperature), no queue at
+    all. Its CPU is this process's (the stub runs in its own, as for the slimyq rows)."""
     import threading
 
     from openai import OpenAI
 
+    from slimyq import llm
+    from slimyq.config import ChatSettings
+
+    chat = ChatSettings()
     client = OpenAI(api_key="sk-bench", base_url=url, max_retries=0)
     left = list(range(n))
     lock = threading.Lock()
 
-    def call() -> None:
+    def call(i: int) -> None:  # what llm.complete sends for the bench's chat jobs
         client.chat.completions.create(
-            model="gpt-4o-mini", max_tokens=180, temperature=0.7,
-            messages=[{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "hi"}])
+            model=chat.model, max_tokens=chat.max_tokens, temperature=chat.temperature,
+            messages=[{"role": "system", "content": llm.system_prompt(None)},
+                      {"role": "user", "content": f"hello {i}"}])
 
     def run() -> None:
         while True:
             with lock:
                 if not left:
                     return
-                left.pop()
-            call()
+                i = left.pop()
+            call(i)
 
-    call()  # connect once, outside the timing
+    call(-1)  # connect once, outside the timing
     cpu = time.process_time()
     started = time.perf_counter()
     pool = [threading.Thread(target=run) for _ in range(threads)]

@@ -174,7 +174,7 @@ STORED_MOST = 16 * 1024
 
 
 def _storable(stored: str | None) -> bool:
-    """A result every database stores as it is: not NULL (the column refuses it), valid UTF-8 (a
+    """A result every database stores as it is: text (a result of None is stored as JSON null), valid UTF-8 (a
     lone surrogate is not), and short; anything else is written at once, where a refusal fails
     its own job only."""
     if stored is None or len(stored) > STORED_MOST:
@@ -268,7 +268,8 @@ class Deferred:
 
 def applied(job_id: str, effect: str) -> Any:
     """The first result of ``job_id``'s ``effect``, or None if it has not happened (for tests and
-    inspection)."""
+    inspection; a block that returned None reads as not done: ask this only of effects whose
+    result is never None, as the chat job's reply is a dict)."""
     db = JobEffect._meta.database
     db = getattr(db, "obj", db)  # the database behind the models' proxy
     if db is None:
