@@ -97,6 +97,7 @@ class Env:
         from slimyq.db import connect_url, migrate
 
         self.r.flushdb()
+        self._settle()
         self.n += 1
         db_url = db_url or f"sqlite:///{self.tmp / f'row{self.n}.sqlite3'}"
         db = connect_url(db_url)
@@ -107,6 +108,17 @@ class Env:
                    SLIMYQ_DATA_DIR=str(self.tmp / "data"), PYTHONPATH=str(ROOT / "scripts"))
         env.pop("OPENAI_API_KEY", None)
         return env
+
+    def _settle(self, timeout: float = 120.0) -> None:
+        """Wait for Valkey's rewrite of its append-only file (after the 1M-job rows it writes for
+        a while, and a row's database fsyncs would share the disk with it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info: Any = self.r.info("persistence")
+            if not (int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
+                    or int(info.get("rdb_bgsave_in_progress", 0))):
+                return
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.server.stop()
