@@ -86,7 +86,7 @@ def client(url: str, options: dict[str, Any]) -> redis.Redis:
         sentinel_kwargs["password"] = target.sentinel_password
     if target.sentinel_username is not None:
         sentinel_kwargs["username"] = target.sentinel_username
-    sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     primary: redis.Redis = sentinel.master_for(target.service, db=target.db, username=target.username,
-                                               password=target.password, **options)  # type: ignore[no-untyped-call]
+                                               password=target.password, **options)  # type: ignore[no-untyped-call, unused-ignore]
     return primary

@@ -51,7 +51,7 @@ class Commands:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                pubsub = self.w.conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = self.w.conn.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
                 pubsub.subscribe(channel(self.w.name))
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
