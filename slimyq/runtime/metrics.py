@@ -63,25 +63,37 @@ Stat = tuple[str, str, str, str]  # key, field, kind (i|f), amount
 
 
 def increments(queue: str, ended: Iterable[Ended], now: float | None = None) -> list[Stat]:
-    """The hash increments for a batch of ended attempts, summed per field."""
+    """The hash increments for a batch of ended attempts, summed per field. Attempts are counted
+    per (type, outcome, bucket, sketch bucket) first and the fields named once per such group:
+    a second's worth of trivial jobs shares a handful of groups (naming ~14 fields per job took
+    a tenth of a trivial job's CPU). Sums add up each field's durations in the attempts' order."""
     minute = int((now or time.time()) // 60)
-    ints: Counter[tuple[str, str]] = Counter()
-    floats: dict[tuple[str, str], float] = {}
-    counts, hist, tp = keys.counts(queue), keys.histogram(queue), keys.throughput(queue)
+    groups: Counter[tuple[str, str, str, int]] = Counter()  # (type, outcome, le bucket, sketch bucket)
+    sums: dict[tuple[str, int], float] = {}  # (type or ALL, sketch bucket): seconds
+    totals: dict[str, float] = {}  # type or ALL: seconds
     for e in ended:
+        if e.outcome == "retried":
+            groups[(e.job_type, e.outcome, "", 0)] += 1
+            continue
+        index = sketch_index(e.seconds)
+        groups[(e.job_type, e.outcome, bucket_of(e.seconds), index)] += 1
         for t in (e.job_type, ALL):
-            ints[(counts, f"{t}:{e.outcome}")] += 1
-            if e.outcome == "retried":
+            sums[(t, index)] = sums.get((t, index), 0.0) + e.seconds
+            totals[t] = totals.get(t, 0.0) + e.seconds
+    ints: Counter[tuple[str, str]] = Counter()
+    counts, hist, tp = keys.counts(queue), keys.histogram(queue), keys.throughput(queue)
+    for (job_type, outcome, le, index), n in groups.items():
+        for t in (job_type, ALL):
+            ints[(counts, f"{t}:{outcome}")] += n
+            if outcome == "retried":
                 continue
-            ints[(hist, f"{t}:le:{bucket_of(e.seconds)}")] += 1
-            index = sketch_index(e.seconds)
-            ints[(hist, f"{t}:q:{index}")] += 1
-            floats[(hist, f"{t}:qs:{index}")] = floats.get((hist, f"{t}:qs:{index}"), 0.0) + e.seconds
-            ints[(hist, f"{t}:count")] += 1
-            floats[(hist, f"{t}:sum")] = floats.get((hist, f"{t}:sum"), 0.0) + e.seconds
-            ints[(tp, f"{t}:{minute}")] += 1
+            ints[(hist, f"{t}:le:{le}")] += n
+            ints[(hist, f"{t}:q:{index}")] += n
+            ints[(hist, f"{t}:count")] += n
+            ints[(tp, f"{t}:{minute}")] += n
     stats: list[Stat] = [(k, f, "i", str(n)) for (k, f), n in ints.items()]
-    stats += [(k, f, "f", f"{v:.6f}") for (k, f), v in floats.items()]
+    stats += [(hist, f"{t}:qs:{index}", "f", f"{v:.6f}") for (t, index), v in sums.items()]
+    stats += [(hist, f"{t}:sum", "f", f"{v:.6f}") for t, v in totals.items()]
     return stats
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import redis
 from harness import Env, WorkerProc, canaries, enqueue, tally
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slimyq.runtime import metrics
 from slimyq.runtime.codec import RQ_TIME
@@ -142,3 +144,41 @@ def test_sketch_buckets_are_few_and_merge_by_adding() -> None:
     merged = {i: ca.get(i, 0) + cb.get(i, 0) for i in {*ca, *cb}}
     msums = {i: sa.get(i, 0.0) + sb.get(i, 0.0) for i in {*sa, *sb}}
     assert (merged, msums) == _sketch(a + b)
+
+
+def _increments_per_attempt(queue: str, ended: list[metrics.Ended], now: float) -> dict[tuple[str, str], str]:
+    """The rule spelled out, one attempt at a time (the grouped version must add up to the same)."""
+    from collections import Counter
+
+    from slimyq.runtime import keys
+
+    minute = int(now // 60)
+    ints: Counter[tuple[str, str]] = Counter()
+    floats: dict[tuple[str, str], float] = {}
+    counts, hist, tp = keys.counts(queue), keys.histogram(queue), keys.throughput(queue)
+    for e in ended:
+        for t in (e.job_type, metrics.ALL):
+            ints[(counts, f"{t}:{e.outcome}")] += 1
+            if e.outcome == "retried":
+                continue
+            ints[(hist, f"{t}:le:{metrics.bucket_of(e.seconds)}")] += 1
+            index = metrics.sketch_index(e.seconds)
+            ints[(hist, f"{t}:q:{index}")] += 1
+            floats[(hist, f"{t}:qs:{index}")] = floats.get((hist, f"{t}:qs:{index}"), 0.0) + e.seconds
+            ints[(hist, f"{t}:count")] += 1
+            floats[(hist, f"{t}:sum")] = floats.get((hist, f"{t}:sum"), 0.0) + e.seconds
+            ints[(tp, f"{t}:{minute}")] += 1
+    return {**{k: str(n) for k, n in ints.items()}, **{k: f"{v:.6f}" for k, v in floats.items()}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "message_validation"]),
+                          st.sampled_from(["completed", "failed", "retried"]),
+                          st.floats(min_value=0, max_value=4000, allow_nan=False)), max_size=60))
+def test_grouped_increments_add_up_to_the_per_attempt_rule(attempts: list[tuple[str, str, float]]) -> None:
+    ended = [metrics.Ended(t, o, s) for t, o, s in attempts]
+    got = metrics.increments("q", ended, now=1_764_000_000.0)
+    as_dict = {(k, f): amount for k, f, _kind, amount in got}
+    assert len(as_dict) == len(got)  # each field once
+    assert as_dict == _increments_per_attempt("q", ended, 1_764_000_000.0)
+    assert all(kind == ("f" if ":qs:" in f or f.endswith(":sum") else "i") for _k, f, kind, _a in got)
