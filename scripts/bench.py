@@ -560,8 +560,7 @@ def row_history(env: Env, n: int, rounds: int) -> list[Row]:
                                            "--concurrency", "10", "--log-level", "warning"], penv, "database", n))
     rows = []
     for mode, runs in rates.items():
-        runs.sort(key=lambda r: r.rate or 0)
-        row = runs[len(runs) // 2]
+        row = _median_row(runs)
         row.what, row.system = "database jobs, job history", f"slimyq worker (history {mode}, median of {rounds})"
         rows.append(row)
     on, off_ = rows[0].rate or 0, rows[1].rate or 1

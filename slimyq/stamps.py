@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import time
 
+RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # RQ's timestamps (``started_at``, ``ended_at``), as strftime has it
 _FIRST, _END = 0.0, 253_402_300_799.0  # 1970-01-01 and the last second of 9999, epoch seconds
 Fields = tuple[int, int, int, int, int, int]  # year, month, day, hour, minute, second
 _second: tuple[int, str, Fields] = (-1, "", (1970, 1, 1, 0, 0, 0))  # the last second formatted (any thread's)
@@ -45,7 +46,7 @@ def _split(ts: float) -> tuple[str, Fields, int]:
 def rq_time(ts: float) -> str:
     """``2026-11-23T14:21:30.123456Z``: RQ's format (``started_at``, ``ended_at``)."""
     if not _fast(ts):
-        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(RQ_TIME)
     text, _, us = _split(ts)
     return f"{text}.{us:06d}Z"
 

@@ -20,12 +20,12 @@ import uuid
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
+from slimyq.runtime import hashfields
+from slimyq.stamps import RQ_TIME as RQ_TIME
 from slimyq.stamps import rq_time
 
-RQ_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,128}\Z")  # (not ^...$: "$" matches before a trailing newline)
 
 # Fields the claim script returns, in this order.
@@ -156,7 +156,6 @@ class UndecodableJob(Exception):
 
 MAX_JOB_SIZE = 16 * 1024 * 1024  # bytes of decompressed job data, unless configured otherwise
 _ZLIB_MAX_RATIO = 1032  # deflate's largest expansion: 1032 output bytes per input byte
-_INT_RANGE = 2**31  # numeric fields outside +-2**31 are refused (Redis rejects such TTLs anyway)
 
 
 def text_id(raw: bytes) -> str:
@@ -203,13 +202,13 @@ class ClaimedJob:
         self.member = f"{self.id}:{self.execution_id}"
         if max(self.id, default="") >= "\udc80" and _undecodable(self.id):
             self.problem = "refused: the job id is not valid UTF-8; delete the job"
-        self.meta: Mapping[str, Any] = self._parse("meta", _meta, _NO_META)
-        self.attempts: list[dict[str, Any]] = self._parse("slimyq_attempts", _json_objects, [])
-        self._timeout: int | None = self._parse("timeout", _integer, None)
-        self._retries_left: int | None = self._parse("retries_left", _integer, None)
-        self._retry_intervals: tuple[float, ...] | None = self._parse("retry_intervals", _intervals, None)
-        self._result_ttl: int | None = self._parse("result_ttl", _integer, None)
-        self._failure_ttl: int | None = self._parse("failure_ttl", _integer, None)
+        self.meta: Mapping[str, Any] = self._parse("meta", hashfields.meta, hashfields.NO_META)
+        self.attempts: list[dict[str, Any]] = self._parse("slimyq_attempts", hashfields.json_objects, [])
+        self._timeout: int | None = self._parse("timeout", hashfields.integer, None)
+        self._retries_left: int | None = self._parse("retries_left", hashfields.integer, None)
+        self._retry_intervals: tuple[float, ...] | None = self._parse("retry_intervals", hashfields.intervals, None)
+        self._result_ttl: int | None = self._parse("result_ttl", hashfields.integer, None)
+        self._failure_ttl: int | None = self._parse("failure_ttl", hashfields.integer, None)
         self._parse("enqueued_at", str, None)  # text: parsed only when asked for (history)
         self._parse("created_at", str, None)
 
@@ -225,7 +224,6 @@ class ClaimedJob:
         database (they use up no attempt and share one record, the one with ``tries``)."""
         return 1 + sum(1 for a in self.attempts if "tries" not in a)
 
-
     @property
     def key_id(self) -> bytes:
         return wire(self.id)
@@ -234,26 +232,13 @@ class ClaimedJob:
         value = self.raw.get(name)
         if value is None or value == b"":
             return default
-        if parse is _integer:
-            try:  # the common case, fast: a plain integer (int() reads bytes of ASCII digits)
-                number = int(value)
-            except ValueError:
-                pass
-            else:
-                if -_INT_RANGE < number < _INT_RANGE:
-                    return number
         try:
-            shared = parse in _SHARED and len(value) <= _SHARED_SIZE
-            parsed = _shared(parse, value) if shared else parse(_text(value))
-        except UnicodeDecodeError:
-            problem = "is not valid UTF-8"
-        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            problem = str(exc) or "cannot be read"
-        else:
-            return default if parsed is None else parsed
-        if self.problem is None:
-            self.problem = str(BadField(name, problem))
-        return default
+            parsed = hashfields.read(value, parse)
+        except hashfields.Unreadable as exc:
+            if self.problem is None:
+                self.problem = str(BadField(name, str(exc)))
+            return default
+        return default if parsed is None else parsed
 
     def call(self, max_size: int = MAX_JOB_SIZE) -> tuple[str, Any, list[Any], dict[str, Any]]:
         """``(func_name, instance, args, kwargs)`` without importing anything.
@@ -275,7 +260,7 @@ class ClaimedJob:
         except zlib.error:
             text = data
         try:
-            decoded = json.loads(_json_text(text))
+            decoded = json.loads(hashfields.json_text(text))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise UndecodableJob("job data is not JSON (pickled jobs are refused)") from None
         if not (isinstance(decoded, list) and len(decoded) == 4 and isinstance(decoded[0], str)):
@@ -309,29 +294,6 @@ class ClaimedJob:
         return _rq_ttl(self._failure_ttl, DEFAULT_FAILURE_TTL)
 
 
-def _json_text(data: bytes) -> bytes | str:
-    """JSON bytes that ``json.loads`` would read as UTF-8 (an array's ``[`` and no NUL after it),
-    decoded as it decodes them, without its encoding detection (1.6 us per job on this machine)."""
-    if data[:1] == b"[" and data[1:2] != b"\x00":
-        return data.decode("utf-8", "surrogatepass")
-    return data
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_SHARED_SIZE = 256  # longer values (a traceparent in meta, a hostile megabyte) are parsed per job
-
-
-@functools.lru_cache(maxsize=1024)
-def _shared(parse: Any, value: bytes | str) -> Any:
-    """A field most jobs share the bytes of (``meta``: a job type and user; ``retry_intervals``),
-    parsed once: the value (read-only: a mapping proxy, a tuple) is shared between jobs. What
-    raises is not cached: the next job with those bytes is refused again."""
-    return parse(_text(value))
-
-
 def _rq_ttl(value: int | None, default: int) -> int:
     if value is None:
         return default
@@ -344,67 +306,6 @@ def _undecodable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"is not a number ({text[:40]!r})") from None
-    if not math.isfinite(value) or abs(value) >= _INT_RANGE:
-        raise ValueError(f"is out of range ({text[:40]!r})")
-    return value
-
-
-def _integer(text: str) -> int:
-    return int(_number(text))
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("is not JSON (or nested too deeply)") from None
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    value = _json(text)
-    if not isinstance(value, dict):
-        raise ValueError("is not a JSON object")
-    return value
-
-
-def _meta(text: str) -> Mapping[str, Any]:
-    value = _json_object(text)
-    for key in ("type", "user"):
-        if key in value and not isinstance(value[key], str | int):
-            raise ValueError(f"has a {key!r} that is not a string")
-    return MappingProxyType(value)
-
-
-def _json_objects(text: str) -> list[dict[str, Any]]:
-    value = _json(text)
-    if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
-        raise ValueError("is not a JSON array of objects")
-    return value
-
-
-def _intervals(text: str) -> tuple[float, ...] | None:
-    value = _json(text)
-    if not isinstance(value, list):
-        raise ValueError("is not a JSON array of seconds")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < _INT_RANGE:
-            raise ValueError("is not a JSON array of seconds (numbers from 0)")
-        out.append(float(v))
-    return tuple(out) or None
-
-
-_SHARED = (_meta, _intervals)
-
-
-_NO_META: Mapping[str, Any] = MappingProxyType({})
 
 
 def retry_delay(intervals: list[float], retries_left: int) -> float:
