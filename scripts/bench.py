@@ -15,7 +15,8 @@ Prints a Markdown table (the README quotes it). Rows:
                BullMQ in 3 alternating pairs of 10,000-job drains (medians, each pair's ratio)
   sleep        jobs that wait 50 ms at concurrency 10 (slimyq vs BullMQ; limit 200 jobs/s)
   chat         chat jobs against a local OpenAI-compatible stub answering in 50 ms, concurrency 5,
-               beside the openai SDK alone calling that stub from 5 threads (the ceiling)
+               beside the openai SDK alone calling that stub from 5 threads (the ceiling), with its
+               typed create() and with the client.post call slimyq makes
   bulk         `slimyq enqueue --file` peak RSS for 1,000 vs 1,000,000 lines (streamed)
   history      database jobs with the job history on vs off (alternating runs, medians)
   inspect      `slimyq stats` / `slimyq jobs` vs `rq info` with 10k and 1M jobs in the server
@@ -601,20 +602,23 @@ def row_chat(env: Env, n: int) -> list[Row]:
             row.what, row.system = "chat jobs (50 ms LLM)", f"slimyq worker (c=5, {procs} process{'es' * (procs > 1)})"
             row.note = "limit 100 jobs/s"
             rows.append(row)
-        bare = _bare_sdk(url, n, 5)
+        bare = [_bare_sdk(url, n, 5, typed) for typed in (True, False)]
         for row in rows:
-            row.note += f"; {(row.rate or 0) / (bare.rate or 1):.2f}x the bare SDK"
-        rows.append(bare)
+            ratios = [(row.rate or 0) / (b.rate or 1) for b in bare]
+            row.note += f"; {ratios[0]:.2f}x the bare SDK's create(), {ratios[1]:.2f}x its client.post"
+        rows += bare
     finally:
         stub.kill()
         stub.wait()
     return rows
 
 
-def _bare_sdk(url: str, n: int, threads: int) -> Row:
+def _bare_sdk(url: str, n: int, threads: int, typed: bool) -> Row:
     """The ceiling of the chat rows: the openai SDK alone, ``threads`` threads calling the same stub
     with the request slimyq's chat jobs send (prompts, model, max_tokens, temperature), no queue at
-    all. Its CPU is this process's (the stub runs in its own, as for the slimyq rows)."""
+    all; ``typed``: the SDK's ``chat.completions.create`` (typed request, pydantic reply), else the
+    call slimyq makes (``client.post`` with the raw body back, read as :func:`slimyq.llm.complete`
+    reads it). Its CPU is this process's (the stub runs in its own, as for the slimyq rows)."""
     import threading
 
     from openai import OpenAI
@@ -628,10 +632,14 @@ def _bare_sdk(url: str, n: int, threads: int) -> Row:
     lock = threading.Lock()
 
     def call(i: int) -> None:  # what llm.complete sends for the bench's chat jobs
-        client.chat.completions.create(
+        body: dict[str, Any] = dict(
             model=chat.model, max_tokens=chat.max_tokens, temperature=chat.temperature,
             messages=[{"role": "system", "content": llm.system_prompt(None)},
                       {"role": "user", "content": f"hello {i}"}])
+        if typed:
+            client.chat.completions.create(**body)
+        else:
+            llm.read_completion(client.post("/chat/completions", cast_to=bytes, body=body), chat)
 
     def run() -> None:
         while True:
@@ -651,8 +659,10 @@ def _bare_sdk(url: str, n: int, threads: int) -> Row:
         t.join()
     seconds = time.perf_counter() - started
     client.close()
-    return Row("chat jobs (50 ms LLM)", f"openai SDK alone ({threads} threads, no queue)", n, seconds, n / seconds,
-               cpu_ms=(time.process_time() - cpu) * 1000 / n, note="the ceiling at concurrency 5 against this stub")
+    how = "create()" if typed else "client.post (slimyq's call)"
+    return Row("chat jobs (50 ms LLM)", f"openai SDK {how} alone ({threads} threads, no queue)", n, seconds,
+               n / seconds, cpu_ms=(time.process_time() - cpu) * 1000 / n,
+               note="the ceiling at concurrency 5 against this stub")
 
 
 def main() -> int:

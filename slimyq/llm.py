@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import logging
 import math
 import os
@@ -125,27 +126,84 @@ def reset_clients() -> None:
 def complete(chat: ChatSettings, system: str, prompt: str) -> str:
     """The completion's text for ``prompt`` ("" when the model sent nothing).
 
-    Raises :class:`OpenAITransientError` or :class:`OpenAIPermanentError`; never returns or
-    raises anything carrying the API key.
+    The request goes through the SDK's client (its authentication, timeout, connection pool and
+    error mapping) as ``client.post`` with the raw body back, read here: the SDK's typed
+    ``chat.completions.create`` walks the request's type hints and builds pydantic models of the
+    reply, about a millisecond of CPU per call that a worker running five at once pays in latency
+    (the GIL) and that this job, wanting one string and two token counts, does not need.
+
+    Raises :class:`OpenAITransientError` or :class:`OpenAIPermanentError` (a reply that is not a
+    chat completion is one); never returns or raises anything carrying the API key.
     """
     import openai
 
     from slimyq.obs import llm_metrics
 
+    body = {
+        "model": chat.model,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        "max_tokens": chat.max_tokens,
+        "temperature": chat.temperature,
+    }
     with llm_metrics.measured(chat) as call:  # duration, outcome, tokens (and a span, with tracing)
         try:
-            completion = client(chat).chat.completions.create(
-                model=chat.model,
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                max_tokens=chat.max_tokens,
-                temperature=chat.temperature,
-            )
+            raw = client(chat).post("/chat/completions", cast_to=bytes, body=body)
         except openai.OpenAIError as exc:
             raise classify(exc, chat) from None
-        call.completed(completion)
-    if not completion.choices:
-        return ""
-    return (completion.choices[0].message.content or "").strip()
+        text, usage = read_completion(raw, chat)
+        call.completed(*usage)
+    return text
+
+
+def read_completion(raw: bytes, chat: ChatSettings) -> tuple[str, tuple[int, int, str | None]]:
+    """The first choice's text ("" when there is no choice or its content is null) and the usage
+    (prompt tokens, completion tokens, the model that answered) of a chat completion's JSON body,
+    or :class:`OpenAIPermanentError` naming what is not as the API documents it (a proxy's page,
+    another service at ``OPENAI_BASE_URL``: a retry would send, and be billed for, the same)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _unreadable(chat, "the body is not a JSON object")
+    choices = data.get("choices")
+    if choices is None or choices == []:
+        text = ""
+    elif not isinstance(choices, list):
+        raise _unreadable(chat, f"choices is {_kind(choices)}, not a list")
+    else:
+        first = choices[0]
+        if not isinstance(first, dict):
+            raise _unreadable(chat, f"choices[0] is {_kind(first)}, not an object")
+        message = first.get("message")
+        if not isinstance(message, dict | None):
+            raise _unreadable(chat, f"choices[0].message is {_kind(message)}, not an object")
+        content = (message or {}).get("content")
+        if not isinstance(content, str | None):
+            raise _unreadable(chat, f"choices[0].message.content is {_kind(content)}, not text")
+        text = (content or "").strip()
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    model = data.get("model")
+    return text, (_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
+                  model if isinstance(model, str) else None)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def _kind(value: Any) -> str:
+    name = type(value).__name__
+    return "null" if value is None else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _unreadable(chat: ChatSettings, what: str) -> OpenAIPermanentError:
+    where = redact_url(chat.base_url) or "the OpenAI API"
+    err = OpenAIPermanentError(redact_text(f"{where} answered with something that is not a chat completion: {what}",
+                                           [chat.api_key] if chat.api_key else []))
+    log.warning("chat completion failed (%s): %s", err.error_type, err)
+    return err
 
 
 def classify(exc: BaseException, chat: ChatSettings) -> OpenAITransientError | OpenAIPermanentError:

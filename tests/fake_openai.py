@@ -27,7 +27,7 @@ import pytest
 @dataclass(frozen=True)
 class Response:
     status: int = 200
-    body: Any = None  # dict -> JSON; None -> a completion with ``content``
+    body: Any = None  # bytes -> sent as they are; anything else -> JSON; None -> a completion with ``content``
     content: str | None = "Hello from the fake model."
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a slow server)
@@ -136,7 +136,7 @@ class FakeOpenAI:
                 self._send(resp.status, payload, resp.headers)
 
             def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slimyq.obs import ops, trace
 
@@ -40,12 +40,10 @@ class Call:
         self.completion_tokens = 0
         self.response_model: str | None = None
 
-    def completed(self, completion: Any) -> None:
-        usage = getattr(completion, "usage", None)
-        self.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        self.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        model = getattr(completion, "model", None)
-        self.response_model = model if isinstance(model, str) else None
+    def completed(self, prompt_tokens: int, completion_tokens: int, response_model: str | None) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.response_model = response_model
 
 
 @contextmanager

@@ -3,6 +3,7 @@ message validation and bulk validation."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -12,7 +13,10 @@ from typing import Any
 
 import peewee
 import pytest
-from fake_openai import FakeOpenAI, empty, error, fake_openai, reply, slow
+from fake_openai import FakeOpenAI, Response, empty, error, fake_openai, reply, slow
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from slimyq import llm
 from slimyq.config import Settings, load_settings
@@ -230,6 +234,52 @@ def test_400_fails_permanently_as_openai_error(fake_openai: FakeOpenAI, sqlite_d
     assert (row.action, row.success, row.resource_id) == ("chat_bot_error", False, "g9")
     assert "Invalid value for temperature" in row.error_message
     assert row.details["prompt"] == "Hello bot"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>502 Bad Gateway</html>", "the body is not a JSON object"),
+        ([{"choices": []}], "the body is not a JSON object"),
+        ({"choices": {"0": {}}}, "choices is a dict, not a list"),
+        ({"choices": ["hi"]}, "choices[0] is a str, not an object"),
+        ({"choices": [{"message": "hi"}]}, "choices[0].message is a str, not an object"),
+        ({"choices": [{"message": {"content": 42}}]}, "choices[0].message.content is an int, not text"),
+    ],
+)
+def test_a_reply_that_is_not_a_chat_completion_fails_permanently_naming_what_is_wrong(
+    fake_openai: FakeOpenAI, sqlite_db: peewee.Database, body: Any, reason: str
+) -> None:
+    fake_openai.script(Response(body=body))
+    with pytest.raises(llm.OpenAIPermanentError) as info:
+        chat_bot_interaction(payload(), make_ctx(make_settings(fake_openai), sqlite_db))
+    assert str(info.value) == f"{fake_openai.url} answered with something that is not a chat completion: {reason}"
+    assert info.value.error_type == "openai_error"
+    assert len(fake_openai.requests) == 1  # not retried: a retry would be billed for the same answer
+    [row] = audit_rows()
+    assert (row.action, row.success) == ("chat_bot_error", False) and reason in row.error_message
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                        st.sampled_from(["choices", "message", "content", "usage", "prompt_tokens",
+                                         "completion_tokens", "model", "x"]), kids, max_size=4),
+                    max_leaves=12))
+def test_any_json_reply_is_read_or_refused_never_crashes(data: Any) -> None:
+    chat = make_settings().chat
+    raw = json.dumps(data).encode()
+    try:
+        text, (prompt, completion, model) = llm.read_completion(raw, chat)
+    except llm.OpenAIPermanentError as exc:
+        assert str(exc).startswith("the OpenAI API answered with something that is not a chat completion: ")
+        return
+    assert isinstance(text, str) and text == text.strip()
+    assert type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0
+    assert model is None or isinstance(model, str)
+    choices = data.get("choices")  # read: data is a JSON object, choices None, [] or a list of objects
+    content = (choices[0].get("message") or {}).get("content") if choices else None
+    assert text == (content or "").strip()
 
 
 def test_slow_server_past_the_timeout_is_transient(fake_openai: FakeOpenAI, sqlite_db: peewee.Database) -> None:
