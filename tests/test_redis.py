@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import redis as redis_lib
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from slimyq import server
 from slimyq.config import Settings, load_settings
 from slimyq.errors import Unreachable
-from slimyq.redis import connect, describe
+from slimyq.redis import _shared_packer, connect, describe
 
 
 @pytest.fixture
@@ -128,3 +131,52 @@ def test_unix_url_with_acl_user_and_password(embedded: Settings) -> None:
 def test_unreachable_unix_socket() -> None:
     with pytest.raises(Unreachable, match=r"\(no such file or directory\)"):
         connect(Settings(redis_url="unix:///nonexistent/slimyq.sock"))
+
+
+# ---------------------------------------------------------------- packing commands in C
+
+_arg = st.one_of(
+    st.text(), st.binary(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
+    st.binary().map(bytearray), st.binary().map(memoryview),
+    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2),
+)
+_name = st.sampled_from(["SET", "CLIENT SETNAME", b"EVALSHA", b"SCRIPT LOAD", "ECHO"])
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(_name, st.lists(_arg, max_size=6))
+def test_the_c_packer_packs_every_command_as_redis_py_does_or_refuses_it_as_redis_py_does(
+    name: str | bytes, args: list[object]
+) -> None:
+    ours = _shared_packer()
+    theirs = redis_lib.Connection()  # redis-py's own packer (hiredis's, or its pure-Python one)
+
+    def packed(pack: Callable[..., list[bytes]]) -> bytes | str:
+        try:
+            return b"".join(bytes(part) for part in pack(name, *args))
+        except (redis_lib.DataError, UnicodeError) as exc:
+            return type(exc).__name__
+    assert packed(ours.pack) == packed(theirs.pack_command)
+
+
+def test_connect_packs_in_c_and_the_server_reads_what_it_packed(redis_url: str) -> None:
+    conn = connect(load_settings().settings)
+    assert isinstance(conn.connection_pool.get_connection()._command_packer, type(_shared_packer()))
+    values = ["é ✓", b"\x00\xff", 7, 2.5, -(2**70)]
+    assert conn.execute_command("ECHO", values[0]) == values[0].encode()
+    conn.rpush("slimyq:test:packed", *values)
+    assert conn.lrange("slimyq:test:packed", 0, -1) == [b"\xc3\xa9 \xe2\x9c\x93", b"\x00\xff", b"7", b"2.5",
+                                                         str(-(2**70)).encode()]
+    with pytest.raises(redis_lib.DataError, match="NoneType"):
+        conn.set("slimyq:test:none", None)  # type: ignore[arg-type]
+    assert conn.execute_command("CLIENT SETNAME", "packed") is True  # a name with a space: redis-py's path
+    conn.close()
+
+
+def test_a_url_with_another_encoding_keeps_redis_pys_packer(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", f"{redis_url}{'&' if '?' in redis_url else '?'}encoding=latin-1")
+    conn = connect(load_settings().settings)
+    assert "command_packer" not in conn.connection_pool.connection_kwargs
+    conn.set("slimyq:test:latin", "é")
+    assert conn.get("slimyq:test:latin") == b"\xe9"  # latin-1, as the URL asked
+    conn.close()
