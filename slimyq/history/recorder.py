@@ -281,30 +281,30 @@ class HistoryRecorder:
         if not backlog and not self._outage_logged:
             self._drop_warned = False
 
-_INSERT_SQL: dict[tuple[type, tuple[str, ...]], str] = {}
+_INSERT_SQL: dict[tuple[type, tuple[str, ...]], str | None] = {}
 
 
 def _insert(db: peewee.Database, values: list[dict[str, Any]]) -> None:
-    """One ``INSERT ... ON CONFLICT IGNORE`` for ``values``, in its own transaction.
+    """One ``INSERT ... ON CONFLICT IGNORE`` for ``values`` (:func:`row_values`), in its own transaction.
 
     The statement is built by peewee once per database class and column set and sent with
-    ``executemany`` (each value through its field's ``db_value``, as peewee's own insert does):
-    building a many-row insert with peewee cost more CPU than the rest of a trivial job."""
+    ``executemany``, each row as its values are (building a many-row insert with peewee cost
+    more CPU than the rest of a trivial job, and so did each value's ``db_value``):
+    :func:`row_values` makes them what the fields' ``db_value`` would (str, int, float, naive
+    datetime, None), and the statement is only used where peewee, given the first row, asked for
+    exactly its values in exactly its order."""
     if not values:
         return
     from slimyq.db.models import JobRun
 
-    fields = sorted((JobRun._meta.fields[c] for c in values[0]), key=lambda f: f._sort_key)  # peewee's order
-    cols = tuple(f.name for f in fields)
-    rows = [tuple(f.db_value(v[c]) for f, c in zip(fields, cols, strict=True)) for v in values
-            if len(v) == len(cols)]
+    cols = tuple(values[0])
     key = (type(db), cols)
-    sql = _INSERT_SQL.get(key)
-    if sql is None and len(rows) == len(values):
+    if key not in _INSERT_SQL:
         query = JobRun.insert(values[0]).on_conflict_ignore().as_rowcount()
         text, params = db.get_sql_context().sql(query).query()  # type: ignore[no-untyped-call]
-        if list(params) == list(rows[0]):  # the statement takes exactly these values, in this order
-            sql = _INSERT_SQL[key] = text
+        _INSERT_SQL[key] = text if tuple(params) == tuple(values[0].values()) else None
+    sql = _INSERT_SQL[key]
+    rows = [tuple(v.values()) for v in values if len(v) == len(cols)]
     if sql is None or len(rows) != len(values):  # a shape this fast path does not know: peewee's own
         with db.atomic():
             JobRun.insert_many(values).on_conflict_ignore().as_rowcount().execute(db)

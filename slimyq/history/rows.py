@@ -52,7 +52,9 @@ def _cut(value: str | None, size: int) -> str | None:
 
 
 def row_values(row: RunRow, now: float | None = None) -> dict[str, Any]:
-    """The ``job_runs`` column values for ``row`` (strings cut to their column sizes)."""
+    """The ``job_runs`` column values for ``row`` (strings cut to their column sizes), in the
+    model's column order, each already what its field's ``db_value`` makes it (str, int, float,
+    naive datetime or None): the recorder sends them to the driver as they are."""
     started = _naive_utc(row.started)
     ended = _naive_utc(row.ended) or _naive_utc(now if now is not None else time.time())
     duration = row.duration_ms

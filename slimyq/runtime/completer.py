@@ -54,7 +54,7 @@ def script_error(exc: redis.RedisError) -> bool:
 class Completer:
     def __init__(self, worker: QueueWorker) -> None:
         self.w = worker
-        self._queue: queue_mod.Queue[list[Item] | None] = queue_mod.Queue()
+        self._queue: queue_mod.SimpleQueue[list[Item] | None] = queue_mod.SimpleQueue()
         self._pending_stats: list[Ended] = []
         self._stats_due = 0.0
         self.history: HistoryRecorder | None = None

@@ -81,7 +81,7 @@ class QueueWorker:
         self._busy = 0
         self._claimed = 0
         self.inflight: dict[str, ClaimedJob] = {}  # member -> job, until its completion is written
-        self._todo: queue_mod.Queue[ClaimedJob | list[ClaimedJob] | InARow | None] = queue_mod.Queue()
+        self._todo: queue_mod.SimpleQueue[ClaimedJob | list[ClaimedJob] | InARow | None] = queue_mod.SimpleQueue()
         self._running: dict[str, int] = {}  # members whose handler runs right now -> watch token (0: none yet)
         self._stuck: set[str] = set()  # members whose thread ignored its timeout (they keep their slot)
         self._queued: set[str] = set()  # members claimed and not started yet
