@@ -23,14 +23,36 @@ WAIT = 10.0  # seconds
 _instances: weakref.WeakSet[SerializedSqliteDatabase] = weakref.WeakSet()
 
 
+_fork = threading.local()  # .held: the writer locks the forking thread took (threads fork at once in --fork)
+
+
+def _between_writes_before_fork() -> None:
+    """Fork only between write transactions (``--fork`` forks job processes from a worker whose
+    history thread writes to the same file). SQLite keeps its locks' bookkeeping per process, in
+    memory a child inherits: a write transaction open in another thread at the fork was, in the
+    child, a lock held by a connection of its own process, so its own connection's writes met
+    "database is locked" for the whole ``busy_timeout`` (5 s a job, then a retry), however soon
+    the parent committed. Holding every writer lock across the fork waits for those to end (a
+    transaction's length; bounded by ``WAIT``), taken in one order by every forking thread."""
+    _fork.held = [db for db in sorted(_instances, key=id) if db._writer.acquire(timeout=WAIT)]
+
+
+def _after_fork_in_parent() -> None:
+    for db in getattr(_fork, "held", ()):
+        db._writer.release()
+    _fork.held = []
+
+
 def _fresh_locks_in_child() -> None:
-    # A child forked while another thread held the lock (``--fork`` forks from a threaded
-    # worker) would inherit it held, with nobody left to release it.
+    # The child's copies of the locks are held (above, or by a thread that does not exist in
+    # the child, when a wait timed out): nobody would release them.
+    _fork.held = []
     for db in list(_instances):
         db._writer = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
+os.register_at_fork(before=_between_writes_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_fresh_locks_in_child)
 
 
 def release_thread_locks() -> int:

@@ -121,3 +121,101 @@ def test_release_thread_locks_cleans_up_a_transaction_left_open(sqlite_db) -> No
     assert _free_elsewhere(sqlite_db) and not sqlite_db.in_transaction()
     assert Conversation.select().count() == 0  # rolled back
     assert release_thread_locks() == 0
+
+
+def test_a_child_forked_during_a_write_transaction_writes_at_once(tmp_path) -> None:
+    """``--fork`` forks job processes from a worker whose history thread writes to the same
+    SQLite file. SQLite keeps its locks' bookkeeping per process: a child forked while another
+    thread's write transaction was open inherited it as a lock held by a connection of its own
+    process, and its writes met "database is locked" for the whole busy_timeout (5 s a job, then
+    a retry). A fork now waits for the open write transactions to end."""
+    import os
+    import time
+
+    db = connect_url(f"sqlite:///{tmp_path / 'f.sqlite3'}")
+    migrate(db)
+    opened, forked = threading.Event(), threading.Event()
+
+    def writer() -> None:  # a transaction that is still open when the fork is asked for
+        with db.atomic():
+            Conversation.insert(id="parent", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute(db)
+            opened.set()
+            forked.wait(0.3)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert opened.wait(5)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: a connection of its own, as a forked job opens
+        code = 1
+        try:
+            child = connect_url(f"sqlite:///{tmp_path / 'f.sqlite3'}")
+            child.execute_sql("PRAGMA busy_timeout = 2000")
+            with child.atomic():
+                Conversation.insert(id="child", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute(child)
+            code = 0
+        except BaseException as exc:
+            (tmp_path / "child-error").write_text(repr(exc))
+        finally:
+            os._exit(code)
+    waited = time.monotonic() - started
+    forked.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    error = tmp_path / "child-error"
+    assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else "the child died"
+    assert waited >= 0.2  # the fork waited for the parent's transaction to commit
+    assert {row[0] for row in db.execute_sql("SELECT id FROM chat_conversations")} == {"parent", "child"}
+    db.close()
+
+
+def test_threads_forking_at_once_beside_a_writer_leave_no_lock_held(tmp_path) -> None:
+    """``--fork`` at concurrency 10: threads fork at once while another thread writes. Each fork
+    takes and gives back the writer lock as its own (a lock given back by another thread's fork
+    would leave this one's held: every later write would wait WAIT seconds)."""
+    import os
+
+    db = connect_url(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    migrate(db)
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            with db.atomic():
+                Conversation.insert(id=f"p{i}", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute(db)
+            i += 1
+
+    def fork_one(n: int, codes: list[int]) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                child = connect_url(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+                child.execute_sql("PRAGMA busy_timeout = 2000")
+                with child.atomic():
+                    Conversation.insert(id=f"c{n}", user_id="u", created_at=utcnow(),
+                                        updated_at=utcnow()).execute(child)
+                code = 0
+            finally:
+                os._exit(code)
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+    background = threading.Thread(target=writer)
+    background.start()
+    codes: list[int] = []
+    for _ in range(3):
+        forks = [threading.Thread(target=fork_one, args=(n, codes)) for n in range(len(codes), len(codes) + 8)]
+        for t in forks:
+            t.start()
+        for t in forks:
+            t.join()
+    stop.set()
+    background.join()
+    assert codes == [0] * 24
+    assert db._writer.acquire(blocking=False)  # nobody's fork left it held
+    db._writer.release()
+    children = db.execute_sql("SELECT COUNT(*) FROM chat_conversations WHERE id LIKE 'c%'").fetchone()[0]
+    assert children == 24
+    db.close()

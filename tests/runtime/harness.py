@@ -365,6 +365,18 @@ def wip_and_claims(conn: redis.Redis, queues: Iterable[str] = QUEUES) -> dict[st
     return {k: v for k, v in leftovers(conn, queues).items() if not k.startswith("rq:queue:")}
 
 
+def history_states(database_url: str) -> dict[str, int]:
+    """The job history's rows by state (``job_runs``)."""
+    from slimyq.db import connect_url
+
+    db = connect_url(database_url)
+    try:
+        rows = db.execute_sql("SELECT state, COUNT(*) FROM job_runs GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+    finally:
+        db.close()
+
+
 def conversation_rows(database_url: str) -> int:
     from slimyq.db import connect_url
 
