@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import peewee
@@ -23,30 +25,49 @@ WAIT = 10.0  # seconds
 _instances: weakref.WeakSet[SerializedSqliteDatabase] = weakref.WeakSet()
 
 
-_fork = threading.local()  # .held: the writer locks the forking thread took (threads fork at once in --fork)
+_fork = threading.local()  # .held: the locks the forking thread took (threads fork at once in --fork)
+_guard = threading.RLock()  # held by SQLite work outside a transaction that a fork must wait for
+
+
+@contextmanager
+def unforked() -> Iterator[None]:
+    """Hold this process's forks off while the block works with SQLite (connects, writes,
+    closes): for a thread that does while others fork (the job history's writer in a ``--fork``
+    worker). See :func:`_between_writes_before_fork`."""
+    with _guard:
+        yield
 
 
 def _between_writes_before_fork() -> None:
-    """Fork only between write transactions (``--fork`` forks job processes from a worker whose
-    history thread writes to the same file). SQLite keeps its locks' bookkeeping per process, in
-    memory a child inherits: a write transaction open in another thread at the fork was, in the
-    child, a lock held by a connection of its own process, so its own connection's writes met
-    "database is locked" for the whole ``busy_timeout`` (5 s a job, then a retry), however soon
-    the parent committed. Holding every writer lock across the fork waits for those to end (a
-    transaction's length; bounded by ``WAIT``), taken in one order by every forking thread."""
-    _fork.held = [db for db in sorted(_instances, key=id) if db._writer.acquire(timeout=WAIT)]
+    """Fork only while no thread is inside SQLite (``--fork`` forks job processes from a worker
+    whose history thread writes to the same file). SQLite keeps its locks' bookkeeping and its
+    own mutexes per process, in memory a child inherits. A write transaction open in another
+    thread at the fork was, in the child, a lock held by a connection of its own process: its
+    writes met "database is locked" for the whole ``busy_timeout`` (5 s a job, then a retry). A
+    fork in the middle of any SQLite call (a commit's cleanup, a connect) left SQLite's allocator
+    mutex held by a thread the child does not have: its first SQLite call hung until the job's
+    timeout (30 s, then a retry). So a fork waits for :func:`unforked` blocks and for every open
+    write transaction to end (their length; each wait bounded by ``WAIT``), the locks taken in
+    one order by every forking thread."""
+    held: list[threading.RLock] = [_guard] if _guard.acquire(timeout=WAIT) else []
+    for db in sorted(_instances, key=id):
+        if db._writer.acquire(timeout=WAIT):
+            held.append(db._writer)
+    _fork.held = held
 
 
 def _after_fork_in_parent() -> None:
-    for db in getattr(_fork, "held", ()):
-        db._writer.release()
+    for lock in reversed(getattr(_fork, "held", ())):
+        lock.release()
     _fork.held = []
 
 
 def _fresh_locks_in_child() -> None:
     # The child's copies of the locks are held (above, or by a thread that does not exist in
     # the child, when a wait timed out): nobody would release them.
+    global _guard
     _fork.held = []
+    _guard = threading.RLock()
     for db in list(_instances):
         db._writer = threading.RLock()
 

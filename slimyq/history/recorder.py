@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import peewee
 
+from slimyq.db.sqlite import unforked
 from slimyq.history.rows import ERROR_MESSAGE_MAX, RunRow, Stamp, row_values
 
 __all__ = ["ERROR_MESSAGE_MAX", "HistoryRecorder", "RecorderStats", "RunRow", "Stamp", "row_values"]
@@ -165,7 +166,8 @@ class HistoryRecorder:
                     break
                 rows = [self._buf.popleft() for _ in range(min(self.batch, len(self._buf)))]
                 self._inflight = len(rows)
-            left = self._write(rows)
+            with unforked():  # a --fork worker's job processes must not fork mid-write
+                left = self._write(rows)
             with self._cond:
                 self._inflight = 0
                 self._put_back(left)
@@ -266,7 +268,8 @@ class HistoryRecorder:
         if db is None:
             return
         try:
-            db.close()
+            with unforked():
+                db.close()
         except Exception:
             log.debug("job history: closing the connection failed", exc_info=True)
 

@@ -219,3 +219,54 @@ def test_threads_forking_at_once_beside_a_writer_leave_no_lock_held(tmp_path) ->
     children = db.execute_sql("SELECT COUNT(*) FROM chat_conversations WHERE id LIKE 'c%'").fetchone()[0]
     assert children == 24
     db.close()
+
+
+def test_children_forked_beside_a_thread_inside_sqlite_never_hang(tmp_path) -> None:
+    """A fork landing inside any SQLite call of another thread (a connect, a commit's cleanup)
+    leaves SQLite's own mutexes held in the child: its first SQLite call hangs. The history
+    writer of a ``--fork`` worker works inside ``unforked()``, and a fork waits for it. (With
+    ``unforked`` replaced by a null context, half of these children hung.)"""
+    import os
+    import signal
+
+    from slimyq.db import sqlite
+
+    path = tmp_path / "h.sqlite3"
+    migrate(connect_url(f"sqlite:///{path}"))
+    stop = threading.Event()
+
+    def history_like() -> None:  # connects, writes, closes, again and again (as after errors)
+        i = 0
+        while not stop.is_set():
+            with sqlite.unforked():
+                db = connect_url(f"sqlite:///{path}")
+                with db.atomic():
+                    Conversation.insert(id=f"p{i}", user_id="u", created_at=utcnow(),
+                                        updated_at=utcnow()).execute(db)
+                db.close()
+            i += 1
+
+    background = threading.Thread(target=history_like)
+    background.start()
+    codes = []
+    try:
+        for n in range(60):
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler could not run)
+                signal.alarm(5)  # a hang ends the child with SIGALRM
+                code = 1
+                try:
+                    child = connect_url(f"sqlite:///{path}")
+                    child.execute_sql("PRAGMA busy_timeout = 3000")
+                    with child.atomic():
+                        Conversation.insert(id=f"c{n}", user_id="u", created_at=utcnow(),
+                                            updated_at=utcnow()).execute(child)
+                    code = 0
+                finally:
+                    os._exit(code)
+            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    finally:
+        stop.set()
+        background.join()
+    assert codes == [0] * 60
