@@ -162,7 +162,7 @@ def read_completion(raw: bytes, chat: ChatSettings) -> tuple[str, tuple[int, int
     another service at ``OPENAI_BASE_URL``: a retry would send, and be billed for, the same)."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         data = None
     if not isinstance(data, dict):
         raise _unreadable(chat, "the body is not a JSON object")

@@ -63,7 +63,8 @@ class _Packer:
     completion call for 10 jobs has 130, an enqueue call 22 per job), which ``hiredis.pack_command``
     does itself, the same way, for the types it takes (str as UTF-8, int, float by ``repr``,
     bytes). Anything else (a command name holding a space, bytearray, bool, None, text UTF-8
-    cannot encode) takes redis-py's own pure-Python packer, its ``DataError`` included."""
+    cannot encode, and a memoryview, which hiredis would read as raw memory: a non-contiguous one
+    as the wrong bytes) takes redis-py's own pure-Python packer, its ``DataError`` included."""
 
     def __init__(self) -> None:
         import hiredis
@@ -76,7 +77,7 @@ class _Packer:
 
     def pack(self, *args: Any) -> list[bytes]:
         name = args[0]
-        if not (" " in name if isinstance(name, str) else b" " in name):
+        if not (" " in name if isinstance(name, str) else b" " in name) and memoryview not in map(type, args):
             try:
                 return [self._pack_command(args)]
             except (TypeError, UnicodeError):
@@ -96,12 +97,18 @@ def _pack_in_c(client: redis.Redis) -> None:
 
     from redis.utils import HIREDIS_AVAILABLE
 
+    try:
+        import hiredis
+
+        packs = HIREDIS_AVAILABLE and hasattr(hiredis, "pack_command")  # hiredis 2.2+ (redis 5.0 takes 1.x)
+    except ImportError:
+        packs = False
     kwargs = client.connection_pool.connection_kwargs
     try:
         utf8 = codecs.lookup(kwargs.get("encoding", "utf-8")).name == "utf-8"
     except LookupError:
         utf8 = False  # redis-py says so when it first encodes
-    if HIREDIS_AVAILABLE and utf8 and kwargs.get("encoding_errors", "strict") == "strict":
+    if packs and utf8 and kwargs.get("encoding_errors", "strict") == "strict":
         kwargs["command_packer"] = _shared_packer()
 
 

@@ -29,13 +29,22 @@ _fork = threading.local()  # .held: the locks the forking thread took (threads f
 _guard = threading.RLock()  # held by SQLite work outside a transaction that a fork must wait for
 
 
+GUARD_WAIT = 1.0  # seconds a fork waits for unforked() blocks (then forks: a block stuck on I/O)
+
+
 @contextmanager
 def unforked() -> Iterator[None]:
     """Hold this process's forks off while the block works with SQLite (connects, writes,
     closes): for a thread that does while others fork (the job history's writer in a ``--fork``
-    worker). See :func:`_between_writes_before_fork`."""
-    with _guard:
+    worker). See :func:`_between_writes_before_fork`. Waits at most ``WAIT`` for a fork to end
+    (a lock a broken fork left held would otherwise stop the block for good)."""
+    guard = _guard
+    held = guard.acquire(timeout=WAIT)
+    try:
         yield
+    finally:
+        if held:
+            guard.release()
 
 
 def _between_writes_before_fork() -> None:
@@ -46,14 +55,18 @@ def _between_writes_before_fork() -> None:
     writes met "database is locked" for the whole ``busy_timeout`` (5 s a job, then a retry). A
     fork in the middle of any SQLite call (a commit's cleanup, a connect) left SQLite's allocator
     mutex held by a thread the child does not have: its first SQLite call hung until the job's
-    timeout (30 s, then a retry). So a fork waits for :func:`unforked` blocks and for every open
-    write transaction to end (their length; each wait bounded by ``WAIT``), the locks taken in
-    one order by every forking thread."""
-    held: list[threading.RLock] = [_guard] if _guard.acquire(timeout=WAIT) else []
+    timeout (30 s, then a retry). So a fork waits for :func:`unforked` blocks (up to
+    ``GUARD_WAIT``: one may wait on the network or on another process's lock) and for every open
+    write transaction to end (their length; each bounded by ``WAIT``), the locks taken in one
+    order by every forking thread, each noted as soon as it is taken (released after the fork
+    whatever happens here)."""
+    held: list[Any] = []
+    _fork.held = held
+    if _guard.acquire(timeout=GUARD_WAIT):
+        held.append(_guard)
     for db in sorted(_instances, key=id):
         if db._writer.acquire(timeout=WAIT):
             held.append(db._writer)
-    _fork.held = held
 
 
 def _after_fork_in_parent() -> None:

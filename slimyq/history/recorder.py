@@ -17,6 +17,7 @@ aware or naive-UTC datetimes are accepted too. They are stored as naive UTC.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 
 import peewee
 
-from slimyq.db.sqlite import unforked
+from slimyq.db.sqlite import SerializedSqliteDatabase, unforked
 from slimyq.history.rows import ERROR_MESSAGE_MAX, RunRow, Stamp, row_values
 
 __all__ = ["ERROR_MESSAGE_MAX", "HistoryRecorder", "RecorderStats", "RunRow", "Stamp", "row_values"]
@@ -84,6 +85,7 @@ class HistoryRecorder:
         self._closed = False
         self._deadline = 0.0
         self._db: peewee.Database | None = None
+        self._sqlite: bool | None = None  # is self._db SQLite (None: not opened yet)
         self._outage_logged = False
         self._flush_now = False
         self._drops_seen = 0
@@ -166,7 +168,7 @@ class HistoryRecorder:
                     break
                 rows = [self._buf.popleft() for _ in range(min(self.batch, len(self._buf)))]
                 self._inflight = len(rows)
-            with unforked():  # a --fork worker's job processes must not fork mid-write
+            with self._unforked():
                 left = self._write(rows)
             with self._cond:
                 self._inflight = 0
@@ -181,6 +183,11 @@ class HistoryRecorder:
             self._backoff(min(self.max_backoff, 0.25 * 2 ** min(failures - 1, 16)))
             due = time.monotonic()
         self._release()
+
+    def _unforked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold a ``--fork`` worker's forks off while this thread works with SQLite (see
+        :func:`slimyq.db.sqlite.unforked`); not once the database is known to be another."""
+        return unforked() if self._sqlite is not False else contextlib.nullcontext()
 
     def _backoff(self, pause: float) -> None:
         """Wait ``pause`` seconds; a close() cuts it short once (then waits only up to its deadline)."""
@@ -215,6 +222,7 @@ class HistoryRecorder:
         try:
             db = self._db if self._db is not None else self._factory()
             self._db = db
+            self._sqlite = isinstance(db, SerializedSqliteDatabase)
             try:
                 _insert(db, [v for _, v in good])
             except (peewee.IntegrityError, peewee.DataError):
@@ -268,7 +276,7 @@ class HistoryRecorder:
         if db is None:
             return
         try:
-            with unforked():
+            with self._unforked():
                 db.close()
         except Exception:
             log.debug("job history: closing the connection failed", exc_info=True)

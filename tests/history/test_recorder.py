@@ -4,6 +4,7 @@ bounded buffer and the graceful close."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -148,6 +149,21 @@ def test_a_reflushed_batch_inserts_nothing_twice(db, make):
     assert rec.flush(10)
     assert count() == 11
     assert rec.written == 21
+
+
+def test_the_writer_holds_forks_off_only_while_it_works_with_sqlite(db, make):
+    """In a ``--fork`` worker a fork waits for the writer's SQLite work (slimyq.db.sqlite.unforked);
+    on PostgreSQL or MySQL there is nothing to wait for, and a connect that hangs on the network
+    must not hold job processes back."""
+    from slimyq.db.sqlite import SerializedSqliteDatabase
+
+    rec = make(lambda: db, flush_every=0.05)
+    rec.record(row("j1", 1))
+    assert rec.flush(10)
+    sqlite = isinstance(db, SerializedSqliteDatabase)
+    assert rec._sqlite is sqlite
+    guard = rec._unforked()
+    assert isinstance(guard, contextlib.nullcontext) is not sqlite
 
 
 # ----------------------------------------------------------------- outages

@@ -240,6 +240,7 @@ def test_400_fails_permanently_as_openai_error(fake_openai: FakeOpenAI, sqlite_d
     ("body", "reason"),
     [
         (b"<html>502 Bad Gateway</html>", "the body is not a JSON object"),
+        (b"[" * 100_000, "the body is not a JSON object"),  # deeper than the parser goes
         ([{"choices": []}], "the body is not a JSON object"),
         ({"choices": {"0": {}}}, "choices is a dict, not a list"),
         ({"choices": ["hi"]}, "choices[0] is a str, not an object"),
