@@ -30,7 +30,7 @@ job started to last completed. Nothing here is a pass/fail threshold.
 
 Usage: python scripts/bench.py [--quick] [--rows ROW,...] (rows: startup,enqueue,bulk,database,postgres,
 postgres-net,history,trivial,sleep,chat,inspect,audit; all by default)
-(the default full run took 9.6 minutes on the 2-core development machine under load)
+(the default full run took 7.6-8.2 minutes on the 2-core development machine)
 """
 
 from __future__ import annotations
