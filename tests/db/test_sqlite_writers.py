@@ -123,13 +123,37 @@ def test_release_thread_locks_cleans_up_a_transaction_left_open(sqlite_db) -> No
     assert release_thread_locks() == 0
 
 
+def _fork_and_write(path, row_id: str, error_file=None) -> int:
+    """Fork a child that writes one row to ``path`` on a connection of its own (as a forked job
+    does; at most 5 s: a hang ends it with SIGALRM) and return its exit code (0: written)."""
+    import os
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler could not run)
+        signal.alarm(5)
+        code = 1
+        try:
+            child = connect_url(f"sqlite:///{path}")
+            child.execute_sql("PRAGMA busy_timeout = 2000")
+            with child.atomic():
+                Conversation.insert(id=row_id, user_id="u", created_at=utcnow(), updated_at=utcnow()).execute(child)
+            code = 0
+        except BaseException as exc:
+            if error_file is not None:
+                error_file.write_text(repr(exc))
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
 def test_a_child_forked_during_a_write_transaction_writes_at_once(tmp_path) -> None:
     """``--fork`` forks job processes from a worker whose history thread writes to the same
     SQLite file. SQLite keeps its locks' bookkeeping per process: a child forked while another
     thread's write transaction was open inherited it as a lock held by a connection of its own
     process, and its writes met "database is locked" for the whole busy_timeout (5 s a job, then
     a retry). A fork now waits for the open write transactions to end."""
-    import os
     import time
 
     db = connect_url(f"sqlite:///{tmp_path / 'f.sqlite3'}")
@@ -146,26 +170,13 @@ def test_a_child_forked_during_a_write_transaction_writes_at_once(tmp_path) -> N
     thread.start()
     assert opened.wait(5)
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # the child: a connection of its own, as a forked job opens
-        code = 1
-        try:
-            child = connect_url(f"sqlite:///{tmp_path / 'f.sqlite3'}")
-            child.execute_sql("PRAGMA busy_timeout = 2000")
-            with child.atomic():
-                Conversation.insert(id="child", user_id="u", created_at=utcnow(), updated_at=utcnow()).execute(child)
-            code = 0
-        except BaseException as exc:
-            (tmp_path / "child-error").write_text(repr(exc))
-        finally:
-            os._exit(code)
-    waited = time.monotonic() - started
+    error = tmp_path / "child-error"
+    code = _fork_and_write(tmp_path / "f.sqlite3", "child", error)  # forks, then waits for the child
+    waited_fork = time.monotonic() - started
     forked.set()
     thread.join()
-    _, status = os.waitpid(pid, 0)
-    error = tmp_path / "child-error"
-    assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else "the child died"
-    assert waited >= 0.2  # the fork waited for the parent's transaction to commit
+    assert code == 0, error.read_text() if error.exists() else "the child died"
+    assert waited_fork >= 0.2  # the fork waited for the parent's transaction to commit
     assert {row[0] for row in db.execute_sql("SELECT id FROM chat_conversations")} == {"parent", "child"}
     db.close()
 
@@ -174,7 +185,6 @@ def test_threads_forking_at_once_beside_a_writer_leave_no_lock_held(tmp_path) ->
     """``--fork`` at concurrency 10: threads fork at once while another thread writes. Each fork
     takes and gives back the writer lock as its own (a lock given back by another thread's fork
     would leave this one's held: every later write would wait WAIT seconds)."""
-    import os
 
     db = connect_url(f"sqlite:///{tmp_path / 'g.sqlite3'}")
     migrate(db)
@@ -188,19 +198,7 @@ def test_threads_forking_at_once_beside_a_writer_leave_no_lock_held(tmp_path) ->
             i += 1
 
     def fork_one(n: int, codes: list[int]) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                child = connect_url(f"sqlite:///{tmp_path / 'g.sqlite3'}")
-                child.execute_sql("PRAGMA busy_timeout = 2000")
-                with child.atomic():
-                    Conversation.insert(id=f"c{n}", user_id="u", created_at=utcnow(),
-                                        updated_at=utcnow()).execute(child)
-                code = 0
-            finally:
-                os._exit(code)
-        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        codes.append(_fork_and_write(tmp_path / "g.sqlite3", f"c{n}"))
 
     background = threading.Thread(target=writer)
     background.start()
@@ -226,8 +224,6 @@ def test_children_forked_beside_a_thread_inside_sqlite_never_hang(tmp_path) -> N
     leaves SQLite's own mutexes held in the child: its first SQLite call hangs. The history
     writer of a ``--fork`` worker works inside ``unforked()``, and a fork waits for it. (With
     ``unforked`` replaced by a null context, half of these children hung.)"""
-    import os
-    import signal
 
     from slimyq.db import sqlite
 
@@ -251,21 +247,7 @@ def test_children_forked_beside_a_thread_inside_sqlite_never_hang(tmp_path) -> N
     codes = []
     try:
         for n in range(60):
-            pid = os.fork()
-            if pid == 0:
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (pytest-timeout's handler could not run)
-                signal.alarm(5)  # a hang ends the child with SIGALRM
-                code = 1
-                try:
-                    child = connect_url(f"sqlite:///{path}")
-                    child.execute_sql("PRAGMA busy_timeout = 3000")
-                    with child.atomic():
-                        Conversation.insert(id=f"c{n}", user_id="u", created_at=utcnow(),
-                                            updated_at=utcnow()).execute(child)
-                    code = 0
-                finally:
-                    os._exit(code)
-            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+            codes.append(_fork_and_write(path, f"c{n}"))
     finally:
         stop.set()
         background.join()
