@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from slimyq.jobs.base import PermanentError
 from slimyq.redact import redact_text, redact_url
@@ -199,9 +199,22 @@ def _kind(value: Any) -> str:
 
 
 def _unreadable(chat: ChatSettings, what: str) -> OpenAIPermanentError:
-    where = redact_url(chat.base_url) or "the OpenAI API"
-    err = OpenAIPermanentError(redact_text(f"{where} answered with something that is not a chat completion: {what}",
-                                           [chat.api_key] if chat.api_key else []))
+    return _logged(OpenAIPermanentError(
+        _clean(chat, f"{_where(chat)} answered with something that is not a chat completion: {what}")))
+
+
+def _where(chat: ChatSettings) -> str:
+    return redact_url(chat.base_url) or "the OpenAI API"
+
+
+def _clean(chat: ChatSettings, text: str) -> str:
+    return redact_text(text, [chat.api_key] if chat.api_key else [])
+
+
+_E = TypeVar("_E", bound=OpenAITransientError | OpenAIPermanentError)
+
+
+def _logged(err: _E) -> _E:
     log.warning("chat completion failed (%s): %s", err.error_type, err)
     return err
 
@@ -210,12 +223,10 @@ def classify(exc: BaseException, chat: ChatSettings) -> OpenAITransientError | O
     """Turn an SDK error into a transient (retry) or permanent (``openai_error``) one, redacted."""
     import openai
 
-    secrets = [chat.api_key] if chat.api_key else []
-
     def clean(text: str) -> str:
-        return redact_text(text, secrets)
+        return _clean(chat, text)
 
-    where = redact_url(chat.base_url) or "the OpenAI API"
+    where = _where(chat)
     if isinstance(exc, openai.APITimeoutError):
         err: OpenAITransientError | OpenAIPermanentError = OpenAITransientError(
             clean(f"OpenAI request timed out after {chat.request_timeout:g} s ({where})")
@@ -234,8 +245,7 @@ def classify(exc: BaseException, chat: ChatSettings) -> OpenAITransientError | O
             err = OpenAIPermanentError(text, status=status)
     else:
         err = OpenAIPermanentError(clean(f"OpenAI error: {type(exc).__name__}: {exc}"))
-    log.warning("chat completion failed (%s): %s", err.error_type, err)
-    return err
+    return _logged(err)
 
 
 def _message_of(exc: Any) -> str:

@@ -25,11 +25,9 @@ WAIT = 10.0  # seconds
 _instances: weakref.WeakSet[SerializedSqliteDatabase] = weakref.WeakSet()
 
 
+GUARD_WAIT = 1.0  # seconds a fork waits for unforked() blocks (then forks: a block stuck on I/O)
 _fork = threading.local()  # .held: the locks the forking thread took (threads fork at once in --fork)
 _guard = threading.RLock()  # held by SQLite work outside a transaction that a fork must wait for
-
-
-GUARD_WAIT = 1.0  # seconds a fork waits for unforked() blocks (then forks: a block stuck on I/O)
 
 
 @contextmanager
